@@ -1,0 +1,199 @@
+//! The proxy-wasm host adapter (wasm32 only): moves headers and bodies between Envoy and the core, and
+//! turns the core's decisions into host calls. No gateway logic lives here.
+
+use crate::config::{Config, Env};
+use crate::http::{Decision, Headers, Step};
+use crate::providers::mock::Clock;
+use crate::route::RouteFilter;
+use crate::upstream::{EndpointMeta, UpstreamFilter};
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+/// Which of its two places in Envoy a plugin instance runs in, from the plugin's `root_id`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+enum Role {
+    #[default]
+    Route,
+    Upstream,
+}
+
+#[derive(Default)]
+struct Root {
+    cfg: Option<Rc<Config>>,
+    role: Role,
+    seq: Rc<Cell<u64>>,
+}
+
+struct VmEnv;
+
+impl Env for VmEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let root_id = self
+            .get_property(vec!["plugin_root_id"])
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        self.role = match root_id.as_str() {
+            "" | "switchyard" | "switchyard-route" => Role::Route,
+            "switchyard-upstream" => Role::Upstream,
+            other => {
+                log::error!("invalid switchyard config: root_id '{other}' is neither 'switchyard' (route-level) nor 'switchyard-upstream'");
+                return false;
+            }
+        };
+        let Some(bytes) = self.get_plugin_configuration() else {
+            log::error!("invalid switchyard config at '(root)': the plugin has no configuration");
+            return false;
+        };
+        match Config::parse(&bytes, &VmEnv) {
+            Ok(cfg) => {
+                for p in &cfg.disabled {
+                    log::info!("provider '{p}' disabled: its optional credential is not set");
+                }
+                log::info!(
+                    "switchyard {:?} role loaded: {} providers, {} models, {} keys",
+                    self.role,
+                    cfg.providers.len(),
+                    cfg.models.len(),
+                    cfg.keys.len()
+                );
+                self.cfg = Some(Rc::new(cfg));
+                true
+            }
+            Err(e) => {
+                log::error!("{e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let cfg = self.cfg.clone()?;
+        Some(match self.role {
+            Role::Route => Box::new(RouteHttp { core: RouteFilter::new(cfg), seq: self.seq.clone() }),
+            Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg) }),
+        })
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// The current stream's request headers, read straight from the host.
+struct RequestHeaders;
+
+impl Headers for RequestHeaders {
+    fn get(&self, name: &str) -> Option<String> {
+        proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+    }
+}
+
+/// Applies a decision's header edits and step to the request.
+fn apply(ctx: &dyn HttpContext, d: Decision) -> Action {
+    for name in &d.remove {
+        ctx.set_http_request_header(name, None);
+    }
+    for (name, value) in &d.set {
+        ctx.set_http_request_header(name, Some(value));
+    }
+    if d.clear_route_cache {
+        // Envoy clears the route cache itself when a filter changes request headers (ABI 0.2.1); the
+        // explicit call makes it independent of that.
+        let _ = proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None);
+    }
+    match d.step {
+        Step::Continue => Action::Continue,
+        Step::NeedBody => Action::Pause,
+        Step::Respond(r) => {
+            let headers: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ctx.send_http_response(r.status as u32, headers, Some(&r.body));
+            Action::Pause
+        }
+    }
+}
+
+struct RouteHttp {
+    core: RouteFilter,
+    seq: Rc<Cell<u64>>,
+}
+
+impl Context for RouteHttp {}
+
+impl HttpContext for RouteHttp {
+    fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let d = self.core.on_request_headers(&RequestHeaders, end_of_stream);
+        apply(self, d)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(d) = self.core.on_body_progress(body_size, end_of_stream) {
+            return apply(self, d);
+        }
+        let seq = self.seq.get().wrapping_add(1);
+        self.seq.set(seq);
+        let unix_secs = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let d = self.core.on_request_body(&body, Clock { unix_secs, seq });
+        apply(self, d)
+    }
+}
+
+struct UpstreamHttp {
+    core: UpstreamFilter,
+}
+
+impl UpstreamHttp {
+    fn metadata(&self, key: &str) -> Option<String> {
+        self.get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "switchyard", key])
+            .and_then(|b| String::from_utf8(b).ok())
+            .filter(|s| !s.is_empty())
+    }
+}
+
+impl Context for UpstreamHttp {}
+
+impl HttpContext for UpstreamHttp {
+    fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        let meta = EndpointMeta { provider: self.metadata("provider"), model: self.metadata("model") };
+        let d = self.core.on_request_headers(&RequestHeaders, &meta);
+        apply(self, d)
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        match self.core.on_request_body(&body) {
+            Ok(Some(new_body)) => {
+                self.set_http_request_body(0, body_size, &new_body);
+                Action::Continue
+            }
+            Ok(None) => Action::Continue,
+            Err(e) => apply(self, Decision::respond(e)),
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+        for (k, v) in self.core.on_response_headers() {
+            self.set_http_response_header(k, Some(&v));
+        }
+        Action::Continue
+    }
+}

@@ -1,0 +1,555 @@
+//! Plugin configuration: parsed once when Envoy loads the filter, validated completely, and turned into
+//! lookup structures the request path only reads. Every rejection names the field that is wrong.
+
+use crate::sha256;
+use hashbrown::{HashMap, HashSet};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// Default cap on request bodies.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// Where the filter looks up environment variables (the VM's environment in Envoy).
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// A provider credential. Its `Debug` never prints the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Answered by the filter itself, in the OpenAI format.
+    Mock,
+    OpenAi,
+    AzureOpenAi { api_version: String },
+    OpenAiCompatible { base_path: String },
+}
+
+impl ProviderKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::Mock => "mock",
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::AzureOpenAi { .. } => "azure_openai",
+            ProviderKind::OpenAiCompatible { .. } => "openai_compatible",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    /// The Envoy cluster that reaches this provider.
+    pub cluster: String,
+    pub credential: Option<Secret>,
+}
+
+pub type ProviderId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub provider: ProviderId,
+    /// The model name the provider knows (Azure: the deployment name).
+    pub model: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub name: String,
+    pub targets: Vec<Target>,
+    /// The cluster the route-level filter sends this model's requests to.
+    pub cluster: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum Allowed {
+    All,
+    Only(HashSet<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct Key {
+    pub id: String,
+    pub allowed: Allowed,
+    /// The `GET /v1/models` answer for this key, built once at load.
+    pub models_json: String,
+}
+
+impl Key {
+    pub fn may_use(&self, model: &str) -> bool {
+        match &self.allowed {
+            Allowed::All => true,
+            Allowed::Only(set) => set.contains(model),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub max_body_bytes: usize,
+    pub providers: Vec<Provider>,
+    pub models: HashMap<String, Model>,
+    pub keys: Vec<Key>,
+    keys_by_digest: HashMap<[u8; 32], usize>,
+    /// Providers left out because an optional credential was not set (for the load-time log line).
+    pub disabled: Vec<String>,
+}
+
+/// A configuration error: the JSON path of the bad field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid switchyard config at '{}': {}", self.field, self.reason)
+    }
+}
+
+fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: field.into(), reason: reason.into() }
+}
+
+type R<T> = Result<T, ConfigError>;
+
+fn as_obj<'a>(v: &'a Value, path: &str) -> R<&'a Map<String, Value>> {
+    v.as_object().ok_or_else(|| err(path, format!("must be an object, got {}", type_name(v))))
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn check_fields(o: &Map<String, Value>, path: &str, known: &[&str]) -> R<()> {
+    for k in o.keys() {
+        if !known.contains(&k.as_str()) {
+            return Err(err(
+                join(path, k),
+                format!("unknown field (expected one of: {})", known.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn join(path: &str, k: &str) -> String {
+    if path.is_empty() {
+        k.to_string()
+    } else {
+        format!("{path}.{k}")
+    }
+}
+
+fn opt_str<'a>(o: &'a Map<String, Value>, path: &str, k: &str) -> R<Option<&'a str>> {
+    match o.get(k) {
+        None => Ok(None),
+        Some(Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+        Some(Value::String(_)) => Err(err(join(path, k), "must not be empty")),
+        Some(v) => Err(err(join(path, k), format!("must be a string, got {}", type_name(v)))),
+    }
+}
+
+fn req_str<'a>(o: &'a Map<String, Value>, path: &str, k: &str) -> R<&'a str> {
+    opt_str(o, path, k)?.ok_or_else(|| err(join(path, k), "is required"))
+}
+
+fn is_header_safe(s: &str) -> bool {
+    s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
+fn parse_credential(v: &Value, path: &str, env: &dyn Env) -> R<Option<Secret>> {
+    match v {
+        Value::String(s) if s.is_empty() => Err(err(path, "must not be empty")),
+        Value::String(s) => {
+            if !is_header_safe(s) {
+                return Err(err(path, "must be printable ASCII"));
+            }
+            Ok(Some(Secret(s.clone())))
+        }
+        Value::Object(o) => {
+            check_fields(o, path, &["env", "optional"])?;
+            let name = req_str(o, path, "env")?;
+            let optional = match o.get("optional") {
+                None => false,
+                Some(Value::Bool(b)) => *b,
+                Some(v) => return Err(err(join(path, "optional"), format!("must be a boolean, got {}", type_name(v)))),
+            };
+            match env.var(name).filter(|s| !s.is_empty()) {
+                Some(s) if is_header_safe(&s) => Ok(Some(Secret(s))),
+                // The value is never quoted: it is a secret.
+                Some(_) => Err(err(join(path, "env"), format!("environment variable {name} holds characters a header cannot carry"))),
+                None if optional => Ok(None),
+                None => Err(err(
+                    join(path, "env"),
+                    format!("environment variable {name} is not set in the VM (add it to vm_config.environment_variables.host_env_keys, or mark the credential optional)"),
+                )),
+            }
+        }
+        v => Err(err(path, format!("must be a string or {{\"env\": NAME}}, got {}", type_name(v)))),
+    }
+}
+
+/// What parsing a provider entry gives: the provider, or None when an optional credential is missing.
+fn parse_provider(name: &str, v: &Value, env: &dyn Env) -> R<Option<Provider>> {
+    let path = format!("providers.{name}");
+    let o = as_obj(v, &path)?;
+    let kind_name = req_str(o, &path, "kind")?;
+    let (kind, known): (ProviderKind, &[&str]) = match kind_name {
+        "mock" => (ProviderKind::Mock, &["kind"]),
+        "openai" => (ProviderKind::OpenAi, &["kind", "cluster", "api_key"]),
+        "azure_openai" => {
+            let v = req_str(o, &path, "api_version")?;
+            if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.') {
+                return Err(err(join(&path, "api_version"), "may hold only letters, digits, '-' and '.'"));
+            }
+            (ProviderKind::AzureOpenAi { api_version: v.to_string() }, &["kind", "cluster", "api_key", "api_version"])
+        }
+        "openai_compatible" => {
+            let base = opt_str(o, &path, "base_path")?.unwrap_or("/v1");
+            if !base.starts_with('/') || base.contains('?') || base.contains('#') || !is_header_safe(base) || base.contains(' ') {
+                return Err(err(join(&path, "base_path"), "must be a path starting with '/', without query or spaces"));
+            }
+            let base = base.trim_end_matches('/').to_string();
+            (ProviderKind::OpenAiCompatible { base_path: base }, &["kind", "cluster", "api_key", "base_path"])
+        }
+        other => {
+            return Err(err(
+                join(&path, "kind"),
+                format!("unknown provider kind '{other}' (expected mock, openai, azure_openai or openai_compatible)"),
+            ))
+        }
+    };
+    check_fields(o, &path, known)?;
+    let cluster = opt_str(o, &path, "cluster")?.unwrap_or(name).to_string();
+    if !is_header_safe(&cluster) {
+        return Err(err(join(&path, "cluster"), "must be printable ASCII"));
+    }
+    let credential = match o.get("api_key") {
+        None => None,
+        Some(v) => {
+            let c = parse_credential(v, &join(&path, "api_key"), env)?;
+            if c.is_none() {
+                return Ok(None);
+            }
+            c
+        }
+    };
+    let needs_key = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. });
+    if needs_key && credential.is_none() {
+        return Err(err(join(&path, "api_key"), format!("is required for kind {kind_name}")));
+    }
+    Ok(Some(Provider { name: name.to_string(), kind, cluster, credential }))
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn parse(bytes: &[u8], env: &dyn Env) -> R<Config> {
+        let root: Value = serde_json::from_slice(bytes).map_err(|e| err("(root)", format!("not valid JSON: {e}")))?;
+        let o = as_obj(&root, "(root)")?;
+        check_fields(o, "", &["max_body_bytes", "providers", "models", "keys"])?;
+
+        let max_body_bytes = match o.get("max_body_bytes") {
+            None => DEFAULT_MAX_BODY_BYTES,
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1024 && n <= 1 << 30 => n as usize,
+                _ => return Err(err("max_body_bytes", "must be an integer from 1024 to 1073741824")),
+            },
+        };
+
+        let providers_v = as_obj(o.get("providers").ok_or_else(|| err("providers", "is required"))?, "providers")?;
+        let mut providers = Vec::new();
+        let mut provider_ids: HashMap<&str, ProviderId> = HashMap::new();
+        let mut disabled = Vec::new();
+        for (name, v) in providers_v {
+            if name.is_empty() {
+                return Err(err("providers", "provider names must not be empty"));
+            }
+            match parse_provider(name, v, env)? {
+                Some(p) => {
+                    provider_ids.insert(name.as_str(), providers.len());
+                    providers.push(p);
+                }
+                None => disabled.push(name.clone()),
+            }
+        }
+
+        let models_v = as_obj(o.get("models").ok_or_else(|| err("models", "is required"))?, "models")?;
+        let mut models = HashMap::new();
+        for (name, v) in models_v {
+            let path = format!("models.{name}");
+            if name.is_empty() || !is_header_safe(name) {
+                return Err(err(path, "model names must be non-empty printable ASCII"));
+            }
+            let mo = as_obj(v, &path)?;
+            check_fields(mo, &path, &["provider", "model"])?;
+            let pname = req_str(mo, &path, "provider")?;
+            let upstream = opt_str(mo, &path, "model")?.unwrap_or(name).to_string();
+            let pid = match provider_ids.get(pname) {
+                Some(id) => *id,
+                None if disabled.iter().any(|d| d == pname) => continue,
+                None => {
+                    return Err(err(join(&path, "provider"), format!("names no provider '{pname}' in providers")));
+                }
+            };
+            let cluster = providers.get(pid).map(|p| p.cluster.clone()).unwrap_or_default();
+            models.insert(
+                name.clone(),
+                Model { name: name.clone(), targets: vec![Target { provider: pid, model: upstream }], cluster },
+            );
+        }
+        let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
+        all_names.sort_unstable();
+
+        let keys_v = match o.get("keys") {
+            None => return Err(err("keys", "is required (a list of virtual keys)")),
+            Some(Value::Array(a)) => a,
+            Some(v) => return Err(err("keys", format!("must be an array, got {}", type_name(v)))),
+        };
+        let mut keys = Vec::new();
+        let mut keys_by_digest = HashMap::new();
+        let mut ids = HashSet::new();
+        for (i, v) in keys_v.iter().enumerate() {
+            let path = format!("keys[{i}]");
+            let ko = as_obj(v, &path)?;
+            check_fields(ko, &path, &["id", "sha256", "models"])?;
+            let id = req_str(ko, &path, "id")?;
+            if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
+                return Err(err(join(&path, "id"), "may hold only letters, digits and - _ . :"));
+            }
+            if !ids.insert(id.to_string()) {
+                return Err(err(join(&path, "id"), format!("duplicate key id '{id}'")));
+            }
+            let digest = sha256::parse_hex(req_str(ko, &path, "sha256")?)
+                .ok_or_else(|| err(join(&path, "sha256"), "must be 64 hex digits (the SHA-256 of the key)"))?;
+            if keys_by_digest.insert(digest, keys.len()).is_some() {
+                return Err(err(join(&path, "sha256"), "the same key digest appears twice"));
+            }
+            let list = match ko.get("models") {
+                Some(Value::Array(a)) => a,
+                Some(v) => return Err(err(join(&path, "models"), format!("must be an array, got {}", type_name(v)))),
+                None => return Err(err(join(&path, "models"), "is required (model names, or [\"*\"] for all)")),
+            };
+            let mut allowed_set = HashSet::new();
+            let mut all = false;
+            for (j, m) in list.iter().enumerate() {
+                let mpath = format!("{path}.models[{j}]");
+                let m = m.as_str().ok_or_else(|| err(&mpath, "must be a string"))?;
+                if m == "*" {
+                    all = true;
+                } else if models_v.contains_key(m) {
+                    allowed_set.insert(m.to_string());
+                } else {
+                    return Err(err(mpath, format!("names no model '{m}' in models")));
+                }
+            }
+            let allowed = if all { Allowed::All } else { Allowed::Only(allowed_set) };
+            let visible: Vec<&str> = all_names
+                .iter()
+                .copied()
+                .filter(|n| match &allowed {
+                    Allowed::All => true,
+                    Allowed::Only(s) => s.contains(*n),
+                })
+                .collect();
+            let models_json = models_list_json(&visible, &models, &providers);
+            keys.push(Key { id: id.to_string(), allowed, models_json });
+        }
+
+        Ok(Config { max_body_bytes, providers, models, keys, keys_by_digest, disabled })
+    }
+
+    /// The index in `keys` of the virtual key whose SHA-256 matches the presented secret.
+    pub fn key_index(&self, presented: &str) -> Option<usize> {
+        self.keys_by_digest.get(&sha256::digest(presented.as_bytes())).copied()
+    }
+
+    pub fn key_by_secret(&self, presented: &str) -> Option<&Key> {
+        self.key_index(presented).and_then(|i| self.keys.get(i))
+    }
+
+    pub fn provider(&self, id: ProviderId) -> Option<&Provider> {
+        self.providers.get(id)
+    }
+
+    pub fn provider_by_name(&self, name: &str) -> Option<(ProviderId, &Provider)> {
+        self.providers.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+}
+
+fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {
+    let data: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let owner = models
+                .get(*n)
+                .and_then(|m| m.targets.first())
+                .and_then(|t| providers.get(t.provider))
+                .map(|p| p.name.as_str())
+                .unwrap_or("switchyard");
+            serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": owner})
+        })
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string()
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    pub struct MapEnv(pub Vec<(&'static str, &'static str)>);
+    impl Env for MapEnv {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        }
+    }
+
+    pub fn demo_key_hash(key: &str) -> String {
+        sha256::to_hex(&sha256::digest(key.as_bytes()))
+    }
+
+    pub fn sample() -> String {
+        serde_json::json!({
+            "providers": {
+                "local": {"kind": "mock"},
+                "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}},
+                "azure": {"kind": "azure_openai", "cluster": "azure_cluster", "api_version": "2024-10-21", "api_key": "az-inline"},
+                "groq": {"kind": "openai_compatible", "base_path": "/openai/v1/", "api_key": {"env": "GROQ_API_KEY", "optional": true}},
+                "ollama": {"kind": "openai_compatible"}
+            },
+            "models": {
+                "demo": {"provider": "local"},
+                "gpt-4o-mini": {"provider": "openai"},
+                "gpt-prod": {"provider": "azure", "model": "prod-deployment"},
+                "llama": {"provider": "groq", "model": "llama-3.3-70b"},
+                "qwen": {"provider": "ollama", "model": "qwen2.5"}
+            },
+            "keys": [
+                {"id": "all", "sha256": demo_key_hash("sk-all"), "models": ["*"]},
+                {"id": "mini-only", "sha256": demo_key_hash("sk-mini"), "models": ["gpt-4o-mini", "llama"]}
+            ]
+        })
+        .to_string()
+    }
+
+    fn env() -> MapEnv {
+        MapEnv(vec![("OPENAI_API_KEY", "sk-openai-secret")])
+    }
+
+    fn parse_err(v: serde_json::Value) -> ConfigError {
+        Config::parse(v.to_string().as_bytes(), &env()).unwrap_err()
+    }
+
+    #[test]
+    fn parses_sample() {
+        let c = Config::parse(sample().as_bytes(), &env()).unwrap();
+        assert_eq!(c.providers.len(), 4, "groq is disabled without GROQ_API_KEY");
+        assert_eq!(c.disabled, vec!["groq".to_string()]);
+        assert!(!c.models.contains_key("llama"));
+        let m = &c.models["gpt-prod"];
+        assert_eq!(m.cluster, "azure_cluster");
+        assert_eq!(m.targets[0].model, "prod-deployment");
+        assert_eq!(c.models["gpt-4o-mini"].targets[0].model, "gpt-4o-mini");
+        let (_, ollama) = c.provider_by_name("ollama").unwrap();
+        assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into() });
+        let (_, openai) = c.provider_by_name("openai").unwrap();
+        assert_eq!(openai.credential.as_ref().unwrap().expose(), "sk-openai-secret");
+        assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    }
+
+    #[test]
+    fn keys_and_model_lists() {
+        let c = Config::parse(sample().as_bytes(), &env()).unwrap();
+        assert!(c.key_by_secret("sk-nope").is_none());
+        let k = c.key_by_secret("sk-mini").unwrap();
+        assert_eq!(k.id, "mini-only");
+        assert!(k.may_use("gpt-4o-mini") && !k.may_use("demo"));
+        let v: Value = serde_json::from_str(&k.models_json).unwrap();
+        let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, vec!["gpt-4o-mini"], "disabled llama is not listed");
+        let all = c.key_by_secret("sk-all").unwrap();
+        let v: Value = serde_json::from_str(&all.models_json).unwrap();
+        assert_eq!(v["data"].as_array().unwrap().len(), 4);
+        assert_eq!(v["object"], "list");
+    }
+
+    #[test]
+    fn secrets_do_not_debug_print() {
+        let c = Config::parse(sample().as_bytes(), &env()).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains("sk-openai-secret") && !dbg.contains("az-inline"));
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let base: Value = serde_json::from_str(&sample()).unwrap();
+        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
+            (Box::new(|v| v["providers"]["openai"]["kind"] = "opneai".into()), "providers.openai.kind", "unknown provider kind"),
+            (Box::new(|v| v["providers"]["openai"]["api_key"] = serde_json::json!({"env": "NOPE"})), "providers.openai.api_key.env", "NOPE is not set"),
+            (Box::new(|v| { v["providers"]["openai"].as_object_mut().unwrap().remove("api_key"); }), "providers.openai.api_key", "required"),
+            (Box::new(|v| v["providers"]["azure"].as_object_mut().unwrap().remove("api_version").map(|_| ()).unwrap()), "providers.azure.api_version", "required"),
+            (Box::new(|v| v["providers"]["ollama"]["base_path"] = "v1".into()), "providers.ollama.base_path", "starting with '/'"),
+            (Box::new(|v| v["providers"]["local"]["colour"] = "red".into()), "providers.local.colour", "unknown field"),
+            (Box::new(|v| v["models"]["demo"]["provider"] = "nobody".into()), "models.demo.provider", "no provider 'nobody'"),
+            (Box::new(|v| v["models"]["demo"]["provider"] = 5.into()), "models.demo.provider", "must be a string"),
+            (Box::new(|v| v["keys"][0]["sha256"] = "abc".into()), "keys[0].sha256", "64 hex digits"),
+            (Box::new(|v| v["keys"][1]["id"] = "all".into()), "keys[1].id", "duplicate key id"),
+            (Box::new(|v| v["keys"][1]["models"][0] = "gpt-5".into()), "keys[1].models[0]", "no model 'gpt-5'"),
+            (Box::new(|v| { v["keys"][1].as_object_mut().unwrap().remove("models"); }), "keys[1].models", "required"),
+            (Box::new(|v| v["max_body_bytes"] = (-1).into()), "max_body_bytes", "integer"),
+            (Box::new(|v| v["extra"] = 1.into()), "extra", "unknown field"),
+            (Box::new(|v| { v.as_object_mut().unwrap().remove("keys"); }), "keys", "required"),
+            (Box::new(|v| v["keys"] = serde_json::json!({})), "keys", "must be an array"),
+        ];
+        for (mutate, field, reason) in cases {
+            let mut v = base.clone();
+            mutate(&mut v);
+            let e = parse_err(v);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(reason), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_json_and_non_object() {
+        let e = Config::parse(b"{", &env()).unwrap_err();
+        assert!(e.reason.contains("not valid JSON"));
+        let e = Config::parse(b"[]", &env()).unwrap_err();
+        assert_eq!(e.field, "(root)");
+    }
+
+    #[test]
+    fn env_secret_value_never_in_error() {
+        let env = MapEnv(vec![("OPENAI_API_KEY", "sk-bad\nvalue")]);
+        let e = Config::parse(sample().as_bytes(), &env).unwrap_err();
+        assert!(!e.to_string().contains("sk-bad"), "{e}");
+    }
+}

@@ -1,0 +1,16 @@
+//! Switchyard: an AI model gateway that runs inside Envoy as a proxy-wasm filter.
+//!
+//! The crate is a pure core (everything but `adapter`), tested natively with `cargo test`, and a thin
+//! host adapter compiled only for wasm32 that moves headers and bytes between Envoy and the core.
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod providers;
+pub mod request;
+pub mod route;
+pub mod sha256;
+pub mod upstream;
+
+#[cfg(target_arch = "wasm32")]
+mod adapter;

@@ -1,0 +1,61 @@
+//! Azure OpenAI: the OpenAI wire format, with the deployment in the path, `api-version` as a query
+//! parameter and the key in the `api-key` header. `api_version: "v1"` selects Azure's v1 API
+//! (`/openai/v1/...`, model in the body, no `api-version` parameter).
+
+use super::{openai_suffix, UpstreamCall};
+use crate::config::Provider;
+use crate::error::ApiError;
+use crate::request::Operation;
+
+pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &str) -> Result<UpstreamCall, ApiError> {
+    let suffix = openai_suffix(op)?;
+    let path = if api_version == "v1" {
+        format!("/openai/v1{suffix}")
+    } else {
+        format!("/openai/deployments/{}{suffix}?api-version={api_version}", encode_segment(deployment))
+    };
+    let auth = provider.credential.as_ref().map(|c| ("api-key", c.expose().to_string()));
+    Ok(UpstreamCall { path, auth })
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
+fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProviderKind, Secret};
+
+    fn azure() -> Provider {
+        Provider {
+            name: "az".into(),
+            kind: ProviderKind::AzureOpenAi { api_version: "2024-10-21".into() },
+            cluster: "az".into(),
+            credential: Some(Secret::for_tests("az-key")),
+        }
+    }
+
+    #[test]
+    fn deployment_path_and_key_header() {
+        let table = [
+            (Operation::ChatCompletions, "prod", "/openai/deployments/prod/chat/completions?api-version=2024-10-21"),
+            (Operation::Embeddings, "emb 1/x", "/openai/deployments/emb%201%2Fx/embeddings?api-version=2024-10-21"),
+        ];
+        for (op, dep, want) in table {
+            let c = plan(&azure(), "2024-10-21", op, dep).unwrap();
+            assert_eq!(c.path, want);
+            assert_eq!(c.auth, Some(("api-key", "az-key".to_string())));
+        }
+        assert_eq!(plan(&azure(), "v1", Operation::ChatCompletions, "d").unwrap().path, "/openai/v1/chat/completions");
+    }
+}

@@ -1,0 +1,357 @@
+//! The unified API as clients send it: which operation a method and path name, and a validating parse of
+//! the body that reads only what the gateway needs (the rest is passed on untouched).
+
+use crate::error::{quote, ApiError};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    ChatCompletions,
+    Embeddings,
+    ListModels,
+    /// `GET /v1/models/{id}`: the id starts at this byte offset of the path.
+    RetrieveModel,
+}
+
+/// Maps method and path (query string allowed) to an operation, or the 404/405 to answer.
+pub fn classify(method: &str, path: &str) -> Result<Operation, ApiError> {
+    let bare = path.split(['?', '#']).next().unwrap_or("");
+    let (op, allow) = match bare {
+        "/v1/chat/completions" => (Operation::ChatCompletions, "POST"),
+        "/v1/embeddings" => (Operation::Embeddings, "POST"),
+        "/v1/models" => (Operation::ListModels, "GET"),
+        p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => (Operation::RetrieveModel, "GET"),
+        _ => return Err(ApiError::unknown_path(method, bare)),
+    };
+    if method == allow || (allow == "GET" && method == "HEAD") {
+        Ok(op)
+    } else {
+        Err(ApiError::method_not_allowed(method, allow))
+    }
+}
+
+/// The model id of a `GET /v1/models/{id}` path, percent-decoded.
+pub fn retrieve_model_id(path: &str) -> String {
+    let bare = path.split(['?', '#']).next().unwrap_or("");
+    percent_decode(bare.strip_prefix("/v1/models/").unwrap_or(""))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let c = b.get(i).copied().unwrap_or(0);
+        if c == b'%' {
+            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            if let Some(v) = hex {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(c);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// True for `application/json`, with or without parameters, any case.
+pub fn is_json_content_type(ct: &str) -> bool {
+    let media = ct.split(';').next().unwrap_or("").trim();
+    media.eq_ignore_ascii_case("application/json")
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Message<'a> {
+    #[serde(borrow)]
+    pub role: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub content: Option<&'a RawValue>,
+}
+
+/// What the gateway reads of a chat completion request.
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest<'a> {
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(borrow)]
+    pub messages: Vec<Message<'a>>,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+}
+
+impl ChatRequest<'_> {
+    pub fn is_stream(&self) -> bool {
+        self.stream == Some(true)
+    }
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage) == Some(true)
+    }
+}
+
+/// What the gateway reads of an embeddings request.
+#[derive(Debug, Deserialize)]
+pub struct EmbeddingsRequest<'a> {
+    #[serde(borrow)]
+    pub model: Cow<'a, str>,
+    #[serde(borrow)]
+    pub input: &'a RawValue,
+    #[serde(default)]
+    pub dimensions: Option<u32>,
+    #[serde(borrow, default)]
+    pub encoding_format: Option<Cow<'a, str>>,
+}
+
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
+    let req: ChatRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Err(explain(body, Operation::ChatCompletions, &e)),
+    };
+    check_model(&req.model)?;
+    if req.messages.is_empty() {
+        return Err(ApiError::invalid_request("'messages' must hold at least one message.", Some("messages")));
+    }
+    for (i, m) in req.messages.iter().enumerate() {
+        if !ROLES.contains(&m.role.as_ref()) {
+            return Err(ApiError::invalid_request(
+                format!("Invalid role {} in messages[{i}]; expected one of {}.", quote(&m.role), ROLES.join(", ")),
+                Some(&format!("messages[{i}].role")),
+            ));
+        }
+    }
+    Ok(req)
+}
+
+pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, ApiError> {
+    let req: EmbeddingsRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return Err(explain(body, Operation::Embeddings, &e)),
+    };
+    check_model(&req.model)?;
+    let first = req.input.get().as_bytes().first().copied();
+    if !matches!(first, Some(b'"') | Some(b'[')) {
+        return Err(ApiError::invalid_request("'input' must be a string or an array.", Some("input")));
+    }
+    Ok(req)
+}
+
+fn check_model(model: &str) -> Result<(), ApiError> {
+    if model.is_empty() {
+        return Err(ApiError::invalid_request("'model' must not be empty.", Some("model")));
+    }
+    Ok(())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
+    ApiError::invalid_request(format!("'{field}' must be {want}, got {}.", kind(got)), Some(field))
+}
+
+/// The slow path, taken only when the fast typed parse failed: find which field is wrong and say so.
+fn explain(body: &[u8], op: Operation, e: &serde_json::Error) -> ApiError {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => return ApiError::invalid_json(&e.to_string()),
+    };
+    let Some(o) = v.as_object() else {
+        return ApiError::invalid_request(format!("The request body must be a JSON object, got {}.", kind(&v)), None);
+    };
+    match o.get("model") {
+        None => return ApiError::invalid_request("You must provide a 'model' parameter.", Some("model")),
+        Some(Value::String(_)) => {}
+        Some(other) => return wrong_type("model", "a string", other),
+    }
+    match op {
+        Operation::ChatCompletions => {
+            match o.get("messages") {
+                None => return ApiError::invalid_request("'messages' is a required property.", Some("messages")),
+                Some(Value::Array(msgs)) => {
+                    for (i, m) in msgs.iter().enumerate() {
+                        let field = format!("messages[{i}]");
+                        let Some(mo) = m.as_object() else { return wrong_type(&field, "an object", m) };
+                        match mo.get("role") {
+                            None => {
+                                return ApiError::invalid_request(format!("'{field}.role' is required."), Some(&format!("{field}.role")))
+                            }
+                            Some(Value::String(_)) => {}
+                            Some(r) => return wrong_type(&format!("{field}.role"), "a string", r),
+                        }
+                    }
+                }
+                Some(other) => return wrong_type("messages", "an array", other),
+            }
+            match o.get("stream") {
+                None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+                Some(other) => return wrong_type("stream", "a boolean", other),
+            }
+            match o.get("stream_options") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(so)) => match so.get("include_usage") {
+                    None | Some(Value::Null) | Some(Value::Bool(_)) => {}
+                    Some(other) => return wrong_type("stream_options.include_usage", "a boolean", other),
+                },
+                Some(other) => return wrong_type("stream_options", "an object", other),
+            }
+        }
+        Operation::Embeddings => {
+            match o.get("input") {
+                None => return ApiError::invalid_request("'input' is a required property.", Some("input")),
+                Some(Value::String(_)) | Some(Value::Array(_)) => {}
+                Some(other) => return wrong_type("input", "a string or an array", other),
+            }
+            match o.get("dimensions") {
+                None | Some(Value::Null) => {}
+                Some(Value::Number(n)) if n.as_u64().is_some_and(|d| d <= u32::MAX as u64) => {}
+                Some(other) => return wrong_type("dimensions", "a positive integer", other),
+            }
+        }
+        Operation::ListModels | Operation::RetrieveModel => {}
+    }
+    ApiError::invalid_request(format!("Invalid request body: {e}."), None)
+}
+
+/// Text of a message's `content`: a string, or the text parts of an array joined by newlines.
+pub fn content_text(content: Option<&RawValue>) -> String {
+    let Some(raw) = content else { return String::new() };
+    match serde_json::from_str::<Value>(raw.get()) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Array(parts)) => parts
+            .iter()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+/// The documented token estimate used where no tokenizer answers: one token per four bytes, rounded up.
+pub fn estimate_tokens(text_len: usize) -> u64 {
+    text_len.div_ceil(4) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_paths() {
+        let table: &[(&str, &str, Result<Operation, u16>)] = &[
+            ("POST", "/v1/chat/completions", Ok(Operation::ChatCompletions)),
+            ("POST", "/v1/chat/completions?x=1", Ok(Operation::ChatCompletions)),
+            ("POST", "/v1/embeddings", Ok(Operation::Embeddings)),
+            ("GET", "/v1/models", Ok(Operation::ListModels)),
+            ("GET", "/v1/models/gpt-4o", Ok(Operation::RetrieveModel)),
+            ("GET", "/v1/chat/completions", Err(405)),
+            ("DELETE", "/v1/models", Err(405)),
+            ("POST", "/v1/completions", Err(404)),
+            ("POST", "/v2/chat/completions", Err(404)),
+            ("GET", "/", Err(404)),
+            ("GET", "/v1/models/", Err(404)),
+        ];
+        for (m, p, want) in table {
+            let got = classify(m, p).map_err(|e| e.status);
+            assert_eq!(&got, want, "{m} {p}");
+        }
+        assert_eq!(classify("PUT", "/v1/embeddings").unwrap_err().headers, vec![("allow", "POST".to_string())]);
+    }
+
+    #[test]
+    fn model_id_is_decoded() {
+        assert_eq!(retrieve_model_id("/v1/models/org%2Fmodel?x"), "org/model");
+        assert_eq!(retrieve_model_id("/v1/models/bad%zz"), "bad%zz");
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=utf-8"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/jsonx"));
+    }
+
+    #[test]
+    fn parses_chat() {
+        let body = br#"{"model":"m","messages":[{"role":"system","content":"s"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"text","text":"b"}]}],"stream":true,"stream_options":{"include_usage":true},"temperature":0.2}"#;
+        let r = parse_chat(body).unwrap();
+        assert_eq!(r.model, "m");
+        assert!(r.is_stream() && r.include_usage());
+        assert_eq!(content_text(r.messages[1].content), "a\nb");
+        assert_eq!(content_text(r.messages[0].content), "s");
+    }
+
+    #[test]
+    fn chat_errors_name_the_param() {
+        let table: &[(&str, u16, Option<&str>, &str)] = &[
+            ("{", 400, None, "not valid JSON"),
+            ("[1]", 400, None, "must be a JSON object"),
+            (r#"{"messages":[]}"#, 400, Some("model"), "provide a 'model'"),
+            (r#"{"model":7,"messages":[]}"#, 400, Some("model"), "must be a string"),
+            (r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#, 400, Some("model"), "must not be empty"),
+            (r#"{"model":"m"}"#, 400, Some("messages"), "required"),
+            (r#"{"model":"m","messages":"hi"}"#, 400, Some("messages"), "must be an array"),
+            (r#"{"model":"m","messages":[]}"#, 400, Some("messages"), "at least one"),
+            (r#"{"model":"m","messages":[3]}"#, 400, Some("messages[0]"), "must be an object"),
+            (r#"{"model":"m","messages":[{"content":"x"}]}"#, 400, Some("messages[0].role"), "required"),
+            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, 400, Some("messages[0].role"), "Invalid role"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, 400, Some("stream"), "boolean"),
+            (r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1}}"#, 400, Some("stream_options.include_usage"), "boolean"),
+        ];
+        for (body, status, param, msg) in table {
+            let e = parse_chat(body.as_bytes()).unwrap_err();
+            assert_eq!(e.status, *status, "{body}");
+            assert_eq!(e.param.as_deref(), *param, "{body}: {}", e.message);
+            assert!(e.message.contains(msg), "{body}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn duplicate_model_key_is_rejected() {
+        assert_eq!(parse_chat(br#"{"model":"a","model":"b","messages":[{"role":"user"}]}"#).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn embeddings() {
+        let r = parse_embeddings(br#"{"model":"e","input":["a","b"],"dimensions":4}"#).unwrap();
+        assert_eq!(r.dimensions, Some(4));
+        for (body, param) in [
+            (r#"{"model":"e"}"#, "input"),
+            (r#"{"model":"e","input":5}"#, "input"),
+            (r#"{"model":"e","input":"x","dimensions":-2}"#, "dimensions"),
+        ] {
+            assert_eq!(parse_embeddings(body.as_bytes()).unwrap_err().param.as_deref(), Some(param), "{body}");
+        }
+    }
+
+    #[test]
+    fn token_estimate() {
+        assert_eq!(estimate_tokens(0), 0);
+        assert_eq!(estimate_tokens(1), 1);
+        assert_eq!(estimate_tokens(8), 2);
+        assert_eq!(estimate_tokens(9), 3);
+    }
+}

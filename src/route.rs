@@ -1,0 +1,269 @@
+//! The route-level role: runs in the listener's HTTP filter chain, once per client request. It checks the
+//! method and path, the caller's virtual key, the content type and size, reads the body, resolves the
+//! model, answers what it can itself (model lists, the mock provider, every error), and otherwise names the
+//! Envoy cluster that serves the model in a routing header the route matches on.
+
+use crate::config::{Config, Key, ProviderKind};
+use crate::error::ApiError;
+use crate::http::{Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL, INTERNAL_HEADERS};
+use crate::providers::mock;
+use crate::request::{self, Operation};
+use serde_json::json;
+use std::rc::Rc;
+
+pub struct RouteFilter {
+    cfg: Rc<Config>,
+    op: Option<Operation>,
+    key: Option<usize>,
+}
+
+/// The presented virtual key: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
+fn presented_key(h: &dyn Headers) -> Option<String> {
+    if let Some(auth) = h.get("authorization") {
+        let auth = auth.trim();
+        if let Some((scheme, rest)) = auth.split_once(' ') {
+            if scheme.eq_ignore_ascii_case("bearer") && !rest.trim().is_empty() {
+                return Some(rest.trim().to_string());
+            }
+        }
+    }
+    h.get("x-api-key").map(|k| k.trim().to_string()).filter(|k| !k.is_empty())
+}
+
+impl RouteFilter {
+    pub fn new(cfg: Rc<Config>) -> Self {
+        RouteFilter { cfg, op: None, key: None }
+    }
+
+    fn key(&self) -> Option<&Key> {
+        self.key.and_then(|i| self.cfg.keys.get(i))
+    }
+
+    pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
+        let method = h.get(":method").unwrap_or_default();
+        let path = h.get(":path").unwrap_or_default();
+        let op = match request::classify(&method, &path) {
+            Ok(op) => op,
+            Err(e) => return Decision::respond(e),
+        };
+        self.op = Some(op);
+
+        let Some(secret) = presented_key(h) else { return Decision::respond(ApiError::missing_key()) };
+        let Some(key_index) = self.cfg.key_index(&secret) else {
+            return Decision::respond(ApiError::invalid_key());
+        };
+        self.key = Some(key_index);
+        let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
+
+        match op {
+            Operation::ListModels => {
+                let body = if method == "HEAD" { Vec::new() } else { key.models_json.as_bytes().to_vec() };
+                return Decision::respond(LocalResponse::json(200, body));
+            }
+            Operation::RetrieveModel => {
+                let id = request::retrieve_model_id(&path);
+                let found = self.cfg.models.get(&id).filter(|_| key.may_use(&id));
+                return match found {
+                    Some(m) => {
+                        let owner = m.targets.first().and_then(|t| self.cfg.provider(t.provider)).map_or("switchyard", |p| p.name.as_str());
+                        let body = json!({"id": m.name, "object": "model", "created": 0, "owned_by": owner});
+                        Decision::respond(LocalResponse::json(200, body.to_string()))
+                    }
+                    None => Decision::respond(ApiError::model_not_found(&id)),
+                };
+            }
+            Operation::ChatCompletions | Operation::Embeddings => {}
+        }
+
+        if let Some(ct) = h.get("content-type") {
+            if !request::is_json_content_type(&ct) {
+                return Decision::respond(ApiError::unsupported_media_type(&ct));
+            }
+        }
+        if let Some(len) = h.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+            if len > self.cfg.max_body_bytes as u64 {
+                return Decision::respond(ApiError::too_large(self.cfg.max_body_bytes));
+            }
+        }
+        if end_of_stream {
+            return Decision::respond(ApiError::invalid_request("The request has no body; send a JSON object.", None));
+        }
+        let mut d = Decision::new(Step::NeedBody);
+        d.remove.extend_from_slice(CREDENTIAL_HEADERS);
+        d.remove.extend_from_slice(INTERNAL_HEADERS);
+        d
+    }
+
+    /// Called as the body comes in, with the size buffered so far. Returns `None` once the whole body is
+    /// in and within the limit: then the host hands it to [`RouteFilter::on_request_body`].
+    pub fn on_body_progress(&self, buffered: usize, end_of_stream: bool) -> Option<Decision> {
+        if buffered > self.cfg.max_body_bytes {
+            return Some(Decision::respond(ApiError::too_large(self.cfg.max_body_bytes)));
+        }
+        if !end_of_stream {
+            return Some(Decision::new(Step::NeedBody));
+        }
+        None
+    }
+
+    /// The whole request body.
+    pub fn on_request_body(&mut self, bytes: &[u8], clock: mock::Clock) -> Decision {
+        let Some(op) = self.op else { return Decision::new(Step::Continue) };
+        match op {
+            Operation::ChatCompletions => match request::parse_chat(bytes) {
+                Ok(req) => self.dispatch(&req.model, |alias| mock::chat(&req, alias, clock)),
+                Err(e) => Decision::respond(e),
+            },
+            Operation::Embeddings => match request::parse_embeddings(bytes) {
+                Ok(req) => self.dispatch(&req.model, |alias| mock::embeddings(&req, alias)),
+                Err(e) => Decision::respond(e),
+            },
+            Operation::ListModels | Operation::RetrieveModel => Decision::new(Step::Continue),
+        }
+    }
+
+    fn dispatch(&self, alias: &str, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
+        let Some(model) = self.cfg.models.get(alias) else { return Decision::respond(ApiError::model_not_found(alias)) };
+        let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
+        if !key.may_use(alias) {
+            return Decision::respond(ApiError::model_not_allowed(alias));
+        }
+        let primary = model.targets.first().and_then(|t| self.cfg.provider(t.provider));
+        if primary.is_some_and(|p| p.kind == ProviderKind::Mock) {
+            return Decision::respond(mock_answer(&model.name));
+        }
+        let mut d = Decision::new(Step::Continue);
+        d.set.push((H_CLUSTER, model.cluster.clone()));
+        d.set.push((H_MODEL, model.name.clone()));
+        d.set.push((H_KEY, key.id.clone()));
+        d.clear_route_cache = true;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::{sample, MapEnv};
+    use crate::http::testing::MapHeaders;
+
+    fn filter() -> RouteFilter {
+        let cfg = Config::parse(sample().as_bytes(), &MapEnv(vec![("OPENAI_API_KEY", "sk-openai-secret")])).unwrap();
+        RouteFilter::new(Rc::new(cfg))
+    }
+
+    const CLOCK: mock::Clock = mock::Clock { unix_secs: 1, seq: 1 };
+
+    fn run(headers: &[(&str, &str)], body: &str) -> Decision {
+        let mut f = filter();
+        let d = f.on_request_headers(&MapHeaders::new(headers), body.is_empty());
+        if d.step != Step::NeedBody {
+            return d;
+        }
+        assert_eq!(f.on_body_progress(body.len(), true), None);
+        f.on_request_body(body.as_bytes(), CLOCK)
+    }
+
+    fn status(d: &Decision) -> Option<u16> {
+        match &d.step {
+            Step::Respond(r) => Some(r.status),
+            _ => None,
+        }
+    }
+
+    fn error_code(d: &Decision) -> String {
+        let Step::Respond(r) = &d.step else { panic!("no response: {d:?}") };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        v["error"]["code"].as_str().unwrap_or("").to_string()
+    }
+
+    const CHAT: &[(&str, &str)] = &[(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut h = CHAT.to_vec();
+        h.extend_from_slice(extra);
+        h
+    }
+
+    #[test]
+    fn routes_to_the_models_cluster() {
+        let d = run(&with(&[("authorization", "Bearer sk-all")]), r#"{"model":"gpt-prod","messages":[{"role":"user","content":"hi"}]}"#);
+        assert_eq!(d.step, Step::Continue);
+        assert_eq!(d.set(H_CLUSTER), Some("azure_cluster"));
+        assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
+        assert_eq!(d.set(H_KEY), Some("all"));
+        assert!(d.clear_route_cache);
+    }
+
+    #[test]
+    fn strips_client_credentials_and_internal_headers() {
+        let mut f = filter();
+        let d = f.on_request_headers(&MapHeaders::new(&with(&[("x-api-key", "sk-all")])), false);
+        assert_eq!(d.step, Step::NeedBody);
+        for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, H_MODEL, H_KEY] {
+            assert!(d.remove.contains(&h), "{h}");
+        }
+    }
+
+    #[test]
+    fn mock_answers_locally() {
+        let d = run(&with(&[("authorization", "bearer sk-all")]), r#"{"model":"demo","messages":[{"role":"user","content":"ping"}]}"#);
+        let Step::Respond(r) = d.step else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "ping");
+    }
+
+    #[test]
+    fn error_table() {
+        let ok_body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"#;
+        let table: Vec<(Vec<(&str, &str)>, &str, u16, &str)> = vec![
+            (with(&[]), ok_body, 401, "missing_api_key"),
+            (with(&[("authorization", "Bearer sk-wrong")]), ok_body, 401, "invalid_api_key"),
+            (with(&[("authorization", "Basic abc")]), ok_body, 401, "missing_api_key"),
+            (with(&[("authorization", "Bearer sk-mini")]), r#"{"model":"demo","messages":[{"role":"user"}]}"#, 403, "model_not_allowed"),
+            (with(&[("authorization", "Bearer sk-all")]), r#"{"model":"gpt-9","messages":[{"role":"user"}]}"#, 404, "model_not_found"),
+            (with(&[("authorization", "Bearer sk-all")]), r#"{"model":"llama","messages":[{"role":"user"}]}"#, 404, "model_not_found"),
+            (with(&[("authorization", "Bearer sk-all")]), "{nope", 400, "invalid_json"),
+            (with(&[("authorization", "Bearer sk-all")]), "", 400, ""),
+            (
+                vec![(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "text/plain"), ("authorization", "Bearer sk-all")],
+                ok_body,
+                415,
+                "unsupported_media_type",
+            ),
+            (with(&[("authorization", "Bearer sk-all"), ("content-length", "999999999")]), ok_body, 413, "request_too_large"),
+            (vec![(":method", "GET"), (":path", "/v1/chat/completions")], "", 405, "method_not_allowed"),
+            (vec![(":method", "POST"), (":path", "/v1/nope")], "", 404, "unknown_url"),
+        ];
+        for (headers, body, want_status, want_code) in table {
+            let d = run(&headers, body);
+            assert_eq!(status(&d), Some(want_status), "{headers:?} {body}");
+            assert_eq!(error_code(&d), want_code, "{headers:?} {body}");
+        }
+    }
+
+    #[test]
+    fn body_over_limit_while_streaming_in() {
+        let mut f = filter();
+        assert_eq!(f.on_request_headers(&MapHeaders::new(&with(&[("authorization", "Bearer sk-all")])), false).step, Step::NeedBody);
+        assert_eq!(f.on_body_progress(1000, false).unwrap().step, Step::NeedBody);
+        let d = f.on_body_progress(crate::config::DEFAULT_MAX_BODY_BYTES + 1, false).unwrap();
+        assert_eq!(status(&d), Some(413));
+    }
+
+    #[test]
+    fn model_lists_follow_the_key() {
+        let list = |key: &str| {
+            let d = run(&[(":method", "GET"), (":path", "/v1/models"), ("authorization", key)], "");
+            let Step::Respond(r) = d.step else { panic!() };
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!(list("Bearer sk-mini"), vec!["gpt-4o-mini"]);
+        assert_eq!(list("Bearer sk-all"), vec!["demo", "gpt-4o-mini", "gpt-prod", "qwen"]);
+        let one = run(&[(":method", "GET"), (":path", "/v1/models/demo"), ("authorization", "Bearer sk-mini")], "");
+        assert_eq!(status(&one), Some(404));
+        let one = run(&[(":method", "GET"), (":path", "/v1/models/demo"), ("authorization", "Bearer sk-all")], "");
+        assert_eq!(status(&one), Some(200));
+    }
+}
