@@ -55,12 +55,15 @@ impl UpstreamFilter {
                     .cfg
                     .provider_by_name(name)
                     .ok_or_else(|| ApiError::gateway(format!("endpoint metadata names unknown provider '{name}'")))?;
-                let upstream_model = meta
-                    .model
-                    .clone()
-                    .or_else(|| model.targets.iter().find(|t| t.provider == pid).map(|t| t.model.clone()))
-                    .unwrap_or_else(|| alias.clone());
-                (pid, upstream_model)
+                // An endpoint that is no target of this model is a configuration mismatch: never send the
+                // request (with that provider's credential) to it.
+                let t = model.targets.iter().find(|t| t.provider == pid).ok_or_else(|| {
+                    ApiError::gateway(format!(
+                        "cluster '{}' picked an endpoint of provider '{name}', which is not a target of model '{alias}'",
+                        model.cluster
+                    ))
+                })?;
+                (pid, meta.model.clone().unwrap_or_else(|| t.model.clone()))
             }
             None => {
                 let t = model.targets.first().ok_or_else(|| ApiError::gateway("model has no targets"))?;
@@ -155,7 +158,11 @@ mod tests {
         let d = f.on_request_headers(&MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]), &EndpointMeta::default());
         let Step::Respond(r) = d.step else { panic!() };
         assert_eq!(r.status, 502);
-        let d = f.on_request_headers(&headers("gpt-4o-mini"), &EndpointMeta { provider: Some("nobody".into()), model: None });
-        assert!(matches!(d.step, Step::Respond(_)));
+        for p in ["nobody", "azure"] {
+            let d = f.on_request_headers(&headers("gpt-4o-mini"), &EndpointMeta { provider: Some(p.into()), model: None });
+            let Step::Respond(r) = d.step else { panic!("{p}") };
+            assert_eq!(r.status, 502);
+            assert!(!String::from_utf8_lossy(&r.body).contains("az-inline"));
+        }
     }
 }

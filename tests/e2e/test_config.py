@@ -1,0 +1,69 @@
+"""Config handling through the real Envoy: a wrong config makes Envoy refuse to start, naming the field;
+the shipped envoy/envoy.yaml serves with no provider keys at all."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+
+from harness import Envoy, demo_config, plugin_configs
+
+DEMO_KEY = "sk-switchyard-demo"
+
+
+def with_plugin(mutate) -> dict:
+    cfg = demo_config()
+    pc = next(plugin_configs(cfg))
+    plugin = json.loads(pc["configuration"]["value"])
+    mutate(plugin)
+    pc["configuration"]["value"] = json.dumps(plugin)
+    return cfg
+
+
+BAD = [
+    ("unknown kind", lambda p: p["providers"]["local"].update(kind="lokal"), "providers.local.kind", "unknown provider kind"),
+    ("model names no provider", lambda p: p["models"]["echo"].update(provider="nobody"), "models.echo.provider", "no provider 'nobody'"),
+    ("bad digest", lambda p: p["keys"][0].update(sha256="1234"), "keys[0].sha256", "64 hex digits"),
+    ("typo field", lambda p: p.update(modles={}), "modles", "unknown field"),
+    ("required env", lambda p: p["providers"]["openai"]["api_key"].pop("optional"), "providers.openai.api_key.env", "OPENAI_API_KEY is not set"),
+]
+
+
+@pytest.mark.parametrize("name,mutate,field,reason", BAD, ids=[b[0] for b in BAD])
+def test_envoy_refuses_bad_config(name, mutate, field, reason):
+    envoy = Envoy(with_plugin(mutate))
+    try:
+        code = envoy.wait_exit(timeout=30)
+    finally:
+        envoy.stop()
+    assert code != 0, "envoy started with a bad switchyard config"
+    log = envoy.log()
+    assert f"invalid switchyard config at '{field}'" in log, log[-3000:]
+    assert reason in log
+
+
+def test_demo_config_serves_without_provider_keys():
+    envoy = Envoy(demo_config()).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        assert [m.id for m in client.models.list()] == ["echo"]
+        r = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "first call"}])
+        assert r.choices[0].message.content == "first call"
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "x"}])
+    finally:
+        envoy.stop()
+    assert "provider 'openai' disabled" in envoy.log()
+
+
+def test_demo_config_enables_providers_from_environment():
+    envoy = Envoy(demo_config(), env={"OPENAI_API_KEY": "sk-from-env-SECRET-zzz"}).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        ids = sorted(m.id for m in client.models.list())
+        assert ids == ["echo", "gpt-4.1", "gpt-4o-mini", "text-embedding-3-small"]
+    finally:
+        envoy.stop()
+    assert "sk-from-env-SECRET-zzz" not in envoy.log()

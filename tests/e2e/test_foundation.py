@@ -1,0 +1,372 @@
+"""Issue 2, end to end: the real Envoy with the built switchyard.wasm in both roles, mock providers that
+record what they receive, and the official openai SDK as the client."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import threading
+
+import openai
+import pytest
+
+from harness import (
+    Envoy,
+    MockUpstream,
+    Reply,
+    demo_config,
+    free_port,
+    plain_cluster,
+    plugin_configs,
+    request,
+    sha256_hex,
+    upstream_filters,
+)
+from openai_wire import chat_completion, chunk, echo_responder, error
+
+KEY_ALL = "sk-sy-test-all-0123456789"
+KEY_LIMITED = "sk-sy-test-limited-987654"
+OPENAI_SECRET = "sk-openai-PROVIDER-SECRET-aaaa1111"
+AZURE_SECRET = "azure-PROVIDER-SECRET-bbbb2222"
+COMPAT_SECRET = "sk-compat-PROVIDER-SECRET-cccc3333"
+SECRETS = [OPENAI_SECRET, AZURE_SECRET, COMPAT_SECRET, KEY_ALL, KEY_LIMITED]
+MAX_BODY = 65536
+
+
+def plugin(dead_port: int) -> dict:
+    return {
+        "max_body_bytes": MAX_BODY,
+        "providers": {
+            "local": {"kind": "mock"},
+            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}},
+            "azure": {"kind": "azure_openai", "api_version": "2024-10-21", "api_key": {"env": "AZURE_OPENAI_API_KEY"}},
+            "compat": {"kind": "openai_compatible", "base_path": "/custom/api/v1", "api_key": COMPAT_SECRET},
+            "ollama": {"kind": "openai_compatible"},
+            "down": {"kind": "openai", "api_key": "sk-down-unused"},
+            "slow": {"kind": "openai", "api_key": "sk-slow-unused"},
+            "absent": {"kind": "openai", "api_key": {"env": "NOT_SET_ANYWHERE", "optional": True}},
+        },
+        "models": {
+            "echo": {"provider": "local"},
+            "gpt-4o-mini": {"provider": "openai", "model": "gpt-4o-mini-2024-07-18"},
+            "text-embedding-3-small": {"provider": "openai"},
+            "azure-gpt": {"provider": "azure", "model": "my-deployment"},
+            "mistral-large": {"provider": "compat", "model": "mistral-large-latest"},
+            "qwen": {"provider": "ollama", "model": "qwen2.5:7b"},
+            "broken": {"provider": "down"},
+            "sleepy": {"provider": "slow"},
+            "ghost": {"provider": "absent"},
+        },
+        "keys": [
+            {"id": "team-all", "sha256": sha256_hex(KEY_ALL), "models": ["*"]},
+            {"id": "team-limited", "sha256": sha256_hex(KEY_LIMITED), "models": ["echo", "gpt-4o-mini"]},
+        ],
+    }
+
+
+class Stack:
+    def __init__(self):
+        self.up = {name: MockUpstream(echo_responder) for name in ["openai", "azure", "compat", "ollama", "slow"]}
+        self.up["slow"].responder = lambda r: Reply(body=b"{}", delay=3)
+        dead_port = free_port()
+        cfg = demo_config()
+        filters = upstream_filters(cfg)
+        pcs = list(plugin_configs(cfg))
+        for pc in pcs:
+            pc["vm_config"]["environment_variables"]["host_env_keys"] = ["OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "NOT_SET_ANYWHERE"]
+            pc["configuration"]["value"] = json.dumps(plugin(dead_port))
+        clusters = [plain_cluster(n, [(u.port, {"provider": n})], filters) for n, u in self.up.items()]
+        clusters.append(plain_cluster("down", [(dead_port, {"provider": "down"})], filters))
+        cfg["static_resources"]["clusters"] = clusters
+        # A model can have its own route settings: here a 1s timeout for the slow provider's cluster.
+        vhost = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
+        catch_all = vhost["routes"][0]
+        slow_route = json.loads(json.dumps(catch_all))
+        slow_route["match"] = {"prefix": "/", "headers": [{"name": "x-switchyard-cluster", "string_match": {"exact": "slow"}}]}
+        slow_route["route"]["timeout"] = "1s"
+        vhost["routes"] = [slow_route, catch_all]
+        self.env = {"OPENAI_API_KEY": OPENAI_SECRET, "AZURE_OPENAI_API_KEY": AZURE_SECRET}
+        self.envoy = Envoy(cfg, env=self.env, log_level="debug").wait_ready()
+
+    def client(self, key: str = KEY_ALL, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15, **kw)
+
+    def close(self):
+        self.envoy.stop()
+        for u in self.up.values():
+            u.close()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack()
+    yield s
+    s.close()
+
+
+def assert_clean_upstream_request(rec, credential_header: str, credential: str):
+    """What every provider must (not) see: its own credential only, no client key, no internal headers."""
+    assert rec.headers.get(credential_header) == credential
+    blob = json.dumps(rec.headers) + rec.body.decode(errors="replace")
+    for s in [KEY_ALL, KEY_LIMITED]:
+        assert s not in blob, "the client's key reached the provider"
+    for h in rec.headers:
+        assert not h.startswith("x-switchyard-"), h
+        assert not h.startswith("x-envoy-"), h
+    if credential_header != "authorization":
+        assert "authorization" not in rec.headers
+    assert "x-api-key" not in rec.headers
+
+
+# ------------------------------------------------------------------------------------------ mock provider
+
+
+def test_mock_chat_with_sdk(stack):
+    r = stack.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": "Hello, gateway!"}])
+    assert r.choices[0].message.content == "Hello, gateway!"
+    assert r.choices[0].finish_reason == "stop"
+    assert r.model == "echo" and r.object == "chat.completion"
+    assert r.usage.completion_tokens == 4 and r.usage.total_tokens == r.usage.prompt_tokens + 4
+
+
+def test_mock_stream_with_sdk(stack):
+    stream = stack.client().chat.completions.create(
+        model="echo", messages=[{"role": "user", "content": "one two three"}], stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 4
+
+
+def test_mock_embeddings_with_sdk(stack):
+    # The SDK asks for base64 by default and decodes it.
+    r = stack.client().embeddings.create(model="echo", input=["a", "b"], dimensions=6)
+    assert [len(d.embedding) for d in r.data] == [6, 6]
+    assert r.data[0].embedding != r.data[1].embedding
+    assert abs(sum(x * x for x in r.data[0].embedding) - 1.0) < 1e-3
+
+
+def test_models_list_follows_the_key(stack):
+    all_ids = sorted(m.id for m in stack.client().models.list())
+    assert all_ids == sorted(["echo", "gpt-4o-mini", "text-embedding-3-small", "azure-gpt", "mistral-large", "qwen", "broken", "sleepy"])
+    assert "ghost" not in all_ids, "a model whose optional credential is missing is not served"
+    limited = sorted(m.id for m in stack.client(KEY_LIMITED).models.list())
+    assert limited == ["echo", "gpt-4o-mini"]
+    assert stack.client(KEY_LIMITED).models.retrieve("echo").id == "echo"
+    with pytest.raises(openai.NotFoundError):
+        stack.client(KEY_LIMITED).models.retrieve("azure-gpt")
+
+
+# ------------------------------------------------------------------------------------------ real providers
+
+
+def test_openai_chat_both_sides(stack):
+    up = stack.up["openai"]
+    raw = stack.client().chat.completions.with_raw_response.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], temperature=0.3, extra_headers={"x-api-key": KEY_ALL}
+    )
+    r = raw.parse()
+    assert r.choices[0].message.content == "served by gpt-4o-mini-2024-07-18"
+    assert raw.headers["x-switchyard-provider"] == "openai"
+    assert raw.headers["x-switchyard-model"] == "gpt-4o-mini-2024-07-18"
+    rec = up.last()
+    assert rec.method == "POST" and rec.path == "/v1/chat/completions"
+    body = rec.json()
+    assert body["model"] == "gpt-4o-mini-2024-07-18"
+    assert body["temperature"] == 0.3 and body["messages"] == [{"role": "user", "content": "hi"}]
+    assert_clean_upstream_request(rec, "authorization", f"Bearer {OPENAI_SECRET}")
+
+
+def test_openai_stream_passes_chunk_by_chunk(stack):
+    up = stack.up["openai"]
+    gate = threading.Event()
+    m = "gpt-4o-mini-2024-07-18"
+    up.gate_results.clear()
+    up.responder = lambda r: Reply(
+        headers={"content-type": "text/event-stream"},
+        chunks=[
+            chunk(m, {"role": "assistant", "content": ""}),
+            chunk(m, {"content": "Hel"}),
+            gate,
+            chunk(m, {"content": "lo"}),
+            chunk(m, {}, finish="stop"),
+            "data: [DONE]\n\n",
+        ],
+    )
+    try:
+        stream = stack.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+        it = iter(stream)
+        first = next(it)
+        assert first.choices[0].delta.role == "assistant"
+        second = next(it)
+        assert second.choices[0].delta.content == "Hel"
+        gate.set()  # only now may the upstream finish
+        rest = list(it)
+    finally:
+        up.responder = echo_responder
+    assert up.gate_results == [True], "the client saw no chunk before the upstream finished: the stream was buffered"
+    assert "".join(c.choices[0].delta.content or "" for c in rest) == "lo"
+    assert rest[-1].choices[0].finish_reason == "stop"
+    assert up.last().json()["stream"] is True
+
+
+def test_openai_embeddings(stack):
+    r = stack.client().embeddings.create(model="text-embedding-3-small", input=["x", "y"], encoding_format="float")
+    assert [d.embedding for d in r.data] == [[0.1, -0.2, 0.3], [0.2, -0.2, 0.3]]
+    rec = stack.up["openai"].last()
+    assert rec.path == "/v1/embeddings" and rec.json()["model"] == "text-embedding-3-small"
+    assert_clean_upstream_request(rec, "authorization", f"Bearer {OPENAI_SECRET}")
+
+
+def test_azure_deployment_path_and_api_key(stack):
+    r = stack.client().chat.completions.create(model="azure-gpt", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "served by my-deployment"
+    rec = stack.up["azure"].last()
+    assert rec.path == "/openai/deployments/my-deployment/chat/completions?api-version=2024-10-21"
+    assert_clean_upstream_request(rec, "api-key", AZURE_SECRET)
+    stack.client().embeddings.create(model="azure-gpt", input="x")
+    assert stack.up["azure"].last().path == "/openai/deployments/my-deployment/embeddings?api-version=2024-10-21"
+
+
+def test_openai_compatible_base_path(stack):
+    r = stack.client().chat.completions.create(model="mistral-large", messages=[{"role": "user", "content": "hi"}])
+    assert r.choices[0].message.content == "served by mistral-large-latest"
+    rec = stack.up["compat"].last()
+    assert rec.path == "/custom/api/v1/chat/completions"
+    assert_clean_upstream_request(rec, "authorization", f"Bearer {COMPAT_SECRET}")
+
+
+def test_openai_compatible_without_key_sends_no_credential(stack):
+    stack.client().chat.completions.create(model="qwen", messages=[{"role": "user", "content": "hi"}])
+    rec = stack.up["ollama"].last()
+    assert rec.path == "/v1/chat/completions" and rec.json()["model"] == "qwen2.5:7b"
+    assert "authorization" not in rec.headers
+    assert_clean_upstream_request(rec, "authorization", None)
+
+
+def test_provider_errors_pass_through(stack):
+    up = stack.up["openai"]
+    up.responder = lambda r: error(429, "Rate limit reached for gpt-4o-mini", "requests", "rate_limit_exceeded")
+    try:
+        with pytest.raises(openai.RateLimitError) as e:
+            stack.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    finally:
+        up.responder = echo_responder
+    assert e.value.body["code"] == "rate_limit_exceeded"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def post(stack, path="/v1/chat/completions", body=None, headers=None):
+    h = {"content-type": "application/json", "authorization": f"Bearer {KEY_ALL}"}
+    h.update(headers or {})
+    h = {k: v for k, v in h.items() if v is not None}
+    return request("POST", stack.envoy.base + path, body, h)
+
+
+OK_BODY = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
+
+ERROR_CASES = [
+    # name, method, path, body, headers, status, code, param
+    ("no key", "POST", "/v1/chat/completions", OK_BODY, {"authorization": None}, 401, "missing_api_key", None),
+    ("unknown key", "POST", "/v1/chat/completions", OK_BODY, {"authorization": "Bearer sk-nope"}, 401, "invalid_api_key", None),
+    ("x-api-key unknown", "POST", "/v1/chat/completions", OK_BODY, {"authorization": None, "x-api-key": "sk-nope"}, 401, "invalid_api_key", None),
+    ("model not allowed", "POST", "/v1/chat/completions", json.dumps({"model": "azure-gpt", "messages": [{"role": "user", "content": "x"}]}),
+     {"authorization": f"Bearer {KEY_LIMITED}"}, 403, "model_not_allowed", "model"),
+    ("unknown model", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}), {}, 404, "model_not_found", "model"),
+    ("disabled model", "POST", "/v1/chat/completions", json.dumps({"model": "ghost", "messages": [{"role": "user", "content": "x"}]}), {}, 404, "model_not_found", "model"),
+    ("malformed json", "POST", "/v1/chat/completions", '{"model": "gpt-4o-mini", "messages": [', {}, 400, "invalid_json", None),
+    ("not an object", "POST", "/v1/chat/completions", "[1,2]", {}, 400, None, None),
+    ("missing model", "POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}]}), {}, 400, None, "model"),
+    ("model wrong type", "POST", "/v1/chat/completions", json.dumps({"model": 42, "messages": []}), {}, 400, None, "model"),
+    ("messages missing", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini"}), {}, 400, None, "messages"),
+    ("messages wrong type", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": "hi"}), {}, 400, None, "messages"),
+    ("bad role", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "wizard"}]}), {}, 400, None, "messages[0].role"),
+    ("stream wrong type", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user"}], "stream": "yes"}), {}, 400, None, "stream"),
+    ("embeddings input missing", "POST", "/v1/embeddings", json.dumps({"model": "text-embedding-3-small"}), {}, 400, None, "input"),
+    ("empty body", "POST", "/v1/chat/completions", None, {}, 400, None, None),
+    ("wrong content type", "POST", "/v1/chat/completions", OK_BODY, {"content-type": "text/plain"}, 415, "unsupported_media_type", None),
+    ("form content type", "POST", "/v1/chat/completions", OK_BODY, {"content-type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type", None),
+    ("body too large", "POST", "/v1/chat/completions",
+     json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * (MAX_BODY + 10)}]}), {}, 413, "request_too_large", None),
+    ("unknown path", "POST", "/v1/completions", OK_BODY, {}, 404, "unknown_url", None),
+    ("root path", "GET", "/", None, {}, 404, "unknown_url", None),
+    ("wrong method", "GET", "/v1/chat/completions", None, {}, 405, "method_not_allowed", None),
+    ("wrong method on models", "POST", "/v1/models", "{}", {}, 405, "method_not_allowed", None),
+]
+
+
+@pytest.mark.parametrize("name,method,path,body,headers,status,code,param", ERROR_CASES, ids=[c[0] for c in ERROR_CASES])
+def test_error_cases(stack, name, method, path, body, headers, status, code, param):
+    before = {n: len(u.requests) for n, u in stack.up.items()}
+    h = {"content-type": "application/json", "authorization": f"Bearer {KEY_ALL}"}
+    h.update(headers)
+    h = {k: v for k, v in h.items() if v is not None}
+    got_status, got_headers, got_body = request(method, stack.envoy.base + path, body, h)
+    assert got_status == status, got_body
+    assert got_headers["content-type"] == "application/json"
+    err = json.loads(got_body)["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    assert err["message"]
+    assert err["code"] == code
+    assert err["param"] == param
+    if status == 405:
+        assert got_headers.get("allow") in ("GET", "POST")
+    after = {n: len(u.requests) for n, u in stack.up.items()}
+    assert after == before, "a refused request reached a provider"
+    # Envoy keeps serving after every bad request.
+    assert stack.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": "still up"}]).choices[0].message.content == "still up"
+
+
+def test_sdk_exception_types(stack):
+    with pytest.raises(openai.AuthenticationError):
+        stack.client("sk-wrong").chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.PermissionDeniedError):
+        stack.client(KEY_LIMITED).chat.completions.create(model="qwen", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.NotFoundError) as e:
+        stack.client().chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
+    assert e.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError):
+        stack.client().chat.completions.create(model="echo", messages=[])
+
+
+def test_unreachable_provider_is_502(stack):
+    status, headers, body = post(stack, body=json.dumps({"model": "broken", "messages": [{"role": "user", "content": "x"}]}))
+    assert status == 502, body
+    err = json.loads(body)["error"]
+    assert err["type"] == "upstream_error" and err["code"] == "upstream_unavailable"
+
+
+def test_provider_timeout_is_504(stack):
+    status, headers, body = post(stack, body=json.dumps({"model": "sleepy", "messages": [{"role": "user", "content": "x"}]}))
+    assert status == 504, body
+    assert json.loads(body)["error"]["code"] == "upstream_timeout"
+
+
+def test_client_cannot_pick_the_cluster(stack):
+    """A client-sent routing header is replaced by the filter's own choice."""
+    before = len(stack.up["azure"].requests)
+    status, headers, body = post(stack, body=OK_BODY, headers={"x-switchyard-cluster": "azure", "x-switchyard-model": "azure-gpt"})
+    assert status == 200, body
+    assert len(stack.up["azure"].requests) == before
+    assert stack.up["openai"].last().json()["model"] == "gpt-4o-mini-2024-07-18"
+
+
+def test_no_secret_in_logs_or_responses(stack):
+    stack.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+    post(stack, body=OK_BODY, headers={"authorization": "Bearer sk-wrong-but-logged?"})
+    log = stack.envoy.log()
+    assert "switchyard" in log and "wasm log" in log, "expected the filter's own log lines"
+    # Provider keys from the environment appear nowhere in Envoy's debug log. (Envoy's own debug lines print
+    # the client's request headers, its virtual key included, before any filter runs: that is Envoy's.)
+    for s in [OPENAI_SECRET, AZURE_SECRET]:
+        assert s not in log, "a provider key appears in Envoy's log"
+    # An inline key is part of the config, which Envoy itself dumps at debug level (the README says to use
+    # environment variables for that reason); the filter's own lines never carry it.
+    for line in log.splitlines():
+        if "wasm log" in line:
+            for s in [COMPAT_SECRET, KEY_ALL, "sk-wrong-but-logged"]:
+                assert s not in line, line
