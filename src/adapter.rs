@@ -44,10 +44,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let root_id = self
-            .get_property(vec!["plugin_root_id"])
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
+        let root_id =
+            self.get_property(vec!["plugin_root_id"]).and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
         self.role = match root_id.as_str() {
             "" | "switchyard" | "switchyard-route" => Role::Route,
             "switchyard-upstream" => Role::Upstream,

@@ -40,8 +40,12 @@ pub enum ProviderKind {
     /// Answered by the filter itself, in the OpenAI format.
     Mock,
     OpenAi,
-    AzureOpenAi { api_version: String },
-    OpenAiCompatible { base_path: String },
+    AzureOpenAi {
+        api_version: String,
+    },
+    OpenAiCompatible {
+        base_path: String,
+    },
 }
 
 impl ProviderKind {
@@ -152,10 +156,7 @@ fn type_name(v: &Value) -> &'static str {
 fn check_fields(o: &Map<String, Value>, path: &str, known: &[&str]) -> R<()> {
     for k in o.keys() {
         if !known.contains(&k.as_str()) {
-            return Err(err(
-                join(path, k),
-                format!("unknown field (expected one of: {})", known.join(", ")),
-            ));
+            return Err(err(join(path, k), format!("unknown field (expected one of: {})", known.join(", "))));
         }
     }
     Ok(())
@@ -235,7 +236,12 @@ fn parse_provider(name: &str, v: &Value, env: &dyn Env) -> R<Option<Provider>> {
         }
         "openai_compatible" => {
             let base = opt_str(o, &path, "base_path")?.unwrap_or("/v1");
-            if !base.starts_with('/') || base.contains('?') || base.contains('#') || !is_header_safe(base) || base.contains(' ') {
+            if !base.starts_with('/')
+                || base.contains('?')
+                || base.contains('#')
+                || !is_header_safe(base)
+                || base.contains(' ')
+            {
                 return Err(err(join(&path, "base_path"), "must be a path starting with '/', without query or spaces"));
             }
             let base = base.trim_end_matches('/').to_string();
@@ -280,7 +286,7 @@ impl Config {
         let max_body_bytes = match o.get("max_body_bytes") {
             None => DEFAULT_MAX_BODY_BYTES,
             Some(v) => match v.as_u64() {
-                Some(n) if n >= 1024 && n <= 1 << 30 => n as usize,
+                Some(n) if (1024..=1 << 30).contains(&n) => n as usize,
                 _ => return Err(err("max_body_bytes", "must be an integer from 1024 to 1073741824")),
             },
         };
@@ -509,24 +515,65 @@ pub mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn rejections_name_the_field() {
         let base: Value = serde_json::from_str(&sample()).unwrap();
         let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
-            (Box::new(|v| v["providers"]["openai"]["kind"] = "opneai".into()), "providers.openai.kind", "unknown provider kind"),
-            (Box::new(|v| v["providers"]["openai"]["api_key"] = serde_json::json!({"env": "NOPE"})), "providers.openai.api_key.env", "NOPE is not set"),
-            (Box::new(|v| { v["providers"]["openai"].as_object_mut().unwrap().remove("api_key"); }), "providers.openai.api_key", "required"),
-            (Box::new(|v| v["providers"]["azure"].as_object_mut().unwrap().remove("api_version").map(|_| ()).unwrap()), "providers.azure.api_version", "required"),
-            (Box::new(|v| v["providers"]["ollama"]["base_path"] = "v1".into()), "providers.ollama.base_path", "starting with '/'"),
+            (
+                Box::new(|v| v["providers"]["openai"]["kind"] = "opneai".into()),
+                "providers.openai.kind",
+                "unknown provider kind",
+            ),
+            (
+                Box::new(|v| v["providers"]["openai"]["api_key"] = serde_json::json!({"env": "NOPE"})),
+                "providers.openai.api_key.env",
+                "NOPE is not set",
+            ),
+            (
+                Box::new(|v| {
+                    v["providers"]["openai"].as_object_mut().unwrap().remove("api_key");
+                }),
+                "providers.openai.api_key",
+                "required",
+            ),
+            (
+                Box::new(|v| {
+                    v["providers"]["azure"].as_object_mut().unwrap().remove("api_version").map(|_| ()).unwrap()
+                }),
+                "providers.azure.api_version",
+                "required",
+            ),
+            (
+                Box::new(|v| v["providers"]["ollama"]["base_path"] = "v1".into()),
+                "providers.ollama.base_path",
+                "starting with '/'",
+            ),
             (Box::new(|v| v["providers"]["local"]["colour"] = "red".into()), "providers.local.colour", "unknown field"),
-            (Box::new(|v| v["models"]["demo"]["provider"] = "nobody".into()), "models.demo.provider", "no provider 'nobody'"),
+            (
+                Box::new(|v| v["models"]["demo"]["provider"] = "nobody".into()),
+                "models.demo.provider",
+                "no provider 'nobody'",
+            ),
             (Box::new(|v| v["models"]["demo"]["provider"] = 5.into()), "models.demo.provider", "must be a string"),
             (Box::new(|v| v["keys"][0]["sha256"] = "abc".into()), "keys[0].sha256", "64 hex digits"),
             (Box::new(|v| v["keys"][1]["id"] = "all".into()), "keys[1].id", "duplicate key id"),
             (Box::new(|v| v["keys"][1]["models"][0] = "gpt-5".into()), "keys[1].models[0]", "no model 'gpt-5'"),
-            (Box::new(|v| { v["keys"][1].as_object_mut().unwrap().remove("models"); }), "keys[1].models", "required"),
+            (
+                Box::new(|v| {
+                    v["keys"][1].as_object_mut().unwrap().remove("models");
+                }),
+                "keys[1].models",
+                "required",
+            ),
             (Box::new(|v| v["max_body_bytes"] = (-1).into()), "max_body_bytes", "integer"),
             (Box::new(|v| v["extra"] = 1.into()), "extra", "unknown field"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("keys"); }), "keys", "required"),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("keys");
+                }),
+                "keys",
+                "required",
+            ),
             (Box::new(|v| v["keys"] = serde_json::json!({})), "keys", "must be an array"),
         ];
         for (mutate, field, reason) in cases {

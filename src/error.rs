@@ -55,12 +55,7 @@ impl ApiError {
     /// The JSON body.
     pub fn body(&self) -> String {
         let body = Body {
-            error: Inner {
-                message: &self.message,
-                kind: self.kind,
-                param: self.param.as_deref(),
-                code: self.code,
-            },
+            error: Inner { message: &self.message, kind: self.kind, param: self.param.as_deref(), code: self.code },
         };
         serde_json::to_string(&body).unwrap_or_else(|_| {
             String::from(r#"{"error":{"message":"internal error","type":"server_error","param":null,"code":null}}"#)

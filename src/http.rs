@@ -73,7 +73,8 @@ impl Decision {
 }
 
 /// Headers that carry a caller's or a provider's credential. Stripped from what the client sent.
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
+pub const CREDENTIAL_HEADERS: &[&str] =
+    &["authorization", "x-api-key", "api-key", "x-goog-api-key", "proxy-authorization"];
 
 /// Headers the route-level filter uses to talk to the upstream filter; never taken from clients and never
 /// sent to providers.

@@ -46,7 +46,10 @@ fn percent_decode(s: &str) -> String {
     while i < b.len() {
         let c = b.get(i).copied().unwrap_or(0);
         if c == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
             if let Some(v) = hex {
                 out.push(v);
                 i += 3;
@@ -195,7 +198,10 @@ fn explain(body: &[u8], op: Operation, e: &serde_json::Error) -> ApiError {
                         let Some(mo) = m.as_object() else { return wrong_type(&field, "an object", m) };
                         match mo.get("role") {
                             None => {
-                                return ApiError::invalid_request(format!("'{field}.role' is required."), Some(&format!("{field}.role")))
+                                return ApiError::invalid_request(
+                                    format!("'{field}.role' is required."),
+                                    Some(&format!("{field}.role")),
+                                )
                             }
                             Some(Value::String(_)) => {}
                             Some(r) => return wrong_type(&format!("{field}.role"), "a string", r),
@@ -317,9 +323,19 @@ mod tests {
             (r#"{"model":"m","messages":[]}"#, 400, Some("messages"), "at least one"),
             (r#"{"model":"m","messages":[3]}"#, 400, Some("messages[0]"), "must be an object"),
             (r#"{"model":"m","messages":[{"content":"x"}]}"#, 400, Some("messages[0].role"), "required"),
-            (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, 400, Some("messages[0].role"), "Invalid role"),
+            (
+                r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#,
+                400,
+                Some("messages[0].role"),
+                "Invalid role",
+            ),
             (r#"{"model":"m","messages":[{"role":"user"}],"stream":"yes"}"#, 400, Some("stream"), "boolean"),
-            (r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1}}"#, 400, Some("stream_options.include_usage"), "boolean"),
+            (
+                r#"{"model":"m","messages":[{"role":"user"}],"stream_options":{"include_usage":1}}"#,
+                400,
+                Some("stream_options.include_usage"),
+                "boolean",
+            ),
         ];
         for (body, status, param, msg) in table {
             let e = parse_chat(body.as_bytes()).unwrap_err();

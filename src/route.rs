@@ -5,7 +5,9 @@
 
 use crate::config::{Config, Key, ProviderKind};
 use crate::error::ApiError;
-use crate::http::{Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL, INTERNAL_HEADERS};
+use crate::http::{
+    Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL, INTERNAL_HEADERS,
+};
 use crate::providers::mock;
 use crate::request::{self, Operation};
 use serde_json::json;
@@ -65,7 +67,11 @@ impl RouteFilter {
                 let found = self.cfg.models.get(&id).filter(|_| key.may_use(&id));
                 return match found {
                     Some(m) => {
-                        let owner = m.targets.first().and_then(|t| self.cfg.provider(t.provider)).map_or("switchyard", |p| p.name.as_str());
+                        let owner = m
+                            .targets
+                            .first()
+                            .and_then(|t| self.cfg.provider(t.provider))
+                            .map_or("switchyard", |p| p.name.as_str());
                         let body = json!({"id": m.name, "object": "model", "created": 0, "owned_by": owner});
                         Decision::respond(LocalResponse::json(200, body.to_string()))
                     }
@@ -123,7 +129,9 @@ impl RouteFilter {
     }
 
     fn dispatch(&self, alias: &str, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
-        let Some(model) = self.cfg.models.get(alias) else { return Decision::respond(ApiError::model_not_found(alias)) };
+        let Some(model) = self.cfg.models.get(alias) else {
+            return Decision::respond(ApiError::model_not_found(alias));
+        };
         let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
         if !key.may_use(alias) {
             return Decision::respond(ApiError::model_not_allowed(alias));
@@ -177,7 +185,8 @@ mod tests {
         v["error"]["code"].as_str().unwrap_or("").to_string()
     }
 
-    const CHAT: &[(&str, &str)] = &[(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")];
+    const CHAT: &[(&str, &str)] =
+        &[(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")];
 
     fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
         let mut h = CHAT.to_vec();
@@ -187,7 +196,10 @@ mod tests {
 
     #[test]
     fn routes_to_the_models_cluster() {
-        let d = run(&with(&[("authorization", "Bearer sk-all")]), r#"{"model":"gpt-prod","messages":[{"role":"user","content":"hi"}]}"#);
+        let d = run(
+            &with(&[("authorization", "Bearer sk-all")]),
+            r#"{"model":"gpt-prod","messages":[{"role":"user","content":"hi"}]}"#,
+        );
         assert_eq!(d.step, Step::Continue);
         assert_eq!(d.set(H_CLUSTER), Some("azure_cluster"));
         assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
@@ -207,31 +219,60 @@ mod tests {
 
     #[test]
     fn mock_answers_locally() {
-        let d = run(&with(&[("authorization", "bearer sk-all")]), r#"{"model":"demo","messages":[{"role":"user","content":"ping"}]}"#);
+        let d = run(
+            &with(&[("authorization", "bearer sk-all")]),
+            r#"{"model":"demo","messages":[{"role":"user","content":"ping"}]}"#,
+        );
         let Step::Respond(r) = d.step else { panic!() };
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["choices"][0]["message"]["content"], "ping");
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn error_table() {
         let ok_body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"#;
         let table: Vec<(Vec<(&str, &str)>, &str, u16, &str)> = vec![
             (with(&[]), ok_body, 401, "missing_api_key"),
             (with(&[("authorization", "Bearer sk-wrong")]), ok_body, 401, "invalid_api_key"),
             (with(&[("authorization", "Basic abc")]), ok_body, 401, "missing_api_key"),
-            (with(&[("authorization", "Bearer sk-mini")]), r#"{"model":"demo","messages":[{"role":"user"}]}"#, 403, "model_not_allowed"),
-            (with(&[("authorization", "Bearer sk-all")]), r#"{"model":"gpt-9","messages":[{"role":"user"}]}"#, 404, "model_not_found"),
-            (with(&[("authorization", "Bearer sk-all")]), r#"{"model":"llama","messages":[{"role":"user"}]}"#, 404, "model_not_found"),
+            (
+                with(&[("authorization", "Bearer sk-mini")]),
+                r#"{"model":"demo","messages":[{"role":"user"}]}"#,
+                403,
+                "model_not_allowed",
+            ),
+            (
+                with(&[("authorization", "Bearer sk-all")]),
+                r#"{"model":"gpt-9","messages":[{"role":"user"}]}"#,
+                404,
+                "model_not_found",
+            ),
+            (
+                with(&[("authorization", "Bearer sk-all")]),
+                r#"{"model":"llama","messages":[{"role":"user"}]}"#,
+                404,
+                "model_not_found",
+            ),
             (with(&[("authorization", "Bearer sk-all")]), "{nope", 400, "invalid_json"),
             (with(&[("authorization", "Bearer sk-all")]), "", 400, ""),
             (
-                vec![(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "text/plain"), ("authorization", "Bearer sk-all")],
+                vec![
+                    (":method", "POST"),
+                    (":path", "/v1/chat/completions"),
+                    ("content-type", "text/plain"),
+                    ("authorization", "Bearer sk-all"),
+                ],
                 ok_body,
                 415,
                 "unsupported_media_type",
             ),
-            (with(&[("authorization", "Bearer sk-all"), ("content-length", "999999999")]), ok_body, 413, "request_too_large"),
+            (
+                with(&[("authorization", "Bearer sk-all"), ("content-length", "999999999")]),
+                ok_body,
+                413,
+                "request_too_large",
+            ),
             (vec![(":method", "GET"), (":path", "/v1/chat/completions")], "", 405, "method_not_allowed"),
             (vec![(":method", "POST"), (":path", "/v1/nope")], "", 404, "unknown_url"),
         ];
@@ -245,7 +286,10 @@ mod tests {
     #[test]
     fn body_over_limit_while_streaming_in() {
         let mut f = filter();
-        assert_eq!(f.on_request_headers(&MapHeaders::new(&with(&[("authorization", "Bearer sk-all")])), false).step, Step::NeedBody);
+        assert_eq!(
+            f.on_request_headers(&MapHeaders::new(&with(&[("authorization", "Bearer sk-all")])), false).step,
+            Step::NeedBody
+        );
         assert_eq!(f.on_body_progress(1000, false).unwrap().step, Step::NeedBody);
         let d = f.on_body_progress(crate::config::DEFAULT_MAX_BODY_BYTES + 1, false).unwrap();
         assert_eq!(status(&d), Some(413));

@@ -4,7 +4,9 @@
 
 use crate::config::{Config, ProviderId};
 use crate::error::ApiError;
-use crate::http::{Decision, Headers, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER, INTERNAL_HEADERS};
+use crate::http::{
+    Decision, Headers, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER, INTERNAL_HEADERS,
+};
 use crate::providers;
 use crate::request::{self, Operation};
 use std::rc::Rc;
@@ -41,9 +43,9 @@ impl UpstreamFilter {
     }
 
     fn plan(&mut self, h: &dyn Headers, meta: &EndpointMeta) -> Result<Decision, ApiError> {
-        let alias = h
-            .get(H_MODEL)
-            .ok_or_else(|| ApiError::gateway("request reached a provider cluster without passing the route-level filter"))?;
+        let alias = h.get(H_MODEL).ok_or_else(|| {
+            ApiError::gateway("request reached a provider cluster without passing the route-level filter")
+        })?;
         let model = self
             .cfg
             .models
@@ -126,11 +128,33 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn table_of_attempts() {
         let table: &[(&str, EndpointMeta, &str, &str, &str, Option<(&str, &str)>)] = &[
-            ("gpt-4o-mini", EndpointMeta { provider: Some("openai".into()), model: None }, "openai", "gpt-4o-mini", "/v1/chat/completions", Some(("authorization", "Bearer sk-openai-secret"))),
-            ("gpt-prod", EndpointMeta::default(), "azure", "prod-deployment", "/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21", Some(("api-key", "az-inline"))),
-            ("qwen", EndpointMeta { provider: Some("ollama".into()), model: Some("qwen-pinned".into()) }, "ollama", "qwen-pinned", "/v1/chat/completions", None),
+            (
+                "gpt-4o-mini",
+                EndpointMeta { provider: Some("openai".into()), model: None },
+                "openai",
+                "gpt-4o-mini",
+                "/v1/chat/completions",
+                Some(("authorization", "Bearer sk-openai-secret")),
+            ),
+            (
+                "gpt-prod",
+                EndpointMeta::default(),
+                "azure",
+                "prod-deployment",
+                "/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21",
+                Some(("api-key", "az-inline")),
+            ),
+            (
+                "qwen",
+                EndpointMeta { provider: Some("ollama".into()), model: Some("qwen-pinned".into()) },
+                "ollama",
+                "qwen-pinned",
+                "/v1/chat/completions",
+                None,
+            ),
         ];
         for (alias, meta, provider, model, path, auth) in table {
             let mut f = filter();
@@ -148,18 +172,25 @@ mod tests {
             let out = f.on_request_body(body).unwrap().unwrap();
             let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
             assert_eq!(v["model"], *model);
-            assert_eq!(f.on_response_headers(), vec![(H_SERVED_PROVIDER, provider.to_string()), (H_SERVED_MODEL, model.to_string())]);
+            assert_eq!(
+                f.on_response_headers(),
+                vec![(H_SERVED_PROVIDER, provider.to_string()), (H_SERVED_MODEL, model.to_string())]
+            );
         }
     }
 
     #[test]
     fn refuses_requests_that_skipped_the_route_filter() {
         let mut f = filter();
-        let d = f.on_request_headers(&MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]), &EndpointMeta::default());
+        let d = f.on_request_headers(
+            &MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]),
+            &EndpointMeta::default(),
+        );
         let Step::Respond(r) = d.step else { panic!() };
         assert_eq!(r.status, 502);
         for p in ["nobody", "azure"] {
-            let d = f.on_request_headers(&headers("gpt-4o-mini"), &EndpointMeta { provider: Some(p.into()), model: None });
+            let d =
+                f.on_request_headers(&headers("gpt-4o-mini"), &EndpointMeta { provider: Some(p.into()), model: None });
             let Step::Respond(r) = d.step else { panic!("{p}") };
             assert_eq!(r.status, 502);
             assert!(!String::from_utf8_lossy(&r.body).contains("az-inline"));

@@ -27,19 +27,10 @@ struct Echo {
 }
 
 fn echo(req: &ChatRequest) -> Echo {
-    let reply = req
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| content_text(m.content))
-        .unwrap_or_default();
+    let reply =
+        req.messages.iter().rev().find(|m| m.role == "user").map(|m| content_text(m.content)).unwrap_or_default();
     let prompt_len: usize = req.messages.iter().map(|m| m.content.map_or(0, |c| c.get().len())).sum();
-    Echo {
-        prompt_tokens: estimate_tokens(prompt_len).max(1),
-        completion_tokens: estimate_tokens(reply.len()),
-        reply,
-    }
+    Echo { prompt_tokens: estimate_tokens(prompt_len).max(1), completion_tokens: estimate_tokens(reply.len()), reply }
 }
 
 fn usage(e: &Echo) -> Value {
@@ -284,7 +275,8 @@ mod tests {
             "e",
         );
         let vb: Value = serde_json::from_slice(&b.body).unwrap();
-        let bytes = base64::engine::general_purpose::STANDARD.decode(vb["data"][0]["embedding"].as_str().unwrap()).unwrap();
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(vb["data"][0]["embedding"].as_str().unwrap()).unwrap();
         let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(decoded, a);
         assert_eq!(vb["usage"]["prompt_tokens"], 1);

