@@ -117,6 +117,8 @@ pub struct Config {
     keys_by_digest: HashMap<[u8; 32], usize>,
     /// Providers left out because an optional credential was not set (for the load-time log line).
     pub disabled: Vec<String>,
+    /// Models left out with their provider, so that a request for one says why it is not served.
+    pub unavailable: HashMap<String, String>,
 }
 
 /// A configuration error: the JSON path of the bad field and what is wrong with it.
@@ -310,6 +312,7 @@ impl Config {
 
         let models_v = as_obj(o.get("models").ok_or_else(|| err("models", "is required"))?, "models")?;
         let mut models = HashMap::new();
+        let mut unavailable = HashMap::new();
         for (name, v) in models_v {
             let path = format!("models.{name}");
             if name.is_empty() || !is_header_safe(name) {
@@ -321,7 +324,10 @@ impl Config {
             let upstream = opt_str(mo, &path, "model")?.unwrap_or(name).to_string();
             let pid = match provider_ids.get(pname) {
                 Some(id) => *id,
-                None if disabled.iter().any(|d| d == pname) => continue,
+                None if disabled.iter().any(|d| d == pname) => {
+                    unavailable.insert(name.clone(), pname.to_string());
+                    continue;
+                }
                 None => {
                     return Err(err(join(&path, "provider"), format!("names no provider '{pname}' in providers")));
                 }
@@ -390,7 +396,7 @@ impl Config {
             keys.push(Key { id: id.to_string(), allowed, models_json });
         }
 
-        Ok(Config { max_body_bytes, providers, models, keys, keys_by_digest, disabled })
+        Ok(Config { max_body_bytes, providers, models, keys, keys_by_digest, disabled, unavailable })
     }
 
     /// The index in `keys` of the virtual key whose SHA-256 matches the presented secret.
@@ -480,6 +486,7 @@ pub mod tests {
         assert_eq!(c.providers.len(), 4, "groq is disabled without GROQ_API_KEY");
         assert_eq!(c.disabled, vec!["groq".to_string()]);
         assert!(!c.models.contains_key("llama"));
+        assert_eq!(c.unavailable.get("llama").map(String::as_str), Some("groq"));
         let m = &c.models["gpt-prod"];
         assert_eq!(m.cluster, "azure_cluster");
         assert_eq!(m.targets[0].model, "prod-deployment");

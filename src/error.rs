@@ -112,6 +112,20 @@ impl ApiError {
         .with_param("model")
     }
 
+    pub fn model_unavailable(model: &str, provider: &str) -> Self {
+        ApiError::new(
+            404,
+            "invalid_request_error",
+            Some("model_not_found"),
+            format!(
+                "The model {} is not available: its provider {} has no credential configured.",
+                quote(model),
+                quote(provider)
+            ),
+        )
+        .with_param("model")
+    }
+
     pub fn unknown_path(method: &str, path: &str) -> Self {
         ApiError::new(
             404,

@@ -130,7 +130,10 @@ impl RouteFilter {
 
     fn dispatch(&self, alias: &str, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
         let Some(model) = self.cfg.models.get(alias) else {
-            return Decision::respond(ApiError::model_not_found(alias));
+            return Decision::respond(match self.cfg.unavailable.get(alias) {
+                Some(provider) => ApiError::model_unavailable(alias, provider),
+                None => ApiError::model_not_found(alias),
+            });
         };
         let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
         if !key.may_use(alias) {

@@ -321,6 +321,12 @@ def test_error_cases(stack, name, method, path, body, headers, status, code, par
     assert stack.client().chat.completions.create(model="echo", messages=[{"role": "user", "content": "still up"}]).choices[0].message.content == "still up"
 
 
+def test_disabled_model_says_why(stack):
+    status, _, body = post(stack, body=json.dumps({"model": "ghost", "messages": [{"role": "user", "content": "x"}]}))
+    assert status == 404
+    assert "provider 'absent' has no credential" in json.loads(body)["error"]["message"]
+
+
 def test_sdk_exception_types(stack):
     with pytest.raises(openai.AuthenticationError):
         stack.client("sk-wrong").chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
