@@ -67,3 +67,37 @@ def test_demo_config_enables_providers_from_environment():
     finally:
         envoy.stop()
     assert "sk-from-env-SECRET-zzz" not in envoy.log()
+
+
+def test_shipped_istio_and_compose_files_agree_with_envoy_yaml():
+    """The Istio and docker-compose examples cannot run here (no Kubernetes, no Docker engine); what can be
+    checked is checked: the Istio plugin config is one config in both roles and loads in the real filter,
+    and compose mounts the .wasm where envoy.yaml looks for it."""
+    import yaml
+    from harness import ROOT
+
+    docs = list(yaml.safe_load_all((ROOT / "envoy" / "istio" / "wasmplugin.yaml").read_text()))
+    wasm_plugin = next(d for d in docs if d["kind"] == "WasmPlugin")
+    assert wasm_plugin["spec"]["pluginName"] == "switchyard"
+    route_cfg = wasm_plugin["spec"]["pluginConfig"]
+    upstream_patch = next(d for d in docs if d["kind"] == "EnvoyFilter" and d["metadata"]["name"].startswith("switchyard-upstream"))
+    wasm = upstream_patch["spec"]["configPatches"][0]["patch"]["value"]["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["http_filters"][0]["typed_config"]["config"]
+    assert wasm["root_id"] == "switchyard-upstream" and wasm["allow_on_headers_stop_iteration"] is True
+    assert json.loads(wasm["configuration"]["value"]) == route_cfg
+
+    cfg = demo_config()
+    next(plugin_configs(cfg))["configuration"]["value"] = json.dumps(route_cfg)
+    envoy = Envoy(cfg).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        assert [m.id for m in client.models.list()] == ["echo"]
+    finally:
+        envoy.stop()
+
+    compose = yaml.safe_load((ROOT / "envoy" / "docker-compose.yaml").read_text())["services"]["switchyard"]
+    wasm_file = next(plugin_configs(demo_config()))["vm_config"]["code"]["local"]["filename"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1)[::-1] for v in compose["volumes"])
+    assert f"{compose['working_dir']}/{wasm_file}" in mounts
+    assert mounts[f"{compose['working_dir']}/{wasm_file}"] == "../dist/switchyard.wasm"
+    assert compose["image"] == "envoyproxy/envoy:v1.40.0"
