@@ -179,24 +179,31 @@ def test_openai_chat_both_sides(stack):
     assert_clean_upstream_request(rec, "authorization", f"Bearer {OPENAI_SECRET}")
 
 
-def test_openai_stream_passes_chunk_by_chunk(stack):
-    up = stack.up["openai"]
+@pytest.mark.parametrize("alias,upstream,served", [
+    ("gpt-4o-mini", "openai", "gpt-4o-mini-2024-07-18"),
+    ("azure-gpt", "azure", "my-deployment"),
+    ("mistral-large", "compat", "mistral-large-latest"),
+])
+def test_stream_passes_chunk_by_chunk(stack, alias, upstream, served):
+    up = stack.up[upstream]
     gate = threading.Event()
-    m = "gpt-4o-mini-2024-07-18"
     up.gate_results.clear()
     up.responder = lambda r: Reply(
         headers={"content-type": "text/event-stream"},
         chunks=[
-            chunk(m, {"role": "assistant", "content": ""}),
-            chunk(m, {"content": "Hel"}),
+            chunk(served, {"role": "assistant", "content": ""}),
+            chunk(served, {"content": "Hel"}),
             gate,
-            chunk(m, {"content": "lo"}),
-            chunk(m, {}, finish="stop"),
+            chunk(served, {"content": "lo"}),
+            chunk(served, {}, finish="stop"),
+            chunk(served, {}, usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}, choices=False),
             "data: [DONE]\n\n",
         ],
     )
     try:
-        stream = stack.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True)
+        stream = stack.client().chat.completions.create(
+            model=alias, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
         it = iter(stream)
         first = next(it)
         assert first.choices[0].delta.role == "assistant"
@@ -207,9 +214,10 @@ def test_openai_stream_passes_chunk_by_chunk(stack):
     finally:
         up.responder = echo_responder
     assert up.gate_results == [True], "the client saw no chunk before the upstream finished: the stream was buffered"
-    assert "".join(c.choices[0].delta.content or "" for c in rest) == "lo"
-    assert rest[-1].choices[0].finish_reason == "stop"
-    assert up.last().json()["stream"] is True
+    assert "".join(c.choices[0].delta.content or "" for c in rest if c.choices) == "lo"
+    assert rest[-1].usage.total_tokens == 7
+    rec = up.last()
+    assert rec.json()["stream"] is True and rec.json()["model"] == served
 
 
 def test_openai_embeddings(stack):
@@ -337,6 +345,29 @@ def test_sdk_exception_types(stack):
     assert e.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError):
         stack.client().chat.completions.create(model="echo", messages=[])
+
+
+def test_chunked_body_over_limit_is_413(stack):
+    """No content-length: the filter counts the body as it streams in."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", stack.envoy.port, timeout=10)
+    piece = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"x" * 8192
+    conn.putrequest("POST", "/v1/chat/completions")
+    conn.putheader("authorization", f"Bearer {KEY_ALL}")
+    conn.putheader("content-type", "application/json")
+    conn.putheader("transfer-encoding", "chunked")
+    conn.endheaders()
+    try:
+        for _ in range(MAX_BODY // 8192 + 2):
+            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+        conn.send(b"0\r\n\r\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # Envoy may answer and close before the whole body is sent
+    resp = conn.getresponse()
+    assert resp.status == 413
+    assert json.loads(resp.read())["error"]["code"] == "request_too_large"
+    conn.close()
 
 
 def test_unreachable_provider_is_502(stack):
