@@ -4,6 +4,7 @@
 use crate::config::{Config, Env};
 use crate::http::{Decision, Headers, Step};
 use crate::providers::mock::Clock;
+use crate::providers::BodyMode;
 use crate::route::RouteFilter;
 use crate::upstream::{EndpointMeta, UpstreamFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -178,20 +179,57 @@ impl HttpContext for UpstreamHttp {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        match self.core.on_request_body(&body) {
-            Ok(Some(new_body)) => {
-                self.set_http_request_body(0, body_size, &new_body);
+        let now = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        match self.core.on_request_body(&body, now) {
+            Ok(edit) => {
+                for (name, value) in &edit.set {
+                    self.set_http_request_header(name, Some(value));
+                }
+                if let Some(new_body) = edit.body {
+                    self.set_http_request_body(0, body_size, &new_body);
+                }
                 Action::Continue
             }
-            Ok(None) => Action::Continue,
             Err(e) => apply(self, Decision::respond(e)),
         }
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        for (k, v) in self.core.on_response_headers() {
-            self.set_http_response_header(k, Some(&v));
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let content_type = self.get_http_response_header("content-type");
+        let edit = self.core.on_response_headers(status, content_type.as_deref());
+        if let Some(s) = edit.status {
+            self.set_http_response_header(":status", Some(&s.to_string()));
+        }
+        for name in &edit.remove {
+            self.set_http_response_header(name, None);
+        }
+        for (name, value) in &edit.set {
+            self.set_http_response_header(name, Some(value));
         }
         Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match self.core.mode() {
+            None => Action::Continue,
+            Some(BodyMode::Buffer) => {
+                if !end_of_stream {
+                    return Action::Pause;
+                }
+                let body = self.get_http_response_body(0, body_size).unwrap_or_default();
+                if let Some(out) = self.core.on_response_body(&body) {
+                    self.set_http_response_body(0, body_size, &out);
+                }
+                Action::Continue
+            }
+            Some(BodyMode::Stream) => {
+                let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+                if let Some(out) = self.core.on_response_chunk(&chunk, end_of_stream) {
+                    self.set_http_response_body(0, body_size, &out);
+                }
+                Action::Continue
+            }
+        }
     }
 }

@@ -46,6 +46,28 @@ pub enum ProviderKind {
     OpenAiCompatible {
         base_path: String,
     },
+    /// Anthropic Messages API: `x-api-key`, `anthropic-version`; `max_tokens` is required there, so
+    /// requests without one get `default_max_tokens`.
+    Anthropic {
+        version: String,
+        default_max_tokens: u32,
+    },
+    /// Gemini API (`generativelanguage`): `x-goog-api-key`.
+    Gemini {
+        api_version: String,
+    },
+    /// Vertex AI publisher models: bearer access token, project and location in the path.
+    Vertex {
+        project: String,
+        location: String,
+    },
+    /// Bedrock Converse / ConverseStream, SigV4-signed in the filter.
+    Bedrock {
+        region: String,
+        access_key_id: Secret,
+        secret_access_key: Secret,
+        session_token: Option<Secret>,
+    },
 }
 
 impl ProviderKind {
@@ -55,6 +77,10 @@ impl ProviderKind {
             ProviderKind::OpenAi => "openai",
             ProviderKind::AzureOpenAi { .. } => "azure_openai",
             ProviderKind::OpenAiCompatible { .. } => "openai_compatible",
+            ProviderKind::Anthropic { .. } => "anthropic",
+            ProviderKind::Gemini { .. } => "gemini",
+            ProviderKind::Vertex { .. } => "vertex",
+            ProviderKind::Bedrock { .. } => "bedrock",
         }
     }
 }
@@ -249,13 +275,90 @@ fn parse_provider(name: &str, v: &Value, env: &dyn Env) -> R<Option<Provider>> {
             let base = base.trim_end_matches('/').to_string();
             (ProviderKind::OpenAiCompatible { base_path: base }, &["kind", "cluster", "api_key", "base_path"])
         }
+        "anthropic" => {
+            let version = opt_str(o, &path, "version")?.unwrap_or("2023-06-01");
+            if !is_header_safe(version) {
+                return Err(err(join(&path, "version"), "must be printable ASCII"));
+            }
+            let default_max_tokens = match o.get("default_max_tokens") {
+                None => 4096,
+                Some(v) => match v.as_u64() {
+                    Some(n) if (1..=1_000_000).contains(&n) => n as u32,
+                    _ => return Err(err(join(&path, "default_max_tokens"), "must be an integer from 1 to 1000000")),
+                },
+            };
+            (
+                ProviderKind::Anthropic { version: version.to_string(), default_max_tokens },
+                &["kind", "cluster", "api_key", "version", "default_max_tokens"],
+            )
+        }
+        "gemini" => {
+            let v = opt_str(o, &path, "api_version")?.unwrap_or("v1beta");
+            if v != "v1" && v != "v1beta" {
+                return Err(err(join(&path, "api_version"), "must be v1 or v1beta"));
+            }
+            (ProviderKind::Gemini { api_version: v.to_string() }, &["kind", "cluster", "api_key", "api_version"])
+        }
+        "vertex" => {
+            let project = req_str(o, &path, "project")?;
+            let location = req_str(o, &path, "location")?;
+            for (k, v) in [("project", project), ("location", location)] {
+                if !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                    return Err(err(join(&path, k), "may hold only letters, digits, '-' and '_'"));
+                }
+            }
+            (
+                ProviderKind::Vertex { project: project.to_string(), location: location.to_string() },
+                &["kind", "cluster", "api_key", "project", "location"],
+            )
+        }
+        "bedrock" => {
+            let region = req_str(o, &path, "region")?;
+            if !region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+                return Err(err(join(&path, "region"), "must look like us-east-1"));
+            }
+            let mut secrets = Vec::new();
+            for k in ["access_key_id", "secret_access_key", "session_token"] {
+                let s = match o.get(k) {
+                    None if k == "session_token" => None,
+                    None => return Err(err(join(&path, k), "is required for kind bedrock")),
+                    Some(v) => match parse_credential(v, &join(&path, k), env)? {
+                        Some(s) => Some(s),
+                        None if k == "session_token" => None,
+                        None => return Ok(None),
+                    },
+                };
+                secrets.push(s);
+            }
+            let mut it = secrets.into_iter();
+            let (Some(Some(access_key_id)), Some(Some(secret_access_key)), Some(session_token)) = (it.next(), it.next(), it.next())
+            else {
+                return Err(err(&path, "bedrock credentials are incomplete"));
+            };
+            (
+                ProviderKind::Bedrock { region: region.to_string(), access_key_id, secret_access_key, session_token },
+                &["kind", "cluster", "region", "access_key_id", "secret_access_key", "session_token"],
+            )
+        }
         other => {
             return Err(err(
                 join(&path, "kind"),
-                format!("unknown provider kind '{other}' (expected mock, openai, azure_openai or openai_compatible)"),
+                format!("unknown provider kind '{other}' (expected mock, openai, azure_openai, openai_compatible, anthropic, gemini, vertex or bedrock)"),
             ))
         }
     };
+    let ready = match kind {
+        ProviderKind::Anthropic { .. } => crate::providers::anthropic::READY,
+        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => crate::providers::gemini::READY,
+        ProviderKind::Bedrock { .. } => crate::providers::bedrock::READY,
+        _ => true,
+    };
+    if !ready {
+        return Err(err(
+            join(&path, "kind"),
+            format!("provider kind '{kind_name}' is not supported by this build yet"),
+        ));
+    }
     check_fields(o, &path, known)?;
     let cluster = opt_str(o, &path, "cluster")?.unwrap_or(name).to_string();
     if !is_header_safe(&cluster) {
@@ -271,7 +374,14 @@ fn parse_provider(name: &str, v: &Value, env: &dyn Env) -> R<Option<Provider>> {
             c
         }
     };
-    let needs_key = matches!(kind, ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. });
+    let needs_key = matches!(
+        kind,
+        ProviderKind::OpenAi
+            | ProviderKind::AzureOpenAi { .. }
+            | ProviderKind::Anthropic { .. }
+            | ProviderKind::Gemini { .. }
+            | ProviderKind::Vertex { .. }
+    );
     if needs_key && credential.is_none() {
         return Err(err(join(&path, "api_key"), format!("is required for kind {kind_name}")));
     }

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::http::{
     Decision, Headers, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER, INTERNAL_HEADERS,
 };
-use crate::providers;
+use crate::providers::{self, BodyMode, ResponseTranslator};
 use crate::request::{self, Operation};
 use std::rc::Rc;
 
@@ -24,12 +24,43 @@ pub struct UpstreamFilter {
     cfg: Rc<Config>,
     op: Option<Operation>,
     provider: Option<ProviderId>,
+    alias: String,
     model: String,
+    authority: String,
+    response: Option<Box<dyn ResponseTranslator>>,
+    mode: Option<BodyMode>,
+}
+
+/// What to change on the request once its body is complete.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BodyEdit {
+    pub set: Vec<(&'static str, String)>,
+    /// The new body; `None` keeps the client's.
+    pub body: Option<Vec<u8>>,
+}
+
+/// What to change on the response headers.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ResponseHeadersEdit {
+    pub status: Option<u16>,
+    pub set: Vec<(&'static str, String)>,
+    pub remove: Vec<&'static str>,
+    /// `None`: the body passes through untouched.
+    pub mode: Option<BodyMode>,
 }
 
 impl UpstreamFilter {
     pub fn new(cfg: Rc<Config>) -> Self {
-        UpstreamFilter { cfg, op: None, provider: None, model: String::new() }
+        UpstreamFilter {
+            cfg,
+            op: None,
+            provider: None,
+            alias: String::new(),
+            model: String::new(),
+            authority: String::new(),
+            response: None,
+            mode: None,
+        }
     }
 
     pub fn on_request_headers(&mut self, h: &dyn Headers, meta: &EndpointMeta) -> Decision {
@@ -72,38 +103,82 @@ impl UpstreamFilter {
                 (t.provider, meta.model.clone().unwrap_or_else(|| t.model.clone()))
             }
         };
-        let provider = self.cfg.provider(target.0).ok_or_else(|| ApiError::gateway("unknown provider"))?;
+        if self.cfg.provider(target.0).is_none() {
+            return Err(ApiError::gateway("unknown provider"));
+        }
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
-        let op = request::classify(&method, &path)?;
-        let call = providers::plan(provider, op, &target.1)?;
-
-        self.op = Some(op);
+        self.op = Some(request::classify(&method, &path)?);
         self.provider = Some(target.0);
         self.model = target.1;
+        self.alias = alias;
+        self.authority = h.get(":authority").unwrap_or_default();
 
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
         d.remove.push("content-length");
-        d.set.push((":path", call.path));
-        if let Some(auth) = call.auth {
-            d.set.push(auth);
-        }
         Ok(d)
     }
 
-    /// Given the whole request body, returns the body to send instead (`None`: send it as it is).
-    pub fn on_request_body(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, ApiError> {
-        let (Some(op), Some(pid)) = (self.op, self.provider) else { return Ok(None) };
+    /// Given the whole request body: the path, headers and body to send for this attempt.
+    pub fn on_request_body(&mut self, bytes: &[u8], now_unix: u64) -> Result<BodyEdit, ApiError> {
+        let (Some(op), Some(pid)) = (self.op, self.provider) else { return Ok(BodyEdit::default()) };
         let provider = self.cfg.provider(pid).ok_or_else(|| ApiError::gateway("unknown provider"))?;
-        providers::rewrite_body(provider, op, bytes, &self.model)
+        let attempt = providers::Attempt {
+            op,
+            provider,
+            model: &self.model,
+            alias: &self.alias,
+            authority: &self.authority,
+            now_unix,
+        };
+        let out = providers::prepare(&attempt, bytes)?;
+        self.response = out.response;
+        let mut set = vec![(":path", out.path)];
+        set.extend(out.headers);
+        Ok(BodyEdit { set, body: out.body })
     }
 
-    /// Headers to add to the provider's response.
-    pub fn on_response_headers(&mut self) -> Vec<(&'static str, String)> {
-        let Some(p) = self.provider.and_then(|id| self.cfg.provider(id)) else { return Vec::new() };
-        vec![(H_SERVED_PROVIDER, p.name.clone()), (H_SERVED_MODEL, self.model.clone())]
+    /// The provider's response headers are in.
+    pub fn on_response_headers(&mut self, status: u16, content_type: Option<&str>) -> ResponseHeadersEdit {
+        let mut edit = ResponseHeadersEdit::default();
+        if let Some(p) = self.provider.and_then(|id| self.cfg.provider(id)) {
+            edit.set.push((H_SERVED_PROVIDER, p.name.clone()));
+            edit.set.push((H_SERVED_MODEL, self.model.clone()));
+        }
+        if let Some(t) = self.response.as_mut() {
+            let (client_status, mode) = t.on_headers(status, content_type);
+            if client_status != status {
+                edit.status = Some(client_status);
+            }
+            edit.set.push(("content-type", t.content_type().to_string()));
+            edit.remove.push("content-length");
+            edit.mode = Some(mode);
+            self.mode = Some(mode);
+        }
+        edit
+    }
+
+    /// `BodyMode::Buffer`: the whole response body; returns the client's body.
+    pub fn on_response_body(&mut self, body: &[u8]) -> Option<Vec<u8>> {
+        self.response.as_mut().map(|t| t.on_body(body))
+    }
+
+    /// `BodyMode::Stream`: a piece of the response as it arrives; returns the bytes to send instead.
+    pub fn on_response_chunk(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
+        let t = self.response.as_mut()?;
+        let mut out = Vec::with_capacity(bytes.len() + 64);
+        t.on_stream(bytes, end, &mut out);
+        Some(out)
+    }
+
+    pub fn mode(&self) -> Option<BodyMode> {
+        self.mode
+    }
+
+    pub fn usage(&self) -> Option<providers::Usage> {
+        self.response.as_ref().and_then(|t| t.usage())
     }
 }
 
@@ -160,22 +235,22 @@ mod tests {
             let mut f = filter();
             let d = f.on_request_headers(&headers(alias), meta);
             assert_eq!(d.step, Step::NeedBody, "{alias}");
-            assert_eq!(d.set(":path"), Some(*path));
             for h in ["authorization", "x-api-key", "content-length", H_MODEL] {
                 assert!(d.remove.contains(&h));
             }
-            match auth {
-                Some((k, v)) => assert_eq!(d.set(k), Some(*v)),
-                None => assert!(d.set("authorization").is_none()),
-            }
             let body = br#"{"model":"x","messages":[{"role":"user","content":"hi"}]}"#;
-            let out = f.on_request_body(body).unwrap().unwrap();
-            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            let edit = f.on_request_body(body, 0).unwrap();
+            let get = |k: &str| edit.set.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());
+            assert_eq!(get(":path"), Some(*path));
+            match auth {
+                Some((k, v)) => assert_eq!(get(k), Some(*v)),
+                None => assert!(get("authorization").is_none()),
+            }
+            let v: serde_json::Value = serde_json::from_slice(&edit.body.unwrap()).unwrap();
             assert_eq!(v["model"], *model);
-            assert_eq!(
-                f.on_response_headers(),
-                vec![(H_SERVED_PROVIDER, provider.to_string()), (H_SERVED_MODEL, model.to_string())]
-            );
+            let r = f.on_response_headers(200, Some("application/json"));
+            assert_eq!(r.set, vec![(H_SERVED_PROVIDER, provider.to_string()), (H_SERVED_MODEL, model.to_string())]);
+            assert_eq!(r.mode, None, "OpenAI-family responses pass through");
         }
     }
 

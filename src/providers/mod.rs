@@ -1,7 +1,11 @@
-//! Provider translators, one file per provider kind. Each says where a request goes on its provider (path
-//! and credential header) and how the body changes on the way.
+//! Provider translators, one file per provider kind. The pivot format is OpenAI Chat Completions: every
+//! translator turns an OpenAI-format request into its provider's request (path, headers, body) and the
+//! provider's response, error or stream back into the OpenAI format.
 
+pub mod anthropic;
 pub mod azure_openai;
+pub mod bedrock;
+pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
@@ -10,7 +14,69 @@ use crate::config::{Provider, ProviderKind};
 use crate::error::ApiError;
 use crate::request::Operation;
 
-/// Where and how one attempt reaches its provider.
+/// One upstream attempt, as the upstream role knows it when the request body is complete.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub op: Operation,
+    pub provider: &'a Provider,
+    /// The provider's model name (Azure: deployment; Bedrock: model id or inference profile).
+    pub model: &'a str,
+    /// The public model name the client asked for.
+    pub alias: &'a str,
+    /// The host Envoy sends this attempt to (`:authority`), for request signing.
+    pub authority: &'a str,
+    /// Seconds since the Unix epoch (SigV4 dates, `created` fields).
+    pub now_unix: u64,
+}
+
+/// Token counts as the provider reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Prompt tokens served from the provider's cache (included in `prompt_tokens`).
+    pub cached_tokens: u64,
+}
+
+/// How the upstream role handles a response body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyMode {
+    /// Translate chunk by chunk as bytes arrive (SSE or binary event streams).
+    Stream,
+    /// Buffer the whole body, then translate it (JSON responses and all errors).
+    Buffer,
+}
+
+/// Translates one attempt's response back to the OpenAI format.
+pub trait ResponseTranslator {
+    /// The upstream status and content type are known. Returns the status the client gets and how the
+    /// body is to be handled.
+    fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> (u16, BodyMode);
+    /// `BodyMode::Buffer`: the whole upstream body in, the client's body out (an OpenAI response, or an
+    /// OpenAI-shaped error for error statuses, keeping the provider's message).
+    fn on_body(&mut self, body: &[u8]) -> Vec<u8>;
+    /// `BodyMode::Stream`: upstream bytes as they arrive, split anywhere; appends OpenAI SSE bytes to
+    /// `out`. `end` is true on the last call, which must close the stream well-formed (ending with a
+    /// usage chunk when asked for and `data: [DONE]`), or with an error event if the upstream failed.
+    fn on_stream(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>);
+    /// Usage seen so far.
+    fn usage(&self) -> Option<Usage>;
+    /// The content type of what this translator produces for the client.
+    fn content_type(&self) -> &'static str;
+}
+
+/// The request to send for one attempt.
+pub struct Outgoing {
+    pub path: String,
+    /// Headers to set (credentials, versions, signatures); the caller's credentials are already removed.
+    pub headers: Vec<(&'static str, String)>,
+    /// The new body; `None` sends the client's body unchanged.
+    pub body: Option<Vec<u8>>,
+    /// `None`: the response passes through untouched.
+    pub response: Option<Box<dyn ResponseTranslator>>,
+}
+
+/// Where and how one attempt reaches its provider (OpenAI-family kinds, decided at header time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamCall {
     pub path: String,
@@ -18,28 +84,40 @@ pub struct UpstreamCall {
     pub auth: Option<(&'static str, String)>,
 }
 
-/// Plans the upstream request for `op` against `provider`, for the provider's model name `model`.
+/// Prepares an attempt from the OpenAI-format request body.
+pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
+    match &a.provider.kind {
+        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => {
+            let call = plan(a.provider, a.op, a.model)?;
+            Ok(Outgoing {
+                path: call.path,
+                headers: call.auth.into_iter().collect(),
+                body: Some(openai::replace_model(body, a.model)?),
+                response: None,
+            })
+        }
+        ProviderKind::Anthropic { .. } => anthropic::prepare(a, body),
+        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, body),
+        ProviderKind::Bedrock { .. } => bedrock::prepare(a, body),
+        ProviderKind::Mock => Err(mock_has_no_upstream(a.provider)),
+    }
+}
+
+/// Path and credential of the OpenAI-family kinds.
 pub fn plan(provider: &Provider, op: Operation, model: &str) -> Result<UpstreamCall, ApiError> {
     match &provider.kind {
         ProviderKind::OpenAi => openai::plan(provider, op),
         ProviderKind::AzureOpenAi { api_version } => azure_openai::plan(provider, api_version, op, model),
         ProviderKind::OpenAiCompatible { base_path } => openai_compatible::plan(provider, base_path, op),
-        ProviderKind::Mock => Err(ApiError::gateway(format!(
-            "provider '{}' is a mock; it answers in the route-level filter and has no upstream",
-            provider.name
-        ))),
+        _ => Err(ApiError::gateway(format!("provider '{}' is not of an OpenAI-format kind", provider.name))),
     }
 }
 
-/// Rewrites the client's body for the provider. `Ok(None)` leaves it as it is.
-pub fn rewrite_body(provider: &Provider, op: Operation, body: &[u8], model: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    match &provider.kind {
-        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => {
-            let _ = op;
-            openai::replace_model(body, model).map(Some)
-        }
-        ProviderKind::Mock => Ok(None),
-    }
+fn mock_has_no_upstream(p: &Provider) -> ApiError {
+    ApiError::gateway(format!(
+        "provider '{}' is a mock; it answers in the route-level filter and has no upstream",
+        p.name
+    ))
 }
 
 /// The last path segment of an operation on the OpenAI-style APIs.
@@ -55,4 +133,39 @@ pub(crate) fn openai_suffix(op: Operation) -> Result<&'static str, ApiError> {
 
 pub(crate) fn bearer(provider: &Provider) -> Option<(&'static str, String)> {
     provider.credential.as_ref().map(|c| ("authorization", format!("Bearer {}", c.expose())))
+}
+
+/// The status a client gets for a provider's error status. Provider-side credential failures are the
+/// gateway's problem (502), not the caller's; overload and server errors stay retriable (5xx).
+pub fn client_status_for_provider_error(status: u16) -> u16 {
+    match status {
+        400 | 404 | 409 | 413 | 415 | 422 | 429 => status,
+        401 | 403 => 502,
+        408 | 504 => 504,
+        529 | 503 => 503,
+        s if s >= 500 => 502,
+        s if s >= 400 => 400,
+        s => s,
+    }
+}
+
+/// An OpenAI-shaped error body for a provider's error, keeping the provider's message.
+pub fn provider_error_body(
+    provider: &Provider,
+    provider_status: u16,
+    message: &str,
+    provider_type: Option<&str>,
+) -> (u16, Vec<u8>) {
+    let status = client_status_for_provider_error(provider_status);
+    let (kind, code) = match status {
+        429 => ("rate_limit_error", Some("rate_limit_exceeded")),
+        400 | 404 | 409 | 413 | 415 | 422 => ("invalid_request_error", provider_type),
+        503 => ("server_error", Some("provider_overloaded")),
+        504 => ("server_error", Some("upstream_timeout")),
+        502 if provider_status == 401 || provider_status == 403 => ("upstream_error", Some("provider_auth_error")),
+        _ => ("server_error", Some("provider_error")),
+    };
+    let text = format!("{} ({}): {}", provider.name, provider_status, message);
+    let body = serde_json::json!({"error": {"message": text, "type": kind, "param": null, "code": code}});
+    (status, body.to_string().into_bytes())
 }
