@@ -14,7 +14,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run test unit e2e lint fmt clean
+.PHONY: help setup build run test unit e2e lint fmt clean bench-native
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,9 @@ lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings den
 test: lint unit e2e ## Everything: lint, unit tests, end-to-end tests
 	@$(ENVOY) --mode validate -c $(ENVOY_YAML) >/tmp/switchyard-validate.log 2>&1 \
 	  && echo "$(ENVOY_YAML) validates" || { cat /tmp/switchyard-validate.log; exit 1; }
+
+bench-native: ## Micro-benchmark of the hot paths, natively (no Envoy): ns per operation
+	cargo bench --bench hot_paths --quiet
 
 clean: ## Remove build outputs and .venv
 	cargo clean

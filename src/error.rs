@@ -62,6 +62,27 @@ impl ApiError {
         })
     }
 
+    /// The body for clients of the Anthropic Messages API (`/v1/messages`): Anthropic's error shape
+    /// (`type: "error"`, `error.type` in Anthropic's names) that also keeps the OpenAI fields (`param`,
+    /// `code`), so either kind of client reads it.
+    pub fn anthropic_body(&self) -> String {
+        let kind = match self.status {
+            400 | 405 | 415 => "invalid_request_error",
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            503 | 529 => "overloaded_error",
+            _ => "api_error",
+        };
+        serde_json::json!({
+            "type": "error",
+            "error": {"type": kind, "message": self.message, "param": self.param, "code": self.code}
+        })
+        .to_string()
+    }
+
     pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
         let e = ApiError::new(400, "invalid_request_error", None, message);
         match param {
@@ -195,6 +216,16 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&ApiError::gateway("x").body()).unwrap();
         assert!(v["error"].as_object().unwrap().contains_key("param"));
         assert!(v["error"]["param"].is_null());
+    }
+
+    #[test]
+    fn anthropic_shape_keeps_openai_fields() {
+        let v: serde_json::Value = serde_json::from_str(&ApiError::model_not_found("x").anthropic_body()).unwrap();
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "not_found_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("'x'"));
     }
 
     #[test]
