@@ -8,6 +8,7 @@ pub mod config;
 pub mod error;
 pub mod eventstream;
 pub mod http;
+pub mod limits;
 pub mod providers;
 pub mod request;
 pub mod route;
