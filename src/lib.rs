@@ -16,6 +16,7 @@ pub mod sha256;
 pub mod sigv4;
 pub mod sse;
 pub mod upstream;
+pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod adapter;

@@ -1,0 +1,308 @@
+//! Reads token usage out of the response the client gets (OpenAI or Anthropic format, JSON or SSE) as it
+//! passes through the route-level filter, without holding the stream back. Optionally drops the OpenAI
+//! usage-only chunk the gateway asked the provider for when the client did not ask for it.
+
+use crate::providers::Usage;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    OpenAiJson,
+    OpenAiSse,
+    AnthropicJson,
+    AnthropicSse,
+}
+
+/// Bytes of a JSON body's tail kept to find its `usage` object (it comes last, or nearly).
+const JSON_TAIL: usize = 32 * 1024;
+/// Longest SSE event kept while waiting for its end.
+const MAX_EVENT: usize = 4 * 1024 * 1024;
+
+pub struct Sniffer {
+    format: Format,
+    strip_usage_chunk: bool,
+    /// SSE: bytes of an event not yet complete. JSON: the tail of the body.
+    pending: Vec<u8>,
+    usage: Option<Usage>,
+}
+
+fn u(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn openai_usage(v: &Value) -> Option<Usage> {
+    let usage = v.get("usage").filter(|x| x.is_object())?;
+    Some(Usage {
+        prompt_tokens: u(usage, "prompt_tokens"),
+        completion_tokens: u(usage, "completion_tokens"),
+        cached_tokens: usage.get("prompt_tokens_details").map_or(0, |d| u(d, "cached_tokens")),
+    })
+}
+
+/// Anthropic usage: input tokens include cache reads and writes, as Switchyard counts prompt tokens.
+fn anthropic_usage(usage: &Value, into: &mut Usage) {
+    let cached = u(usage, "cache_read_input_tokens");
+    let input = u(usage, "input_tokens") + cached + u(usage, "cache_creation_input_tokens");
+    if input > 0 {
+        into.prompt_tokens = input;
+        into.cached_tokens = cached;
+    }
+    if usage.get("output_tokens").is_some() {
+        into.completion_tokens = u(usage, "output_tokens");
+    }
+}
+
+/// Finds the end of the first complete SSE event in `b` (the index after its blank line).
+fn event_end(b: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b.get(i) == Some(&b'\n') {
+            match b.get(i + 1) {
+                Some(b'\n') => return Some(i + 2),
+                Some(b'\r') if b.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The joined `data:` payload of one raw event.
+fn event_data(raw: &[u8]) -> (Option<&str>, String) {
+    let text = std::str::from_utf8(raw).unwrap_or("");
+    let mut name = None;
+    let mut data = String::new();
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(v.strip_prefix(' ').unwrap_or(v));
+        } else if let Some(v) = line.strip_prefix("event:") {
+            name = Some(v.trim());
+        }
+    }
+    (name, data)
+}
+
+impl Sniffer {
+    pub fn new(format: Format, strip_usage_chunk: bool) -> Self {
+        Sniffer { format, strip_usage_chunk, pending: Vec::new(), usage: None }
+    }
+
+    pub fn usage(&self) -> Option<Usage> {
+        self.usage
+    }
+
+    /// Looks at a piece of the response; returns the bytes to send instead when they must change.
+    pub fn on_chunk(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
+        match self.format {
+            Format::OpenAiJson | Format::AnthropicJson => {
+                self.pending.extend_from_slice(bytes);
+                if self.pending.len() > JSON_TAIL * 2 {
+                    let cut = self.pending.len() - JSON_TAIL;
+                    self.pending.drain(..cut);
+                }
+                if end {
+                    self.read_json_tail();
+                }
+                None
+            }
+            Format::OpenAiSse | Format::AnthropicSse => self.on_sse(bytes, end),
+        }
+    }
+
+    fn read_json_tail(&mut self) {
+        let tail = std::mem::take(&mut self.pending);
+        // Whole bodies parse directly; a cut tail is searched for its last "usage" object.
+        if let Ok(v) = serde_json::from_slice::<Value>(&tail) {
+            self.usage = match self.format {
+                Format::AnthropicJson => v.get("usage").map(|x| {
+                    let mut usage = Usage::default();
+                    anthropic_usage(x, &mut usage);
+                    usage
+                }),
+                _ => openai_usage(&v),
+            };
+            return;
+        }
+        let needle = b"\"usage\"";
+        let Some(pos) = tail.windows(needle.len()).rposition(|w| w == needle) else { return };
+        let Some(rest) = tail.get(pos + needle.len()..) else { return };
+        let Some(brace) = rest.iter().position(|b| *b == b'{') else { return };
+        let Some(obj) = rest.get(brace..) else { return };
+        if let Some(Ok(x)) = serde_json::Deserializer::from_slice(obj).into_iter::<Value>().next() {
+            let mut usage = Usage::default();
+            match self.format {
+                Format::AnthropicJson => anthropic_usage(&x, &mut usage),
+                _ => {
+                    if let Some(found) = openai_usage(&serde_json::json!({ "usage": x })) {
+                        usage = found;
+                    }
+                }
+            }
+            self.usage = Some(usage);
+        }
+    }
+
+    fn on_sse(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
+        let rewrite = self.strip_usage_chunk;
+        // Fast path: when nothing may change and the chunk cannot hold usage, only keep the event tail.
+        let mut out = if rewrite { Some(Vec::with_capacity(bytes.len())) } else { None };
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(len) = buf.get(start..).and_then(event_end) {
+            let Some(raw) = buf.get(start..start + len) else { break };
+            let keep = self.inspect(raw);
+            if let Some(o) = out.as_mut() {
+                if keep {
+                    o.extend_from_slice(raw);
+                }
+            }
+            start += len;
+        }
+        buf.drain(..start);
+        self.pending = buf;
+        if end && !self.pending.is_empty() {
+            let rest = std::mem::take(&mut self.pending);
+            let keep = self.inspect(&rest);
+            if let Some(o) = out.as_mut() {
+                if keep {
+                    o.extend_from_slice(&rest);
+                }
+            }
+        }
+        if self.pending.len() > MAX_EVENT {
+            // A runaway event: stop holding it (pass it on unread).
+            let rest = std::mem::take(&mut self.pending);
+            if let Some(o) = out.as_mut() {
+                o.extend_from_slice(&rest);
+            }
+        }
+        out
+    }
+
+    /// Reads usage from one raw event; returns whether it is kept.
+    fn inspect(&mut self, raw: &[u8]) -> bool {
+        if !raw.windows(7).any(|w| w == b"\"usage\"") {
+            return true;
+        }
+        let (name, data) = event_data(raw);
+        let Ok(v) = serde_json::from_str::<Value>(&data) else { return true };
+        match self.format {
+            Format::AnthropicSse => {
+                let mut usage = self.usage.unwrap_or_default();
+                match name.or_else(|| v.get("type").and_then(Value::as_str)) {
+                    Some("message_start") => {
+                        if let Some(x) = v.get("message").and_then(|m| m.get("usage")) {
+                            anthropic_usage(x, &mut usage);
+                        }
+                    }
+                    Some("message_delta") => {
+                        if let Some(x) = v.get("usage") {
+                            anthropic_usage(x, &mut usage);
+                        }
+                    }
+                    _ => return true,
+                }
+                self.usage = Some(usage);
+                true
+            }
+            _ => {
+                if let Some(found) = openai_usage(&v) {
+                    self.usage = Some(found);
+                    let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
+                    return !(self.strip_usage_chunk && usage_only);
+                }
+                true
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10,\"prompt_tokens_details\":{\"cached_tokens\":2}}}\n\n\
+data: [DONE]\n\n";
+
+    fn run(s: &mut Sniffer, input: &[u8], cut: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (piece, end) in [(&input[..cut], false), (&input[cut..], true)] {
+            match s.on_chunk(piece, end) {
+                Some(b) => out.extend(b),
+                None => out.extend_from_slice(piece),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn openai_stream_usage_kept_or_stripped_at_any_split() {
+        let want = Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 2 };
+        for cut in 0..=STREAM.len() {
+            let mut keep = Sniffer::new(Format::OpenAiSse, false);
+            assert_eq!(run(&mut keep, STREAM.as_bytes(), cut), STREAM.as_bytes());
+            assert_eq!(keep.usage(), Some(want), "cut {cut}");
+            let mut strip = Sniffer::new(Format::OpenAiSse, true);
+            let out = String::from_utf8(run(&mut strip, STREAM.as_bytes(), cut)).unwrap();
+            assert_eq!(strip.usage(), Some(want), "cut {cut}");
+            assert!(
+                !out.contains("prompt_tokens") && out.ends_with("data: [DONE]\n\n") && out.contains("finish_reason"),
+                "{out}"
+            );
+        }
+    }
+
+    #[test]
+    fn json_usage_whole_and_from_a_long_tail() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
+        let mut s = Sniffer::new(Format::OpenAiJson, false);
+        assert!(s.on_chunk(body, true).is_none());
+        assert_eq!(s.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((5, 2)));
+        let big = format!(
+            r#"{{"choices":[{{"message":{{"content":"{}"}}}}],"usage":{{"prompt_tokens":9,"completion_tokens":4}},"system_fingerprint":"fp"}}"#,
+            "z".repeat(200_000)
+        );
+        let mut s = Sniffer::new(Format::OpenAiJson, false);
+        for piece in big.as_bytes().chunks(7000) {
+            s.on_chunk(piece, false);
+        }
+        s.on_chunk(b"", true);
+        assert_eq!(s.usage().map(|u| (u.prompt_tokens, u.completion_tokens)), Some((9, 4)));
+    }
+
+    #[test]
+    fn anthropic_stream_and_json() {
+        let stream = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":20,\"cache_read_input_tokens\":5,\"output_tokens\":1}}}\n\n\
+event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"text\":\"usage\"}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":9}}\n\n\
+event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        for cut in 0..=stream.len() {
+            let mut s = Sniffer::new(Format::AnthropicSse, false);
+            assert_eq!(run(&mut s, stream.as_bytes(), cut), stream.as_bytes());
+            assert_eq!(
+                s.usage(),
+                Some(Usage { prompt_tokens: 25, completion_tokens: 9, cached_tokens: 5 }),
+                "cut {cut}"
+            );
+        }
+        let mut s = Sniffer::new(Format::AnthropicJson, false);
+        s.on_chunk(br#"{"type":"message","usage":{"input_tokens":3,"output_tokens":4}}"#, true);
+        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 4, cached_tokens: 0 }));
+    }
+
+    #[test]
+    fn garbage_is_harmless() {
+        let mut s = Sniffer::new(Format::OpenAiSse, true);
+        let junk = b"data: {\"usage\": [1,2\n\n\xff\xfe\n\ndata: \"usage\"\n\n";
+        let out = s.on_chunk(junk, true).unwrap();
+        assert_eq!(out, junk.to_vec());
+        assert_eq!(s.usage(), None);
+    }
+}
