@@ -1,6 +1,7 @@
 //! Plugin configuration: parsed once when Envoy loads the filter, validated completely, and turned into
 //! lookup structures the request path only reads. Every rejection names the field that is wrong.
 
+use crate::limits::{Period, Rate};
 use crate::sha256;
 use hashbrown::{HashMap, HashSet};
 use serde_json::{Map, Value};
@@ -109,6 +110,58 @@ pub struct Model {
     pub targets: Vec<Target>,
     /// The cluster the route-level filter sends this model's requests to.
     pub cluster: String,
+    pub price: Option<Price>,
+}
+
+/// Prices in US dollars per million tokens, which is the same number as micro-dollars per token.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Prompt tokens served from the provider's cache; default: the input price.
+    pub cached_input: f64,
+}
+
+impl Price {
+    /// Cost in micro-dollars, rounded up.
+    pub fn cost_micros(&self, prompt: u64, cached: u64, completion: u64) -> u64 {
+        let cached = cached.min(prompt);
+        let c =
+            (prompt - cached) as f64 * self.input + cached as f64 * self.cached_input + completion as f64 * self.output;
+        c.max(0.0).ceil() as u64
+    }
+}
+
+/// Limits on one virtual key (and optionally on the key with one model).
+#[derive(Debug, Clone, Default)]
+pub struct KeyLimits {
+    pub requests: Option<Rate>,
+    pub tokens: Option<Rate>,
+    pub concurrent: Option<u64>,
+    pub budget: Option<Budget>,
+    pub per_model: HashMap<String, ModelLimits>,
+}
+
+impl KeyLimits {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_none()
+            && self.tokens.is_none()
+            && self.concurrent.is_none()
+            && self.budget.is_none()
+            && self.per_model.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ModelLimits {
+    pub requests: Option<Rate>,
+    pub tokens: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub micros: u64,
+    pub period: Period,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +174,7 @@ pub enum Allowed {
 pub struct Key {
     pub id: String,
     pub allowed: Allowed,
+    pub limits: KeyLimits,
     /// The `GET /v1/models` answer for this key, built once at load.
     pub models_json: String,
 }
@@ -137,6 +191,8 @@ impl Key {
 #[derive(Debug)]
 pub struct Config {
     pub max_body_bytes: usize,
+    /// Output tokens reserved for a request that names no `max_tokens`.
+    pub default_max_output_tokens: u64,
     pub providers: Vec<Provider>,
     pub models: HashMap<String, Model>,
     pub keys: Vec<Key>,
@@ -393,7 +449,14 @@ impl Config {
     pub fn parse(bytes: &[u8], env: &dyn Env) -> R<Config> {
         let root: Value = serde_json::from_slice(bytes).map_err(|e| err("(root)", format!("not valid JSON: {e}")))?;
         let o = as_obj(&root, "(root)")?;
-        check_fields(o, "", &["max_body_bytes", "providers", "models", "keys"])?;
+        check_fields(o, "", &["max_body_bytes", "default_max_output_tokens", "providers", "models", "keys"])?;
+        let default_max_output_tokens = match o.get("default_max_output_tokens") {
+            None => 4096,
+            Some(v) => match v.as_u64() {
+                Some(n) if (1..=10_000_000).contains(&n) => n,
+                _ => return Err(err("default_max_output_tokens", "must be an integer from 1 to 10000000")),
+            },
+        };
 
         let max_body_bytes = match o.get("max_body_bytes") {
             None => DEFAULT_MAX_BODY_BYTES,
@@ -429,7 +492,11 @@ impl Config {
                 return Err(err(path, "model names must be non-empty printable ASCII"));
             }
             let mo = as_obj(v, &path)?;
-            check_fields(mo, &path, &["provider", "model"])?;
+            check_fields(mo, &path, &["provider", "model", "price"])?;
+            let price = match mo.get("price") {
+                None => None,
+                Some(v) => Some(parse_price(v, &join(&path, "price"))?),
+            };
             let pname = req_str(mo, &path, "provider")?;
             let upstream = opt_str(mo, &path, "model")?.unwrap_or(name).to_string();
             let pid = match provider_ids.get(pname) {
@@ -445,7 +512,7 @@ impl Config {
             let cluster = providers.get(pid).map(|p| p.cluster.clone()).unwrap_or_default();
             models.insert(
                 name.clone(),
-                Model { name: name.clone(), targets: vec![Target { provider: pid, model: upstream }], cluster },
+                Model { name: name.clone(), targets: vec![Target { provider: pid, model: upstream }], cluster, price },
             );
         }
         let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
@@ -462,7 +529,7 @@ impl Config {
         for (i, v) in keys_v.iter().enumerate() {
             let path = format!("keys[{i}]");
             let ko = as_obj(v, &path)?;
-            check_fields(ko, &path, &["id", "sha256", "models"])?;
+            check_fields(ko, &path, &["id", "sha256", "models", "limits"])?;
             let id = req_str(ko, &path, "id")?;
             if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
                 return Err(err(join(&path, "id"), "may hold only letters, digits and - _ . :"));
@@ -503,10 +570,23 @@ impl Config {
                 })
                 .collect();
             let models_json = models_list_json(&visible, &models, &providers);
-            keys.push(Key { id: id.to_string(), allowed, models_json });
+            let limits = match ko.get("limits") {
+                None => KeyLimits::default(),
+                Some(v) => parse_limits(v, &join(&path, "limits"), models_v)?,
+            };
+            keys.push(Key { id: id.to_string(), allowed, limits, models_json });
         }
 
-        Ok(Config { max_body_bytes, providers, models, keys, keys_by_digest, disabled, unavailable })
+        Ok(Config {
+            max_body_bytes,
+            default_max_output_tokens,
+            providers,
+            models,
+            keys,
+            keys_by_digest,
+            disabled,
+            unavailable,
+        })
     }
 
     /// The index in `keys` of the virtual key whose SHA-256 matches the presented secret.
@@ -525,6 +605,94 @@ impl Config {
     pub fn provider_by_name(&self, name: &str) -> Option<(ProviderId, &Provider)> {
         self.providers.iter().enumerate().find(|(_, p)| p.name == name)
     }
+}
+
+fn parse_price(v: &Value, path: &str) -> R<Price> {
+    let o = as_obj(v, path)?;
+    check_fields(o, path, &["input", "output", "cached_input"])?;
+    let num = |k: &str, required: bool| -> R<Option<f64>> {
+        match o.get(k) {
+            None if required => Err(err(join(path, k), "is required (US dollars per million tokens)")),
+            None => Ok(None),
+            Some(x) => match x.as_f64() {
+                Some(f) if f.is_finite() && (0.0..=1.0e6).contains(&f) => Ok(Some(f)),
+                _ => Err(err(join(path, k), "must be a number from 0 to 1000000 (US dollars per million tokens)")),
+            },
+        }
+    };
+    let input = num("input", true)?.unwrap_or(0.0);
+    let output = num("output", true)?.unwrap_or(0.0);
+    let cached_input = num("cached_input", false)?.unwrap_or(input);
+    Ok(Price { input, output, cached_input })
+}
+
+fn parse_rate(v: &Value, path: &str) -> R<Rate> {
+    let o = as_obj(v, path)?;
+    check_fields(o, path, &["limit", "window_secs"])?;
+    let limit = match o.get("limit").map(Value::as_u64) {
+        Some(Some(n)) if n >= 1 => n,
+        None => return Err(err(join(path, "limit"), "is required")),
+        _ => return Err(err(join(path, "limit"), "must be a positive integer")),
+    };
+    let window_secs = match o.get("window_secs").map(Value::as_u64) {
+        None => 60,
+        Some(Some(n)) if (1..=31 * 86_400).contains(&n) => n,
+        _ => return Err(err(join(path, "window_secs"), "must be an integer from 1 to 2678400")),
+    };
+    Ok(Rate { max: limit, window_secs })
+}
+
+fn parse_limits(v: &Value, path: &str, models: &Map<String, Value>) -> R<KeyLimits> {
+    let o = as_obj(v, path)?;
+    check_fields(o, path, &["requests", "tokens", "concurrent", "budget", "models"])?;
+    let mut l = KeyLimits::default();
+    if let Some(x) = o.get("requests") {
+        l.requests = Some(parse_rate(x, &join(path, "requests"))?);
+    }
+    if let Some(x) = o.get("tokens") {
+        l.tokens = Some(parse_rate(x, &join(path, "tokens"))?);
+    }
+    if let Some(x) = o.get("concurrent") {
+        match x.as_u64() {
+            Some(n) if n >= 1 => l.concurrent = Some(n),
+            _ => return Err(err(join(path, "concurrent"), "must be a positive integer")),
+        }
+    }
+    if let Some(x) = o.get("budget") {
+        let bpath = join(path, "budget");
+        let b = as_obj(x, &bpath)?;
+        check_fields(b, &bpath, &["usd", "period"])?;
+        let usd = match b.get("usd").and_then(Value::as_f64) {
+            Some(f) if f.is_finite() && (0.0..=1.0e9).contains(&f) => f,
+            _ => return Err(err(join(&bpath, "usd"), "is required: a number of US dollars from 0 to 1e9")),
+        };
+        let period = match b.get("period").and_then(Value::as_str) {
+            Some("day") => Period::Day,
+            Some("month") => Period::Month,
+            _ => return Err(err(join(&bpath, "period"), "must be \"day\" or \"month\" (UTC calendar periods)")),
+        };
+        l.budget = Some(Budget { micros: (usd * 1.0e6).round() as u64, period });
+    }
+    if let Some(x) = o.get("models") {
+        let mpath = join(path, "models");
+        for (name, mv) in as_obj(x, &mpath)? {
+            let p = join(&mpath, name);
+            if !models.contains_key(name) {
+                return Err(err(p, format!("names no model '{name}' in models")));
+            }
+            let mo = as_obj(mv, &p)?;
+            check_fields(mo, &p, &["requests", "tokens"])?;
+            let mut ml = ModelLimits::default();
+            if let Some(r) = mo.get("requests") {
+                ml.requests = Some(parse_rate(r, &join(&p, "requests"))?);
+            }
+            if let Some(t) = mo.get("tokens") {
+                ml.tokens = Some(parse_rate(t, &join(&p, "tokens"))?);
+            }
+            l.per_model.insert(name.clone(), ml);
+        }
+    }
+    Ok(l)
 }
 
 fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {
@@ -625,6 +793,28 @@ pub mod tests {
     }
 
     #[test]
+    fn limits_and_prices() {
+        let mut v: Value = serde_json::from_str(&sample()).unwrap();
+        v["models"]["demo"]["price"] = serde_json::json!({"input": 2.5, "output": 10});
+        v["keys"][0]["limits"] = serde_json::json!({
+            "requests": {"limit": 10}, "tokens": {"limit": 1000, "window_secs": 3600}, "concurrent": 2,
+            "budget": {"usd": 1.5, "period": "month"}, "models": {"demo": {"requests": {"limit": 1, "window_secs": 1}}}
+        });
+        let c = Config::parse(v.to_string().as_bytes(), &env()).unwrap();
+        let p = c.models["demo"].price.unwrap();
+        assert_eq!(p.cached_input, 2.5);
+        assert_eq!(p.cost_micros(1000, 200, 100), 2000 + 500 + 1000);
+        let l = &c.keys[0].limits;
+        assert_eq!(l.requests, Some(Rate { max: 10, window_secs: 60 }));
+        assert_eq!(l.tokens, Some(Rate { max: 1000, window_secs: 3600 }));
+        assert_eq!(l.concurrent, Some(2));
+        assert_eq!(l.budget, Some(Budget { micros: 1_500_000, period: Period::Month }));
+        assert_eq!(l.per_model["demo"].requests, Some(Rate { max: 1, window_secs: 1 }));
+        assert!(c.keys[1].limits.is_empty());
+        assert_eq!(c.default_max_output_tokens, 4096);
+    }
+
+    #[test]
     fn secrets_do_not_debug_print() {
         let c = Config::parse(sample().as_bytes(), &env()).unwrap();
         let dbg = format!("{c:?}");
@@ -683,6 +873,41 @@ pub mod tests {
                 "required",
             ),
             (Box::new(|v| v["max_body_bytes"] = (-1).into()), "max_body_bytes", "integer"),
+            (
+                Box::new(|v| v["models"]["demo"]["price"] = serde_json::json!({"input": 1})),
+                "models.demo.price.output",
+                "required",
+            ),
+            (
+                Box::new(|v| v["models"]["demo"]["price"] = serde_json::json!({"input": -1, "output": 1})),
+                "models.demo.price.input",
+                "number",
+            ),
+            (
+                Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"requests": {"limit": 0}})),
+                "keys[0].limits.requests.limit",
+                "positive",
+            ),
+            (
+                Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"tokens": {"limit": 5, "window_secs": 0}})),
+                "keys[0].limits.tokens.window_secs",
+                "integer",
+            ),
+            (
+                Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"budget": {"usd": 5, "period": "week"}})),
+                "keys[0].limits.budget.period",
+                "day",
+            ),
+            (
+                Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"models": {"nope": {}}})),
+                "keys[0].limits.models.nope",
+                "no model",
+            ),
+            (
+                Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"concurrent": "4"})),
+                "keys[0].limits.concurrent",
+                "positive",
+            ),
             (Box::new(|v| v["extra"] = 1.into()), "extra", "unknown field"),
             (
                 Box::new(|v| {

@@ -9,6 +9,7 @@ pub mod error;
 pub mod eventstream;
 pub mod http;
 pub mod limits;
+pub mod messages;
 pub mod providers;
 pub mod request;
 pub mod route;

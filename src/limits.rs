@@ -446,3 +446,289 @@ pub mod tests {
         assert_eq!(format_duration(1), "1ms");
     }
 }
+
+// ------------------------------------------------------------------------------------ per-request use
+
+use crate::config::Key;
+use crate::error::ApiError;
+
+/// What one admitted request holds until its response ends.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    tokens: u64,
+    cost_micros: u64,
+    request_buckets: Vec<(String, Rate)>,
+    token_buckets: Vec<(String, Rate)>,
+    budget: Option<(String, Period)>,
+    concurrency: Option<String>,
+    reserved_at_secs: u64,
+    /// `x-ratelimit-*` headers for the response.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+fn shared_key(key_id: &str, model: Option<&str>, what: &str) -> String {
+    match model {
+        Some(m) => format!("switchyard/limits/{key_id}/model/{m}/{what}"),
+        None => format!("switchyard/limits/{key_id}/{what}"),
+    }
+}
+
+fn contention() -> ApiError {
+    ApiError::new(503, "server_error", Some("limiter_contention"), "The gateway's limit counters are busy; retry.")
+}
+
+fn rate_headers(out: &mut Vec<(&'static str, String)>, kind: &'static str, s: RateState) {
+    let (l, r, t) = match kind {
+        "requests" => ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"),
+        _ => ("x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"),
+    };
+    out.retain(|(k, _)| *k != l && *k != r && *k != t);
+    out.push((l, s.limit.to_string()));
+    out.push((r, s.remaining.to_string()));
+    out.push((t, format_duration(s.reset_ns)));
+}
+
+fn too_many(kind: &'static str, message: String, retry_ns: u64, headers: Vec<(&'static str, String)>) -> ApiError {
+    let mut e = ApiError::new(429, kind, Some("rate_limit_exceeded"), message);
+    e.headers = headers;
+    e.headers.push(("retry-after", retry_ns.div_ceil(1_000_000_000).max(1).to_string()));
+    e
+}
+
+impl Reservation {
+    /// Admits a request of `key` for `model`, reserving `tokens` and `cost_micros`, or refuses it with the
+    /// 429 to send. Everything taken before a refusal is given back.
+    pub fn reserve(
+        store: &dyn SharedStore,
+        key: &Key,
+        model: &str,
+        tokens: u64,
+        cost_micros: u64,
+        now_ns: u64,
+    ) -> Result<Reservation, ApiError> {
+        let mut r = Reservation { tokens, cost_micros, reserved_at_secs: now_ns / 1_000_000_000, ..Default::default() };
+        match r.take_all(store, key, model, now_ns) {
+            Ok(()) => Ok(r),
+            Err(e) => {
+                r.rollback(store, now_ns);
+                Err(e)
+            }
+        }
+    }
+
+    fn take_all(&mut self, store: &dyn SharedStore, key: &Key, model: &str, now_ns: u64) -> Result<(), ApiError> {
+        let l = &key.limits;
+        let per_model = l.per_model.get(model);
+        if let Some(max) = l.concurrent {
+            let k = shared_key(&key.id, None, "concurrent");
+            match concurrency_take(store, &k, max).map_err(|_| contention())? {
+                Ok(_) => self.concurrency = Some(k),
+                Err(_) => {
+                    return Err(too_many(
+                        "requests",
+                        format!("Too many concurrent requests for this key (limit {max})."),
+                        1_000_000_000,
+                        self.headers.clone(),
+                    ))
+                }
+            }
+        }
+        let request_buckets = [(l.requests, None), (per_model.and_then(|m| m.requests), Some(model))];
+        for (rate, m) in request_buckets {
+            let Some(rate) = rate else { continue };
+            let k = shared_key(&key.id, m, "requests");
+            match gcra_take(store, &k, rate, 1, now_ns).map_err(|_| contention())? {
+                Ok(s) => {
+                    rate_headers(&mut self.headers, "requests", s);
+                    self.request_buckets.push((k, rate));
+                }
+                Err(refused) => {
+                    rate_headers(&mut self.headers, "requests", refused.state);
+                    return Err(too_many(
+                        "requests",
+                        format!("Rate limit reached for requests: {} per {}s.", rate.max, rate.window_secs),
+                        refused.retry_after_ns,
+                        self.headers.clone(),
+                    ));
+                }
+            }
+        }
+        let token_buckets = [(l.tokens, None), (per_model.and_then(|m| m.tokens), Some(model))];
+        for (rate, m) in token_buckets {
+            let Some(rate) = rate else { continue };
+            let k = shared_key(&key.id, m, "tokens");
+            match gcra_take(store, &k, rate, self.tokens, now_ns) {
+                Ok(Ok(s)) => {
+                    rate_headers(&mut self.headers, "tokens", s);
+                    self.token_buckets.push((k, rate));
+                }
+                other => {
+                    let refused = other.map_err(|_| contention())?.err();
+                    let (retry, state) = refused.map_or((1_000_000_000, None), |r| (r.retry_after_ns, Some(r.state)));
+                    if let Some(s) = state {
+                        rate_headers(&mut self.headers, "tokens", s);
+                    }
+                    let message = if self.tokens > rate.max {
+                        format!(
+                            "Request too large for the token limit: needs {} tokens, limit {} per {}s.",
+                            self.tokens, rate.max, rate.window_secs
+                        )
+                    } else {
+                        format!(
+                            "Rate limit reached for tokens: {} per {}s (this request reserves {}).",
+                            rate.max, rate.window_secs, self.tokens
+                        )
+                    };
+                    return Err(too_many("tokens", message, retry, self.headers.clone()));
+                }
+            }
+        }
+        if let Some(b) = l.budget {
+            let k = shared_key(&key.id, None, "budget");
+            match budget_take(store, &k, b.period, b.micros, self.cost_micros, self.reserved_at_secs) {
+                Ok(Ok(_)) => self.budget = Some((k, b.period)),
+                other => {
+                    let st = other.map_err(|_| contention())?.err();
+                    let mut e = ApiError::new(
+                        429,
+                        "insufficient_quota",
+                        Some("insufficient_quota"),
+                        format!(
+                            "You exceeded this key's {} budget of ${:.2}.",
+                            if b.period == Period::Day { "daily" } else { "monthly" },
+                            b.micros as f64 / 1e6
+                        ),
+                    );
+                    e.headers = self.headers.clone();
+                    e.headers.push(("retry-after", st.map_or(60, |s| s.reset_secs.max(1)).to_string()));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back everything a refused request took, its request units included.
+    fn rollback(&mut self, store: &dyn SharedStore, now_ns: u64) {
+        for (k, rate) in std::mem::take(&mut self.request_buckets) {
+            let _ = gcra_adjust(store, &k, rate, -1, now_ns);
+        }
+        self.settle(store, None, now_ns);
+    }
+
+    /// Ends the request: charges `actual` (tokens, cost) in place of the reservation, or gives the whole
+    /// reservation back when `actual` is `None` (the attempt failed and nothing was used). The request
+    /// itself stays counted.
+    pub fn settle(&mut self, store: &dyn SharedStore, actual: Option<(u64, u64)>, now_ns: u64) {
+        let (tokens, cost) = actual.unwrap_or((0, 0));
+        let delta_tokens = tokens as i64 - self.tokens as i64;
+        for (k, rate) in std::mem::take(&mut self.token_buckets) {
+            if delta_tokens != 0 {
+                let _ = gcra_adjust(store, &k, rate, delta_tokens, now_ns);
+            }
+        }
+        if let Some((k, period)) = self.budget.take() {
+            let delta = cost as i64 - self.cost_micros as i64;
+            if delta != 0 {
+                let _ = budget_adjust(store, &k, period, delta, self.reserved_at_secs);
+            }
+        }
+        if let Some(k) = self.concurrency.take() {
+            let _ = concurrency_release(store, &k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod reservation_tests {
+    use super::tests::MemStore;
+    use super::*;
+    use crate::config::{Allowed, Budget, KeyLimits, ModelLimits};
+
+    fn key(limits: KeyLimits) -> Key {
+        Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new() }
+    }
+    const S: u64 = 1_000_000_000;
+    const T: u64 = 1_795_262_400 * S;
+
+    #[test]
+    fn tokens_reserve_then_settle_to_real_usage() {
+        let st = MemStore::default();
+        let k = key(KeyLimits { tokens: Some(Rate { max: 1000, window_secs: 60 }), ..Default::default() });
+        let mut a = Reservation::reserve(&st, &k, "m", 600, 0, T).unwrap();
+        assert!(a.headers.contains(&("x-ratelimit-remaining-tokens", "400".to_string())));
+        let e = Reservation::reserve(&st, &k, "m", 600, 0, T).unwrap_err();
+        assert_eq!((e.status, e.kind, e.code), (429, "tokens", Some("rate_limit_exceeded")));
+        assert!(e.headers.iter().any(|(h, v)| *h == "retry-after" && v.parse::<u64>().unwrap() >= 1));
+        a.settle(&st, Some((150, 0)), T);
+        assert!(Reservation::reserve(&st, &k, "m", 600, 0, T).is_ok(), "150 + 600 fits once settled");
+    }
+
+    #[test]
+    fn failures_release_and_refusals_roll_back() {
+        let st = MemStore::default();
+        let limits = KeyLimits {
+            requests: Some(Rate { max: 3, window_secs: 60 }),
+            tokens: Some(Rate { max: 100, window_secs: 60 }),
+            concurrent: Some(1),
+            ..Default::default()
+        };
+        let k = key(limits);
+        let mut a = Reservation::reserve(&st, &k, "m", 80, 0, T).unwrap();
+        let c = Reservation::reserve(&st, &k, "m", 10, 0, T).unwrap_err();
+        assert!(c.message.contains("concurrent"));
+        a.settle(&st, None, T);
+        // The failed request gave its 80 tokens back but still counts as a request.
+        let mut b = Reservation::reserve(&st, &k, "m", 90, 0, T).unwrap();
+        assert!(b.headers.contains(&("x-ratelimit-remaining-requests", "1".to_string())));
+        b.settle(&st, Some((90, 0)), T);
+        // Too many tokens: refused, and its request unit is given back.
+        let e = Reservation::reserve(&st, &k, "m", 50, 0, T).unwrap_err();
+        assert_eq!(e.kind, "tokens");
+        let ok = Reservation::reserve(&st, &k, "m", 5, 0, T).unwrap();
+        assert!(ok.headers.contains(&("x-ratelimit-remaining-requests", "0".to_string())));
+    }
+
+    #[test]
+    fn a_refusal_by_the_model_limit_gives_back_the_key_units() {
+        let st = MemStore::default();
+        let mut limits = KeyLimits { requests: Some(Rate { max: 2, window_secs: 60 }), ..Default::default() };
+        limits
+            .per_model
+            .insert("m".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), tokens: None });
+        let k = key(limits);
+        Reservation::reserve(&st, &k, "m", 0, 0, T).unwrap();
+        for _ in 0..5 {
+            assert!(Reservation::reserve(&st, &k, "m", 0, 0, T).is_err());
+        }
+        // Refusals by the model's limit took nothing from the key's: one request is still left.
+        Reservation::reserve(&st, &k, "other", 0, 0, T).unwrap();
+        assert!(Reservation::reserve(&st, &k, "other", 0, 0, T).is_err());
+    }
+
+    #[test]
+    fn budget_refuses_with_insufficient_quota() {
+        let st = MemStore::default();
+        let k = key(KeyLimits { budget: Some(Budget { micros: 1000, period: Period::Day }), ..Default::default() });
+        let mut a = Reservation::reserve(&st, &k, "m", 0, 800, T).unwrap();
+        a.settle(&st, Some((0, 1200)), T);
+        let e = Reservation::reserve(&st, &k, "m", 0, 1, T).unwrap_err();
+        assert_eq!((e.status, e.code), (429, Some("insufficient_quota")));
+        assert!(e.headers.iter().any(|(h, v)| *h == "retry-after" && v == "43200"));
+        // Next UTC day it is open again.
+        assert!(Reservation::reserve(&st, &k, "m", 0, 1, T + 86_400 * S).is_ok());
+    }
+
+    #[test]
+    fn per_model_limits_apply_to_that_model_only() {
+        let st = MemStore::default();
+        let mut limits = KeyLimits::default();
+        limits
+            .per_model
+            .insert("big".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), tokens: None });
+        let k = key(limits);
+        Reservation::reserve(&st, &k, "big", 1, 0, T).unwrap();
+        assert!(Reservation::reserve(&st, &k, "big", 1, 0, T).is_err());
+        assert!(Reservation::reserve(&st, &k, "small", 1, 0, T).is_ok());
+    }
+}

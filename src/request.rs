@@ -11,6 +11,8 @@ use std::borrow::Cow;
 pub enum Operation {
     ChatCompletions,
     Embeddings,
+    /// Anthropic Messages API input (`POST /v1/messages`).
+    Messages,
     ListModels,
     /// `GET /v1/models/{id}`: the id starts at this byte offset of the path.
     RetrieveModel,
@@ -22,6 +24,7 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, ApiError> {
     let (op, allow) = match bare {
         "/v1/chat/completions" => (Operation::ChatCompletions, "POST"),
         "/v1/embeddings" => (Operation::Embeddings, "POST"),
+        "/v1/messages" => (Operation::Messages, "POST"),
         "/v1/models" => (Operation::ListModels, "GET"),
         p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => (Operation::RetrieveModel, "GET"),
         _ => return Err(ApiError::unknown_path(method, bare)),
@@ -235,7 +238,7 @@ fn explain(body: &[u8], op: Operation, e: &serde_json::Error) -> ApiError {
                 Some(other) => return wrong_type("dimensions", "a positive integer", other),
             }
         }
-        Operation::ListModels | Operation::RetrieveModel => {}
+        Operation::ListModels | Operation::RetrieveModel | Operation::Messages => {}
     }
     ApiError::invalid_request(format!("Invalid request body: {e}."), None)
 }
@@ -270,6 +273,8 @@ mod tests {
             ("POST", "/v1/chat/completions", Ok(Operation::ChatCompletions)),
             ("POST", "/v1/chat/completions?x=1", Ok(Operation::ChatCompletions)),
             ("POST", "/v1/embeddings", Ok(Operation::Embeddings)),
+            ("POST", "/v1/messages", Ok(Operation::Messages)),
+            ("GET", "/v1/messages", Err(405)),
             ("GET", "/v1/models", Ok(Operation::ListModels)),
             ("GET", "/v1/models/gpt-4o", Ok(Operation::RetrieveModel)),
             ("GET", "/v1/chat/completions", Err(405)),

@@ -3,6 +3,7 @@
 //! model, answers what it can itself (model lists, the mock provider, every error), and otherwise names the
 //! Envoy cluster that serves the model in a routing header the route matches on.
 
+use crate::anthropic_input;
 use crate::config::{Config, Key, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
@@ -17,6 +18,8 @@ pub struct RouteFilter {
     cfg: Rc<Config>,
     op: Option<Operation>,
     key: Option<usize>,
+    /// The client speaks the Anthropic Messages API: errors go in Anthropic's shape.
+    anthropic_client: bool,
 }
 
 /// The presented virtual key: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
@@ -34,16 +37,54 @@ fn presented_key(h: &dyn Headers) -> Option<String> {
 
 impl RouteFilter {
     pub fn new(cfg: Rc<Config>) -> Self {
-        RouteFilter { cfg, op: None, key: None }
+        RouteFilter { cfg, op: None, key: None, anthropic_client: false }
     }
 
     fn key(&self) -> Option<&Key> {
         self.key.and_then(|i| self.cfg.keys.get(i))
     }
 
+    /// An error answer in the shape the client's API uses.
+    fn fail(&self, e: ApiError) -> Decision {
+        if !self.anthropic_client {
+            return Decision::respond(e);
+        }
+        let mut r = LocalResponse::json(e.status, e.anthropic_body());
+        r.headers.extend(e.headers);
+        Decision::respond(r)
+    }
+
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
+        let d = self.request_headers(h, end_of_stream);
+        match d.step {
+            Step::Respond(ref r) if r.status >= 400 && self.anthropic_client => self.reshape(d),
+            _ => d,
+        }
+    }
+
+    /// Re-encodes an OpenAI-shaped error answer for an Anthropic client.
+    fn reshape(&self, d: Decision) -> Decision {
+        let Step::Respond(r) = d.step else { return d };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else { return Decision::respond(r) };
+        let err = &v["error"];
+        let mut e = ApiError::new(r.status, "invalid_request_error", None, err["message"].as_str().unwrap_or(""));
+        e.param = err["param"].as_str().map(str::to_string);
+        e.headers = r.headers.into_iter().filter(|(k, _)| *k != "content-type").collect();
+        let code = err["code"].as_str().unwrap_or("");
+        let mut out = self.fail(e);
+        if let Step::Respond(ref mut resp) = out.step {
+            if let Ok(mut v2) = serde_json::from_slice::<serde_json::Value>(&resp.body) {
+                v2["error"]["code"] = if code.is_empty() { serde_json::Value::Null } else { code.into() };
+                resp.body = v2.to_string().into_bytes();
+            }
+        }
+        out
+    }
+
+    fn request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
+        self.anthropic_client = path.split(['?', '#']).next() == Some("/v1/messages");
         let op = match request::classify(&method, &path) {
             Ok(op) => op,
             Err(e) => return Decision::respond(e),
@@ -78,7 +119,7 @@ impl RouteFilter {
                     None => Decision::respond(ApiError::model_not_found(&id)),
                 };
             }
-            Operation::ChatCompletions | Operation::Embeddings => {}
+            Operation::ChatCompletions | Operation::Embeddings | Operation::Messages => {}
         }
 
         if let Some(ct) = h.get("content-type") {
@@ -114,6 +155,14 @@ impl RouteFilter {
 
     /// The whole request body.
     pub fn on_request_body(&mut self, bytes: &[u8], clock: mock::Clock) -> Decision {
+        let d = self.request_body(bytes, clock);
+        match d.step {
+            Step::Respond(ref r) if r.status >= 400 && self.anthropic_client => self.reshape(d),
+            _ => d,
+        }
+    }
+
+    fn request_body(&mut self, bytes: &[u8], clock: mock::Clock) -> Decision {
         let Some(op) = self.op else { return Decision::new(Step::Continue) };
         match op {
             Operation::ChatCompletions => match request::parse_chat(bytes) {
@@ -122,6 +171,10 @@ impl RouteFilter {
             },
             Operation::Embeddings => match request::parse_embeddings(bytes) {
                 Ok(req) => self.dispatch(&req.model, |alias| mock::embeddings(&req, alias)),
+                Err(e) => Decision::respond(e),
+            },
+            Operation::Messages => match anthropic_input::parse(bytes) {
+                Ok(req) => self.dispatch(&req.model, |alias| mock_messages(bytes, alias, clock)),
                 Err(e) => Decision::respond(e),
             },
             Operation::ListModels | Operation::RetrieveModel => Decision::new(Step::Continue),
@@ -149,6 +202,26 @@ impl RouteFilter {
         d.set.push((H_KEY, key.id.clone()));
         d.clear_route_cache = true;
         d
+    }
+}
+
+/// The mock provider's answer to an Anthropic Messages request: the OpenAI mock answer, converted.
+fn mock_messages(body: &[u8], alias: &str, clock: mock::Clock) -> LocalResponse {
+    let pivot = match anthropic_input::to_openai(body) {
+        Ok(p) => p,
+        Err(e) => return e.into(),
+    };
+    let chat = match request::parse_chat(&pivot) {
+        Ok(c) => c,
+        Err(e) => return e.into(),
+    };
+    let r = mock::chat(&chat, alias, clock);
+    if chat.is_stream() {
+        let mut out = Vec::with_capacity(r.body.len());
+        anthropic_input::StreamToAnthropic::new(alias).push(&r.body, true, &mut out);
+        LocalResponse::event_stream(out)
+    } else {
+        LocalResponse::json(200, anthropic_input::response_from_openai(&r.body, alias))
     }
 }
 
@@ -283,6 +356,52 @@ mod tests {
             let d = run(&headers, body);
             assert_eq!(status(&d), Some(want_status), "{headers:?} {body}");
             assert_eq!(error_code(&d), want_code, "{headers:?} {body}");
+        }
+    }
+
+    #[test]
+    fn anthropic_messages_on_the_mock_and_anthropic_errors() {
+        let h = [
+            (":method", "POST"),
+            (":path", "/v1/messages"),
+            ("content-type", "application/json"),
+            ("x-api-key", "sk-all"),
+        ];
+        let d = run(&h, r#"{"model":"demo","max_tokens":10,"messages":[{"role":"user","content":"hey there"}]}"#);
+        let Step::Respond(r) = d.step else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["type"], "message");
+        assert_eq!(v["content"][0]["text"], "hey there");
+        assert_eq!(v["stop_reason"], "end_turn");
+        let d =
+            run(&h, r#"{"model":"demo","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"a b"}]}"#);
+        let Step::Respond(r) = d.step else { panic!() };
+        let text = String::from_utf8(r.body).unwrap();
+        assert!(text.starts_with("event: message_start") && text.contains("message_stop"), "{text}");
+        // Errors keep both shapes.
+        for (headers, body, status, kind) in [
+            (
+                &h[..3],
+                r#"{"model":"demo","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+                401,
+                "authentication_error",
+            ),
+            (
+                &h[..],
+                r#"{"model":"nope","max_tokens":1,"messages":[{"role":"user","content":"x"}]}"#,
+                404,
+                "not_found_error",
+            ),
+            (&h[..], r#"{"model":"demo","messages":[{"role":"user","content":"x"}]}"#, 400, "invalid_request_error"),
+        ] {
+            let d = run(headers, body);
+            let Step::Respond(r) = d.step else { panic!() };
+            assert_eq!(r.status, status);
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["type"], "error", "{v}");
+            assert_eq!(v["error"]["type"], kind, "{v}");
+            assert!(v["error"]["message"].as_str().unwrap().len() > 5);
+            assert!(v["error"].get("code").is_some() && v["error"].get("param").is_some());
         }
     }
 

@@ -86,6 +86,9 @@ pub struct UpstreamCall {
 
 /// Prepares an attempt from the OpenAI-format request body.
 pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
+    if a.op == Operation::Messages {
+        return crate::messages::prepare(a, body);
+    }
     match &a.provider.kind {
         ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => {
             let call = plan(a.provider, a.op, a.model)?;
@@ -125,8 +128,8 @@ pub(crate) fn openai_suffix(op: Operation) -> Result<&'static str, ApiError> {
     match op {
         Operation::ChatCompletions => Ok("/chat/completions"),
         Operation::Embeddings => Ok("/embeddings"),
-        Operation::ListModels | Operation::RetrieveModel => {
-            Err(ApiError::gateway("model listing is answered by the gateway, not forwarded"))
+        Operation::ListModels | Operation::RetrieveModel | Operation::Messages => {
+            Err(ApiError::gateway("this operation has no OpenAI-format upstream path"))
         }
     }
 }

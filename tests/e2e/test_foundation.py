@@ -407,3 +407,48 @@ def test_no_secret_in_logs_or_responses(stack):
         if "wasm log" in line:
             for s in [COMPAT_SECRET, KEY_ALL, "sk-wrong-but-logged"]:
                 assert s not in line, line
+
+
+# ------------------------------------------------------------------------ Anthropic Messages API input
+
+
+def ant(stack, key=KEY_ALL, bearer=False):
+    import anthropic
+
+    if bearer:
+        return anthropic.Anthropic(base_url=stack.envoy.base, auth_token=key, api_key=None, max_retries=0, timeout=15)
+    return anthropic.Anthropic(base_url=stack.envoy.base, api_key=key, max_retries=0, timeout=15)
+
+
+@pytest.mark.parametrize("bearer", [False, True], ids=["x-api-key", "bearer"])
+def test_anthropic_sdk_on_the_mock(stack, bearer):
+    msg = ant(stack, bearer=bearer).messages.create(model="echo", max_tokens=50, messages=[{"role": "user", "content": "Hello, Claude"}])
+    assert msg.type == "message" and msg.content[0].text == "Hello, Claude"
+    assert msg.stop_reason == "end_turn" and msg.usage.output_tokens == 4
+    with ant(stack).messages.stream(model="echo", max_tokens=50, messages=[{"role": "user", "content": "one two three"}]) as s:
+        assert "".join(s.text_stream) == "one two three"
+        assert s.get_final_message().usage.output_tokens == 4
+
+
+def test_anthropic_sdk_to_an_openai_provider(stack):
+    msg = ant(stack).messages.create(model="gpt-4o-mini", max_tokens=77, system="Be brief.", messages=[{"role": "user", "content": "hi"}])
+    assert msg.content[0].text == "served by gpt-4o-mini-2024-07-18"
+    assert msg.usage.output_tokens == 4
+    rec = stack.up["openai"].last()
+    assert rec.path == "/v1/chat/completions"
+    body = rec.json()
+    assert body["model"] == "gpt-4o-mini-2024-07-18" and body["max_tokens"] == 77
+    assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    assert_clean_upstream_request(rec, "authorization", f"Bearer {OPENAI_SECRET}")
+
+
+def test_anthropic_sdk_errors(stack):
+    import anthropic
+
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        ant(stack, key="sk-wrong").messages.create(model="echo", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "authentication_error"
+    with pytest.raises(anthropic.NotFoundError):
+        ant(stack).messages.create(model="nope", max_tokens=5, messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.PermissionDeniedError):
+        ant(stack, key=KEY_LIMITED).messages.create(model="qwen", max_tokens=5, messages=[{"role": "user", "content": "x"}])

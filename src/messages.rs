@@ -1,0 +1,98 @@
+//! The Anthropic Messages API on the gateway (`POST /v1/messages`): requests for `anthropic` providers pass
+//! through (model name and credential replaced); for every other provider the request is converted to the
+//! OpenAI pivot format, translated for the provider, and the answer converted back to Anthropic's format.
+
+use crate::anthropic_input::{self, StreamToAnthropic};
+use crate::config::ProviderKind;
+use crate::error::ApiError;
+use crate::providers::{self, openai, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
+use crate::request::Operation;
+
+/// Prepares one attempt of a `/v1/messages` request.
+pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
+    let req = anthropic_input::parse(body)?;
+    if let ProviderKind::Anthropic { version, .. } = &a.provider.kind {
+        let mut headers = vec![("anthropic-version", version.clone())];
+        if let Some(c) = &a.provider.credential {
+            headers.push(("x-api-key", c.expose().to_string()));
+        }
+        return Ok(Outgoing {
+            path: "/v1/messages".to_string(),
+            headers,
+            body: Some(openai::replace_model(body, a.model)?),
+            response: None,
+        });
+    }
+    let pivot = anthropic_input::to_openai(body)?;
+    let chat = Attempt { op: Operation::ChatCompletions, ..*a };
+    let mut out = providers::prepare(&chat, &pivot)?;
+    if out.body.is_none() {
+        out.body = Some(pivot);
+    }
+    out.response = Some(Box::new(ToAnthropic {
+        inner: out.response.take(),
+        stream: req.stream,
+        model: a.model.to_string(),
+        status: 0,
+        converter: StreamToAnthropic::new(a.model),
+        scratch: Vec::new(),
+    }));
+    Ok(out)
+}
+
+/// Turns an attempt's OpenAI-format answer (the provider's own, or another translator's) into Anthropic's.
+struct ToAnthropic {
+    inner: Option<Box<dyn ResponseTranslator>>,
+    stream: bool,
+    model: String,
+    status: u16,
+    converter: StreamToAnthropic,
+    scratch: Vec<u8>,
+}
+
+impl ResponseTranslator for ToAnthropic {
+    fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> (u16, BodyMode) {
+        let (status, mode) = match self.inner.as_mut() {
+            Some(t) => t.on_headers(status, content_type),
+            None if (200..300).contains(&status) && self.stream => (status, BodyMode::Stream),
+            None => (status, BodyMode::Buffer),
+        };
+        self.status = status;
+        (status, mode)
+    }
+
+    fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
+        let openai_body = match self.inner.as_mut() {
+            Some(t) => t.on_body(body),
+            None => body.to_vec(),
+        };
+        if (200..300).contains(&self.status) {
+            anthropic_input::response_from_openai(&openai_body, &self.model)
+        } else {
+            anthropic_input::error_from_openai(self.status, &openai_body)
+        }
+    }
+
+    fn on_stream(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) {
+        match self.inner.as_mut() {
+            Some(t) => {
+                self.scratch.clear();
+                t.on_stream(bytes, end, &mut self.scratch);
+                self.converter.push(&self.scratch, end, out);
+            }
+            None => self.converter.push(bytes, end, out),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.as_ref().and_then(|t| t.usage())
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.stream && (200..300).contains(&self.status) {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
+    }
+}
