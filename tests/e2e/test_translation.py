@@ -197,6 +197,7 @@ STREAMS = {
     "claude": ("anthropic", lambda gate: [*anthropic_stream("claude-sonnet-4-5", ["Hel"])[:4], gate,
                                           *anthropic_stream("claude-sonnet-4-5", ["Hel", "lo"])[4:]]),
     "gemini-flash": ("gemini", lambda gate: [gemini_stream(["Hel", "lo"])[0], gate, *gemini_stream(["Hel", "lo"])[1:]]),
+    "vertex-flash": ("vertex", lambda gate: [gemini_stream(["Hel", "lo"])[0], gate, *gemini_stream(["Hel", "lo"])[1:]]),
     "bedrock-claude": ("bedrock", lambda gate: [*bedrock_stream(["Hel", "lo"])[:2], gate, *bedrock_stream(["Hel", "lo"])[2:]]),
 }
 
@@ -262,6 +263,7 @@ def test_anthropic_tool_call_and_result_turn(stack, respond):
     ("claude", "anthropic", lambda: anthropic_stream("claude-sonnet-4-5", [], [("toolu_9", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}'])], "tool_use")),
     ("bedrock-claude", "bedrock", lambda: bedrock_stream([], [("tooluse_9", "get_weather", ['{"ci', 'ty": "Pa', 'ris"}'])], "tool_use")),
     ("gemini-flash", "gemini", lambda: gemini_stream([], [("get_weather", {"city": "Paris"})], "STOP")),
+    ("vertex-flash", "vertex", lambda: gemini_stream([], [("get_weather", {"city": "Paris"})], "STOP")),
 ])
 def test_streamed_tool_call(stack, respond, alias, name, make):
     ctype = "application/vnd.amazon.eventstream" if name == "bedrock" else "text/event-stream"
@@ -273,6 +275,13 @@ def test_streamed_tool_call(stack, respond, alias, name, make):
     args = "".join(d.function.arguments or "" for d in deltas)
     assert json.loads(args) == {"city": "Paris"}
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["tool_calls"]
+
+
+def test_vertex_stream_path(stack, respond):
+    respond("vertex", lambda r: Reply(headers={"content-type": "text/event-stream"}, chunks=gemini_stream(["ok"])))
+    list(stack.oai().chat.completions.create(model="vertex-flash", messages=MESSAGES, stream=True))
+    assert stack.up["vertex"].last().path == (
+        "/v1/projects/my-proj/locations/us-central1/publishers/google/models/gemini-2.0-flash:streamGenerateContent?alt=sse")
 
 
 def test_image_data_url_becomes_inline_bytes(stack):
