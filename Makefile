@@ -43,7 +43,7 @@ run: setup build ## Start Envoy with envoy/envoy.yaml on 127.0.0.1 (mock model '
 	echo "Switchyard on Envoy: listener 127.0.0.1:$$LPORT, admin 127.0.0.1:$$APORT"; \
 	echo "  base URL  http://127.0.0.1:$$LPORT/v1"; \
 	echo "  key       $(DEMO_KEY)"; \
-	echo "  model     echo  (built-in mock; export OPENAI_API_KEY, GROQ_API_KEY or MISTRAL_API_KEY for real models)"; \
+	echo "  model     echo  (built-in mock; export OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, AWS_*, GROQ_API_KEY or MISTRAL_API_KEY for real models)"; \
 	echo ""; \
 	echo "  curl http://127.0.0.1:$$LPORT/v1/chat/completions -H 'authorization: Bearer $(DEMO_KEY)' \\"; \
 	echo "    -H 'content-type: application/json' -d '{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"; \

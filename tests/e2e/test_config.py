@@ -67,6 +67,17 @@ def test_demo_config_enables_providers_from_environment():
     finally:
         envoy.stop()
     assert "sk-from-env-SECRET-zzz" not in envoy.log()
+    env = {"ANTHROPIC_API_KEY": "sk-ant-ENV-SECRET", "GEMINI_API_KEY": "AIza-ENV-SECRET",
+           "AWS_ACCESS_KEY_ID": "AKIAENVSECRET", "AWS_SECRET_ACCESS_KEY": "aws-ENV-SECRET"}
+    envoy = Envoy(demo_config(), env=env).wait_ready()
+    try:
+        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        ids = sorted(m.id for m in client.models.list())
+        assert ids == ["claude-sonnet-4-5", "echo", "gemini-2.5-flash", "nova-lite"]
+    finally:
+        envoy.stop()
+    for secret in env.values():
+        assert secret not in envoy.log()
 
 
 def test_shipped_istio_and_compose_files_agree_with_envoy_yaml():
