@@ -1,12 +1,16 @@
 //! Native micro-benchmark of the filter's hot paths (no Envoy in the loop), so regressions show quickly.
 //! Run with `make bench-native` (or `cargo bench --bench hot_paths`). Prints ns per operation.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::hint::black_box;
 use std::rc::Rc;
 use std::time::Instant;
 use switchyard::config::{Config, Env};
 use switchyard::http::{Headers, Step};
+use switchyard::limits::SharedStore;
 use switchyard::providers::mock::Clock;
+use switchyard::route::Ctx;
 use switchyard::route::RouteFilter;
 use switchyard::upstream::{EndpointMeta, UpstreamFilter};
 
@@ -25,13 +29,38 @@ impl Headers for H {
 }
 
 const KEY: &str = "sk-bench-key";
+const LIMITED_KEY: &str = "sk-bench-limited";
+
+/// Shared data as Envoy keeps it: values with a CAS counter.
+#[derive(Default)]
+struct Store(RefCell<HashMap<String, (Vec<u8>, u32)>>);
+impl SharedStore for Store {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        match self.0.borrow().get(key) {
+            Some((v, c)) => (Some(v.clone()), Some(*c)),
+            None => (None, None),
+        }
+    }
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), ()> {
+        let mut m = self.0.borrow_mut();
+        let cur = m.get(key).map(|(_, c)| *c);
+        if cas.is_some() && cas != cur {
+            return Err(());
+        }
+        m.insert(key.to_string(), (value.to_vec(), cur.unwrap_or(0) + 1));
+        Ok(())
+    }
+}
 
 fn config() -> Rc<Config> {
     let digest = switchyard::sha256::to_hex(&switchyard::sha256::digest(KEY.as_bytes()));
+    let limited = switchyard::sha256::to_hex(&switchyard::sha256::digest(LIMITED_KEY.as_bytes()));
     let cfg = format!(
         r#"{{"providers":{{"openai":{{"kind":"openai","api_key":{{"env":"OPENAI_API_KEY"}}}},"local":{{"kind":"mock"}}}},
-            "models":{{"gpt-4o-mini":{{"provider":"openai","model":"gpt-4o-mini-2024-07-18"}},"echo":{{"provider":"local"}}}},
-            "keys":[{{"id":"bench","sha256":"{digest}","models":["*"]}}]}}"#
+            "models":{{"gpt-4o-mini":{{"provider":"openai","model":"gpt-4o-mini-2024-07-18","price":{{"input":0.15,"output":0.6}}}},"echo":{{"provider":"local"}}}},
+            "keys":[{{"id":"bench","sha256":"{digest}","models":["*"]}},
+                    {{"id":"limited","sha256":"{limited}","models":["*"],"limits":{{"requests":{{"limit":1000000000,"window_secs":1}},
+                      "tokens":{{"limit":1000000000000,"window_secs":1}},"concurrent":1000000,"budget":{{"usd":1000000000,"period":"day"}}}}}}]}}"#
     );
     match Config::parse(cfg.as_bytes(), &NoEnv) {
         Ok(c) => Rc::new(c),
@@ -78,6 +107,14 @@ fn main() {
         ("authorization", format!("Bearer {KEY}")),
     ]);
     let clock = Clock { unix_secs: 1_700_000_000, seq: 1 };
+    let store = Store::default();
+    let ctx = Ctx { clock, now_ns: 1_700_000_000_000_000_000, store: &store };
+    let limited_headers = H(vec![
+        (":method", "POST".into()),
+        (":path", "/v1/chat/completions".into()),
+        ("content-type", "application/json".into()),
+        ("authorization", format!("Bearer {LIMITED_KEY}")),
+    ]);
     for size in [1024usize, 10 * 1024] {
         let body = chat_body(size, "gpt-4o-mini", false);
         let label = format!("{}KB", size / 1024);
@@ -85,7 +122,17 @@ fn main() {
             let mut f = RouteFilter::new(cfg.clone());
             let d = f.on_request_headers(&headers, false);
             assert!(d.step == Step::NeedBody);
-            black_box(f.on_request_body(black_box(&body), clock));
+            black_box(f.on_request_body(black_box(&body), &ctx));
+        });
+        bench(&format!("route role + limits: reserve and settle ({label})"), 20_000, || {
+            let mut f = RouteFilter::new(cfg.clone());
+            black_box(f.on_request_headers(&limited_headers, false));
+            black_box(f.on_request_body(black_box(&body), &ctx));
+            black_box(f.on_response_headers(200, Some("application/json")));
+            black_box(
+                f.on_response_body(br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#, true),
+            );
+            f.on_done(&store, 1_700_000_000_000_000_000);
         });
         let up_headers = H(vec![
             (":method", "POST".into()),
@@ -103,7 +150,7 @@ fn main() {
         bench(&format!("mock provider: streamed answer ({label})"), 5_000, || {
             let mut f = RouteFilter::new(cfg.clone());
             black_box(f.on_request_headers(&headers, false));
-            black_box(f.on_request_body(black_box(&mock_body), clock));
+            black_box(f.on_request_body(black_box(&mock_body), &ctx));
         });
     }
     bench("virtual key lookup (sha256 + map)", 200_000, || {

@@ -3,9 +3,10 @@
 
 use crate::config::{Config, Env};
 use crate::http::{Decision, Headers, Step};
+use crate::limits::SharedStore;
 use crate::providers::mock::Clock;
 use crate::providers::BodyMode;
-use crate::route::RouteFilter;
+use crate::route::{Ctx, RouteFilter};
 use crate::upstream::{EndpointMeta, UpstreamFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
@@ -94,6 +95,25 @@ impl RootContext for Root {
     }
 }
 
+/// Envoy's shared data: one store for all worker VMs, written with compare-and-swap.
+struct HostStore;
+
+impl SharedStore for HostStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        proxy_wasm::hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), ()> {
+        // A key that does not exist yet has no CAS token: Envoy then creates it (a racing creator makes
+        // the second write fail on the next round's token).
+        proxy_wasm::hostcalls::set_shared_data(key, Some(value), cas).map_err(|_| ())
+    }
+}
+
+fn now_ns(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
 /// The current stream's request headers, read straight from the host.
 struct RequestHeaders;
 
@@ -146,10 +166,48 @@ impl HttpContext for RouteHttp {
         }
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
-        let unix_secs = self.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = now_ns(self);
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        let d = self.core.on_request_body(&body, Clock { unix_secs, seq });
+        let ctx = Ctx { clock: Clock { unix_secs: now / 1_000_000_000, seq }, now_ns: now, store: &HostStore };
+        let d = self.core.on_request_body(&body, &ctx);
         apply(self, d)
+    }
+
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let content_type = self.get_http_response_header("content-type");
+        for (name, value) in self.core.on_response_headers(status, content_type.as_deref()) {
+            self.set_http_response_header(name, Some(&value));
+        }
+        if end_of_stream {
+            let now = now_ns(self);
+            self.core.on_done(&HostStore, now);
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.core.watches_body() {
+            self.core.count_response_bytes(body_size);
+        } else {
+            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            if let Some(out) = self.core.on_response_body(&chunk, end_of_stream) {
+                self.set_http_response_body(0, body_size, &out);
+            }
+        }
+        // Settle before the last bytes reach the client, so its next request sees the real usage.
+        if end_of_stream {
+            let now = now_ns(self);
+            self.core.on_done(&HostStore, now);
+        }
+        Action::Continue
+    }
+
+    /// The stream is over however it ended (also a reset or a client gone mid-stream): release what is
+    /// still held.
+    fn on_log(&mut self) {
+        let now = now_ns(self);
+        self.core.on_done(&HostStore, now);
     }
 }
 

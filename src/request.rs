@@ -96,6 +96,10 @@ pub struct ChatRequest<'a> {
     pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<u64>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<u64>,
 }
 
 impl ChatRequest<'_> {

@@ -9,8 +9,11 @@ use crate::error::ApiError;
 use crate::http::{
     Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL, INTERNAL_HEADERS,
 };
+use crate::limits::{Reservation, SharedStore};
 use crate::providers::mock;
+use crate::providers::Usage;
 use crate::request::{self, Operation};
+use crate::usage::{Format, Sniffer};
 use serde_json::json;
 use std::rc::Rc;
 
@@ -20,6 +23,36 @@ pub struct RouteFilter {
     key: Option<usize>,
     /// The client speaks the Anthropic Messages API: errors go in Anthropic's shape.
     anthropic_client: bool,
+    /// What was forwarded, for the response side.
+    forwarded: Option<Forwarded>,
+    reservation: Option<Reservation>,
+    sniffer: Option<Sniffer>,
+    status: u16,
+    response_bytes: u64,
+}
+
+/// Host facts a request-body decision needs.
+pub struct Ctx<'a> {
+    pub clock: mock::Clock,
+    pub now_ns: u64,
+    pub store: &'a dyn SharedStore,
+}
+
+/// What the route role knows of a request it is about to dispatch.
+struct Ask<'a> {
+    alias: &'a str,
+    stream: bool,
+    client_wants_usage: bool,
+    max_output: Option<u64>,
+    body_len: usize,
+}
+
+struct Forwarded {
+    alias: String,
+    stream: bool,
+    client_wants_usage: bool,
+    prompt_estimate: u64,
+    output_reserved: u64,
 }
 
 /// The presented virtual key: `Authorization: Bearer KEY`, else `x-api-key: KEY`.
@@ -37,7 +70,17 @@ fn presented_key(h: &dyn Headers) -> Option<String> {
 
 impl RouteFilter {
     pub fn new(cfg: Rc<Config>) -> Self {
-        RouteFilter { cfg, op: None, key: None, anthropic_client: false }
+        RouteFilter {
+            cfg,
+            op: None,
+            key: None,
+            anthropic_client: false,
+            forwarded: None,
+            reservation: None,
+            sniffer: None,
+            status: 0,
+            response_bytes: 0,
+        }
     }
 
     fn key(&self) -> Option<&Key> {
@@ -154,47 +197,107 @@ impl RouteFilter {
     }
 
     /// The whole request body.
-    pub fn on_request_body(&mut self, bytes: &[u8], clock: mock::Clock) -> Decision {
-        let d = self.request_body(bytes, clock);
+    pub fn on_request_body(&mut self, bytes: &[u8], ctx: &Ctx) -> Decision {
+        let d = self.request_body(bytes, ctx);
         match d.step {
             Step::Respond(ref r) if r.status >= 400 && self.anthropic_client => self.reshape(d),
             _ => d,
         }
     }
 
-    fn request_body(&mut self, bytes: &[u8], clock: mock::Clock) -> Decision {
+    fn request_body(&mut self, bytes: &[u8], ctx: &Ctx) -> Decision {
+        let clock = ctx.clock;
         let Some(op) = self.op else { return Decision::new(Step::Continue) };
         match op {
             Operation::ChatCompletions => match request::parse_chat(bytes) {
-                Ok(req) => self.dispatch(&req.model, |alias| mock::chat(&req, alias, clock)),
+                Ok(req) => {
+                    let ask = Ask {
+                        alias: &req.model,
+                        stream: req.is_stream(),
+                        client_wants_usage: req.include_usage(),
+                        max_output: req.max_completion_tokens.or(req.max_tokens),
+                        body_len: bytes.len(),
+                    };
+                    self.dispatch(&ask, ctx, |alias| mock::chat(&req, alias, clock))
+                }
                 Err(e) => Decision::respond(e),
             },
             Operation::Embeddings => match request::parse_embeddings(bytes) {
-                Ok(req) => self.dispatch(&req.model, |alias| mock::embeddings(&req, alias)),
+                Ok(req) => {
+                    let ask = Ask {
+                        alias: &req.model,
+                        stream: false,
+                        client_wants_usage: true,
+                        max_output: Some(0),
+                        body_len: bytes.len(),
+                    };
+                    self.dispatch(&ask, ctx, |alias| mock::embeddings(&req, alias))
+                }
                 Err(e) => Decision::respond(e),
             },
             Operation::Messages => match anthropic_input::parse(bytes) {
-                Ok(req) => self.dispatch(&req.model, |alias| mock_messages(bytes, alias, clock)),
+                Ok(req) => {
+                    let ask = Ask {
+                        alias: &req.model,
+                        stream: req.stream,
+                        client_wants_usage: true,
+                        max_output: Some(req.max_tokens),
+                        body_len: bytes.len(),
+                    };
+                    self.dispatch(&ask, ctx, |alias| mock_messages(bytes, alias, clock))
+                }
                 Err(e) => Decision::respond(e),
             },
             Operation::ListModels | Operation::RetrieveModel => Decision::new(Step::Continue),
         }
     }
 
-    fn dispatch(&self, alias: &str, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
-        let Some(model) = self.cfg.models.get(alias) else {
-            return Decision::respond(match self.cfg.unavailable.get(alias) {
+    fn dispatch(&mut self, ask: &Ask, ctx: &Ctx, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
+        let alias = ask.alias;
+        let cfg = self.cfg.clone();
+        let Some(model) = cfg.models.get(alias) else {
+            return Decision::respond(match cfg.unavailable.get(alias) {
                 Some(provider) => ApiError::model_unavailable(alias, provider),
                 None => ApiError::model_not_found(alias),
             });
         };
-        let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
+        let Some(key) = self.key.and_then(|i| cfg.keys.get(i)) else {
+            return Decision::respond(ApiError::invalid_key());
+        };
         if !key.may_use(alias) {
             return Decision::respond(ApiError::model_not_allowed(alias));
         }
-        let primary = model.targets.first().and_then(|t| self.cfg.provider(t.provider));
+
+        // Reserve before anything is answered or forwarded (documented estimate: request bytes / 4 for
+        // the prompt, plus the request's max output tokens or the configured default).
+        let prompt_estimate = request::estimate_tokens(ask.body_len);
+        let output_reserved = ask.max_output.unwrap_or(cfg.default_max_output_tokens);
+        if !key.limits.is_empty() {
+            let cost = model.price.map_or(0, |p| p.cost_micros(prompt_estimate, 0, output_reserved));
+            match Reservation::reserve(ctx.store, key, alias, prompt_estimate + output_reserved, cost, ctx.now_ns) {
+                Ok(r) => self.reservation = Some(r),
+                Err(e) => return Decision::respond(e),
+            }
+        }
+        self.forwarded = Some(Forwarded {
+            alias: model.name.clone(),
+            stream: ask.stream,
+            client_wants_usage: ask.client_wants_usage,
+            prompt_estimate,
+            output_reserved,
+        });
+
+        let primary = model.targets.first().and_then(|t| cfg.provider(t.provider));
         if primary.is_some_and(|p| p.kind == ProviderKind::Mock) {
-            return Decision::respond(mock_answer(&model.name));
+            let mut r = mock_answer(&model.name);
+            // The whole answer is known: settle now.
+            let content_type = r.headers.iter().find(|(k, _)| *k == "content-type").map(|(_, v)| v.clone());
+            r.headers.extend(self.on_response_headers(r.status, content_type.as_deref()));
+            if let Some(b) = self.on_response_body(&r.body, true) {
+                r.body = b;
+            }
+            self.on_done(ctx.store, ctx.now_ns);
+            return Decision::respond(r);
         }
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
@@ -202,6 +305,67 @@ impl RouteFilter {
         d.set.push((H_KEY, key.id.clone()));
         d.clear_route_cache = true;
         d
+    }
+
+    /// The response headers (from the provider, Envoy or this filter): returns headers to add.
+    pub fn on_response_headers(&mut self, status: u16, content_type: Option<&str>) -> Vec<(&'static str, String)> {
+        self.status = status;
+        let Some(f) = &self.forwarded else { return Vec::new() };
+        let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
+        let json = content_type.is_some_and(|c| c.starts_with("application/json"));
+        let anthropic = self.op == Some(Operation::Messages);
+        if (200..300).contains(&status) && (sse || json) {
+            let format = match (anthropic, sse) {
+                (false, true) => Format::OpenAiSse,
+                (false, false) => Format::OpenAiJson,
+                (true, true) => Format::AnthropicSse,
+                (true, false) => Format::AnthropicJson,
+            };
+            // The upstream role asks every streaming provider for usage; drop it where the client did not.
+            let strip = sse && !anthropic && f.stream && !f.client_wants_usage;
+            if strip || self.reservation.is_some() {
+                self.sniffer = Some(Sniffer::new(format, strip));
+            }
+        }
+        self.reservation.as_ref().map(|r| r.headers.clone()).unwrap_or_default()
+    }
+
+    /// Whether the response body must be shown to [`RouteFilter::on_response_body`]; when not, the host
+    /// only reports its size to [`RouteFilter::count_response_bytes`].
+    pub fn watches_body(&self) -> bool {
+        self.sniffer.is_some()
+    }
+
+    pub fn count_response_bytes(&mut self, n: usize) {
+        self.response_bytes += n as u64;
+    }
+
+    /// A piece of the response body: returns the bytes to send instead when they change.
+    pub fn on_response_body(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
+        self.response_bytes += bytes.len() as u64;
+        self.sniffer.as_mut()?.on_chunk(bytes, end)
+    }
+
+    /// The stream is over (answered, failed or abandoned): settle or release the reservation.
+    pub fn on_done(&mut self, store: &dyn SharedStore, now_ns: u64) {
+        let Some(mut r) = self.reservation.take() else { return };
+        let actual = match (&self.forwarded, (200..300).contains(&self.status)) {
+            (Some(f), true) => {
+                let usage = self.sniffer.as_ref().and_then(Sniffer::usage).unwrap_or(Usage {
+                    // Documented estimate when the provider reports no usage: the prompt estimate plus a
+                    // quarter of the response bytes, at most the output reserved.
+                    prompt_tokens: f.prompt_estimate,
+                    completion_tokens: request::estimate_tokens(self.response_bytes as usize).min(f.output_reserved),
+                    cached_tokens: 0,
+                });
+                let price = self.cfg.models.get(&f.alias).and_then(|m| m.price);
+                let cost = price
+                    .map_or(0, |p| p.cost_micros(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens));
+                Some((usage.prompt_tokens + usage.completion_tokens, cost))
+            }
+            _ => None,
+        };
+        r.settle(store, actual, now_ns);
     }
 }
 
@@ -245,7 +409,8 @@ mod tests {
             return d;
         }
         assert_eq!(f.on_body_progress(body.len(), true), None);
-        f.on_request_body(body.as_bytes(), CLOCK)
+        let store = crate::limits::tests::MemStore::default();
+        f.on_request_body(body.as_bytes(), &Ctx { clock: CLOCK, now_ns: 1, store: &store })
     }
 
     fn status(d: &Decision) -> Option<u16> {

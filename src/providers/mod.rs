@@ -95,15 +95,23 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
             Ok(Outgoing {
                 path: call.path,
                 headers: call.auth.into_iter().collect(),
-                body: Some(openai::replace_model(body, a.model)?),
+                body: Some(openai::rewrite(body, a.model, a.op == Operation::ChatCompletions)?),
                 response: None,
             })
         }
-        ProviderKind::Anthropic { .. } => anthropic::prepare(a, body),
-        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, body),
-        ProviderKind::Bedrock { .. } => bedrock::prepare(a, body),
+        ProviderKind::Anthropic { .. } => anthropic::prepare(a, &with_usage(a, body)?),
+        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, &with_usage(a, body)?),
+        ProviderKind::Bedrock { .. } => bedrock::prepare(a, &with_usage(a, body)?),
         ProviderKind::Mock => Err(mock_has_no_upstream(a.provider)),
     }
+}
+
+/// A streaming chat request always asks for the usage chunk (see [`openai::rewrite`]).
+fn with_usage<'b>(a: &Attempt, body: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, ApiError> {
+    if a.op != Operation::ChatCompletions {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    Ok(std::borrow::Cow::Owned(openai::rewrite(body, a.alias, true)?))
 }
 
 /// Path and credential of the OpenAI-family kinds.
