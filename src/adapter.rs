@@ -72,6 +72,9 @@ impl RootContext for Root {
                     cfg.models.len(),
                     cfg.keys.len()
                 );
+                if self.role == Role::Route {
+                    crate::limits::create_missing(&HostStore, &crate::limits::shared_keys(&cfg));
+                }
                 self.cfg = Some(Rc::new(cfg));
                 true
             }

@@ -466,6 +466,44 @@ pub struct Reservation {
     pub headers: Vec<(&'static str, String)>,
 }
 
+/// Every shared-data key the limits of `cfg` use. The route-level filter creates them (empty) when it
+/// loads, before traffic: Envoy ignores the CAS token when a key does not exist yet, so two workers
+/// creating the same key at once could lose an update; once a key exists every write is checked.
+pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in &cfg.keys {
+        let l = &k.limits;
+        for (what, on) in [
+            ("concurrent", l.concurrent.is_some()),
+            ("requests", l.requests.is_some()),
+            ("tokens", l.tokens.is_some()),
+            ("budget", l.budget.is_some()),
+        ] {
+            if on {
+                out.push(shared_key(&k.id, None, what));
+            }
+        }
+        for (m, ml) in &l.per_model {
+            if ml.requests.is_some() {
+                out.push(shared_key(&k.id, Some(m), "requests"));
+            }
+            if ml.tokens.is_some() {
+                out.push(shared_key(&k.id, Some(m), "tokens"));
+            }
+        }
+    }
+    out
+}
+
+/// Creates the keys that do not exist yet, leaving existing counters (a config reload) as they are.
+pub fn create_missing(store: &dyn SharedStore, keys: &[String]) {
+    for k in keys {
+        if store.get(k).0.is_none() {
+            let _ = store.set(k, &[], None);
+        }
+    }
+}
+
 fn shared_key(key_id: &str, model: Option<&str>, what: &str) -> String {
     match model {
         Some(m) => format!("switchyard/limits/{key_id}/model/{m}/{what}"),
@@ -717,6 +755,28 @@ mod reservation_tests {
         assert!(e.headers.iter().any(|(h, v)| *h == "retry-after" && v == "43200"));
         // Next UTC day it is open again.
         assert!(Reservation::reserve(&st, &k, "m", 0, 1, T + 86_400 * S).is_ok());
+    }
+
+    #[test]
+    fn keys_are_created_once_and_kept_on_reload() {
+        use crate::config::tests::{sample, MapEnv};
+        let mut v: serde_json::Value = serde_json::from_str(&sample()).unwrap();
+        v["keys"][0]["limits"] =
+            serde_json::json!({"requests": {"limit": 2}, "models": {"demo": {"tokens": {"limit": 9}}}});
+        let cfg =
+            crate::config::Config::parse(v.to_string().as_bytes(), &MapEnv(vec![("OPENAI_API_KEY", "x")])).unwrap();
+        let keys = shared_keys(&cfg);
+        assert_eq!(
+            keys,
+            vec!["switchyard/limits/all/requests".to_string(), "switchyard/limits/all/model/demo/tokens".to_string()]
+        );
+        let st = MemStore::default();
+        create_missing(&st, &keys);
+        let k = &cfg.keys[0];
+        Reservation::reserve(&st, k, "x", 0, 0, T).unwrap();
+        create_missing(&st, &keys);
+        Reservation::reserve(&st, k, "x", 0, 0, T).unwrap();
+        assert!(Reservation::reserve(&st, k, "x", 0, 0, T).is_err(), "a reload kept the count");
     }
 
     #[test]
