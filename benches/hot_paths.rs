@@ -128,7 +128,7 @@ fn main() {
             let mut f = RouteFilter::new(cfg.clone());
             black_box(f.on_request_headers(&limited_headers, false));
             black_box(f.on_request_body(black_box(&body), &ctx));
-            black_box(f.on_response_headers(200, Some("application/json")));
+            black_box(f.on_response_headers(200, Some("application/json"), Some(("openai", "gpt-4o-mini-2024-07-18"))));
             black_box(
                 f.on_response_body(br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#, true),
             );
@@ -143,7 +143,7 @@ fn main() {
         let meta = EndpointMeta { provider: Some("openai".into()), model: None };
         bench(&format!("upstream role: headers+body rewrite ({label})"), 20_000, || {
             let mut f = UpstreamFilter::new(cfg.clone());
-            black_box(f.on_request_headers(&up_headers, &meta));
+            black_box(f.on_request_headers(&up_headers, &meta, None));
             black_box(f.on_request_body(black_box(&body), 1_700_000_000).ok());
         });
         let mock_body = chat_body(size, "echo", true);

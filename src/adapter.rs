@@ -2,6 +2,7 @@
 //! turns the core's decisions into host calls. No gateway logic lives here.
 
 use crate::config::{Config, Env};
+use crate::http::RequestInfo;
 use crate::http::{Decision, Headers, Step};
 use crate::limits::SharedStore;
 use crate::providers::mock::Clock;
@@ -10,7 +11,7 @@ use crate::route::{Ctx, RouteFilter};
 use crate::upstream::{EndpointMeta, UpstreamFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
@@ -88,7 +89,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Route => Box::new(RouteHttp { core: RouteFilter::new(cfg), seq: self.seq.clone() }),
+            Role::Route => Box::new(RouteHttp { core: RouteFilter::new(cfg), seq: self.seq.clone(), registered: None }),
             Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg) }),
         })
     }
@@ -97,6 +98,15 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 }
+
+thread_local! {
+    /// What the route-level role decided per forwarded request, by `x-request-id`, for the upstream role's
+    /// attempts (both roles of one worker thread run in this VM: same vm_id, code and VM config).
+    static REQUESTS: RefCell<hashbrown::HashMap<String, RequestInfo>> = RefCell::new(hashbrown::HashMap::new());
+}
+
+/// Requests remembered at once; past this the upstream role falls back to the headers (first attempt only).
+const MAX_REQUESTS: usize = 65_536;
 
 /// Envoy's shared data: one store for all worker VMs, written with compare-and-swap.
 struct HostStore;
@@ -153,6 +163,30 @@ fn apply(ctx: &dyn HttpContext, d: Decision) -> Action {
 struct RouteHttp {
     core: RouteFilter,
     seq: Rc<Cell<u64>>,
+    registered: Option<String>,
+}
+
+impl RouteHttp {
+    /// Remembers the decision under this request's id (a fresh id when the client's is already in use).
+    fn register(&mut self, info: RequestInfo, now: u64, seq: u64) {
+        let id = self.get_http_request_header("x-request-id").filter(|id| !id.is_empty());
+        let taken = |id: &str| REQUESTS.with(|m| m.borrow().contains_key(id));
+        let id = match id {
+            Some(id) if !taken(&id) => id,
+            _ => {
+                let fresh = format!("sy-{now:x}-{seq:x}");
+                self.set_http_request_header("x-request-id", Some(&fresh));
+                fresh
+            }
+        };
+        REQUESTS.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() < MAX_REQUESTS {
+                m.insert(id.clone(), info);
+            }
+        });
+        self.registered = Some(id);
+    }
 }
 
 impl Context for RouteHttp {}
@@ -172,14 +206,20 @@ impl HttpContext for RouteHttp {
         let now = now_ns(self);
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let ctx = Ctx { clock: Clock { unix_secs: now / 1_000_000_000, seq }, now_ns: now, store: &HostStore };
-        let d = self.core.on_request_body(&body, &ctx);
+        let mut d = self.core.on_request_body(&body, &ctx);
+        if let Some(info) = d.register.take() {
+            self.register(info, now, seq);
+        }
         apply(self, d)
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         let content_type = self.get_http_response_header("content-type");
-        for (name, value) in self.core.on_response_headers(status, content_type.as_deref()) {
+        let provider = self.get_http_response_header(crate::http::H_SERVED_PROVIDER);
+        let model = self.get_http_response_header(crate::http::H_SERVED_MODEL);
+        let served = provider.as_deref().zip(model.as_deref());
+        for (name, value) in self.core.on_response_headers(status, content_type.as_deref(), served) {
             self.set_http_response_header(name, Some(&value));
         }
         if end_of_stream {
@@ -211,6 +251,9 @@ impl HttpContext for RouteHttp {
     fn on_log(&mut self) {
         let now = now_ns(self);
         self.core.on_done(&HostStore, now);
+        if let Some(id) = self.registered.take() {
+            REQUESTS.with(|m| m.borrow_mut().remove(&id));
+        }
     }
 }
 
@@ -231,7 +274,9 @@ impl Context for UpstreamHttp {}
 impl HttpContext for UpstreamHttp {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let meta = EndpointMeta { provider: self.metadata("provider"), model: self.metadata("model") };
-        let d = self.core.on_request_headers(&RequestHeaders, &meta);
+        let info =
+            self.get_http_request_header("x-request-id").and_then(|id| REQUESTS.with(|m| m.borrow().get(&id).cloned()));
+        let d = self.core.on_request_headers(&RequestHeaders, &meta, info.as_ref());
         apply(self, d)
     }
 

@@ -97,11 +97,12 @@ pub struct Provider {
 
 pub type ProviderId = usize;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Target {
     pub provider: ProviderId,
     /// The model name the provider knows (Azure: the deployment name).
     pub model: String,
+    pub price: Option<Price>,
 }
 
 #[derive(Debug, Clone)]
@@ -110,7 +111,22 @@ pub struct Model {
     pub targets: Vec<Target>,
     /// The cluster the route-level filter sends this model's requests to.
     pub cluster: String,
-    pub price: Option<Price>,
+}
+
+impl Model {
+    /// The highest price among the targets (what a reservation assumes: any of them may serve).
+    pub fn max_price(&self) -> Option<Price> {
+        self.targets.iter().filter_map(|t| t.price).reduce(|a, b| Price {
+            input: a.input.max(b.input),
+            output: a.output.max(b.output),
+            cached_input: a.cached_input.max(b.cached_input),
+        })
+    }
+
+    /// The target a provider (and its model name) stands for.
+    pub fn target(&self, provider: ProviderId, model: Option<&str>) -> Option<&Target> {
+        self.targets.iter().find(|t| t.provider == provider && model.is_none_or(|m| m == t.model))
+    }
 }
 
 /// Prices in US dollars per million tokens, which is the same number as micro-dollars per token.
@@ -221,6 +237,9 @@ fn err(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 type R<T> = Result<T, ConfigError>;
+
+/// One target's JSON path and object, while a model is parsed.
+type TargetEntry<'a> = (String, &'a Map<String, Value>);
 
 fn as_obj<'a>(v: &'a Value, path: &str) -> R<&'a Map<String, Value>> {
     v.as_object().ok_or_else(|| err(path, format!("must be an object, got {}", type_name(v))))
@@ -492,28 +511,76 @@ impl Config {
                 return Err(err(path, "model names must be non-empty printable ASCII"));
             }
             let mo = as_obj(v, &path)?;
-            check_fields(mo, &path, &["provider", "model", "price"])?;
-            let price = match mo.get("price") {
-                None => None,
-                Some(v) => Some(parse_price(v, &join(&path, "price"))?),
-            };
-            let pname = req_str(mo, &path, "provider")?;
-            let upstream = opt_str(mo, &path, "model")?.unwrap_or(name).to_string();
-            let pid = match provider_ids.get(pname) {
-                Some(id) => *id,
-                None if disabled.iter().any(|d| d == pname) => {
-                    unavailable.insert(name.clone(), pname.to_string());
-                    continue;
+            check_fields(mo, &path, &["provider", "model", "price", "cluster", "targets"])?;
+            // One target inline, or a list of targets behind one cluster (fallback and splits).
+            let (entries, explicit_cluster): (Vec<TargetEntry>, Option<&str>) = match mo.get("targets") {
+                None => (vec![(path.clone(), mo)], opt_str(mo, &path, "cluster")?),
+                Some(t) => {
+                    for k in ["provider", "model", "price"] {
+                        if mo.contains_key(k) {
+                            return Err(err(join(&path, k), "goes inside each entry of targets when targets is given"));
+                        }
+                    }
+                    let cluster = opt_str(mo, &path, "cluster")?.ok_or_else(|| {
+                        err(
+                            join(&path, "cluster"),
+                            "is required with targets: the Envoy cluster holding every target's endpoints",
+                        )
+                    })?;
+                    let list = match t {
+                        Value::Array(a) if !a.is_empty() => a,
+                        _ => return Err(err(join(&path, "targets"), "must be a non-empty array")),
+                    };
+                    let mut entries = Vec::new();
+                    for (i, tv) in list.iter().enumerate() {
+                        let tpath = format!("{path}.targets[{i}]");
+                        let to = as_obj(tv, &tpath)?;
+                        check_fields(to, &tpath, &["provider", "model", "price"])?;
+                        entries.push((tpath, to));
+                    }
+                    (entries, Some(cluster))
                 }
-                None => {
-                    return Err(err(join(&path, "provider"), format!("names no provider '{pname}' in providers")));
-                }
             };
-            let cluster = providers.get(pid).map(|p| p.cluster.clone()).unwrap_or_default();
-            models.insert(
-                name.clone(),
-                Model { name: name.clone(), targets: vec![Target { provider: pid, model: upstream }], cluster, price },
-            );
+            let mut targets: Vec<Target> = Vec::new();
+            let mut disabled_provider = None;
+            for (tpath, to) in &entries {
+                let price = match to.get("price") {
+                    None => None,
+                    Some(v) => Some(parse_price(v, &join(tpath, "price"))?),
+                };
+                let pname = req_str(to, tpath, "provider")?;
+                let upstream = opt_str(to, tpath, "model")?.unwrap_or(name).to_string();
+                let pid = match provider_ids.get(pname) {
+                    Some(id) => *id,
+                    None if disabled.iter().any(|d| d == pname) => {
+                        disabled_provider.get_or_insert_with(|| pname.to_string());
+                        continue;
+                    }
+                    None => {
+                        return Err(err(join(tpath, "provider"), format!("names no provider '{pname}' in providers")));
+                    }
+                };
+                if entries.len() > 1 && providers.get(pid).is_some_and(|p| p.kind == ProviderKind::Mock) {
+                    return Err(err(
+                        join(tpath, "provider"),
+                        "a mock provider answers locally and cannot be one of several targets",
+                    ));
+                }
+                if targets.iter().any(|t| t.provider == pid && t.model == upstream) {
+                    return Err(err(tpath.clone(), format!("target {pname}/{upstream} is listed twice")));
+                }
+                targets.push(Target { provider: pid, model: upstream, price });
+            }
+            let Some(first) = targets.first() else {
+                unavailable.insert(name.clone(), disabled_provider.unwrap_or_default());
+                continue;
+            };
+            let cluster = match explicit_cluster {
+                Some(c) if is_header_safe(c) => c.to_string(),
+                Some(_) => return Err(err(join(&path, "cluster"), "must be printable ASCII")),
+                None => providers.get(first.provider).map(|p| p.cluster.clone()).unwrap_or_default(),
+            };
+            models.insert(name.clone(), Model { name: name.clone(), targets, cluster });
         }
         let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
         all_names.sort_unstable();
@@ -801,7 +868,7 @@ pub mod tests {
             "budget": {"usd": 1.5, "period": "month"}, "models": {"demo": {"requests": {"limit": 1, "window_secs": 1}}}
         });
         let c = Config::parse(v.to_string().as_bytes(), &env()).unwrap();
-        let p = c.models["demo"].price.unwrap();
+        let p = c.models["demo"].max_price().unwrap();
         assert_eq!(p.cached_input, 2.5);
         assert_eq!(p.cost_micros(1000, 200, 100), 2000 + 500 + 1000);
         let l = &c.keys[0].limits;
@@ -812,6 +879,46 @@ pub mod tests {
         assert_eq!(l.per_model["demo"].requests, Some(Rate { max: 1, window_secs: 1 }));
         assert!(c.keys[1].limits.is_empty());
         assert_eq!(c.default_max_output_tokens, 4096);
+    }
+
+    #[test]
+    fn fallback_targets() {
+        let mut v: Value = serde_json::from_str(&sample()).unwrap();
+        v["models"]["ha"] = serde_json::json!({"cluster": "ha", "targets": [
+            {"provider": "openai", "model": "gpt-4o", "price": {"input": 2.5, "output": 10}},
+            {"provider": "azure", "model": "dep", "price": {"input": 3, "output": 8}},
+            {"provider": "groq", "model": "llama"}
+        ]});
+        let c = Config::parse(v.to_string().as_bytes(), &env()).unwrap();
+        let m = &c.models["ha"];
+        assert_eq!(m.cluster, "ha");
+        assert_eq!(m.targets.len(), 2, "the target on the disabled provider is left out");
+        assert_eq!(m.max_price().unwrap(), Price { input: 3.0, output: 10.0, cached_input: 3.0 });
+        let (azure, _) = c.provider_by_name("azure").unwrap();
+        assert_eq!(m.target(azure, None).unwrap().model, "dep");
+        assert!(m.target(azure, Some("other")).is_none());
+        let bad = [
+            (serde_json::json!({"targets": [{"provider": "openai"}]}), "models.x.cluster"),
+            (serde_json::json!({"cluster": "c", "targets": []}), "models.x.targets"),
+            (
+                serde_json::json!({"cluster": "c", "provider": "openai", "targets": [{"provider": "openai"}]}),
+                "models.x.provider",
+            ),
+            (
+                serde_json::json!({"cluster": "c", "targets": [{"provider": "openai"}, {"provider": "local"}]}),
+                "models.x.targets[1].provider",
+            ),
+            (
+                serde_json::json!({"cluster": "c", "targets": [{"provider": "openai"}, {"provider": "openai"}]}),
+                "models.x.targets[1]",
+            ),
+            (serde_json::json!({"cluster": "c", "targets": [{"provider": "nobody"}]}), "models.x.targets[0].provider"),
+        ];
+        for (model, field) in bad {
+            let mut v: Value = serde_json::from_str(&sample()).unwrap();
+            v["models"]["x"] = model;
+            assert_eq!(parse_err(v).field, field);
+        }
     }
 
     #[test]

@@ -1,6 +1,16 @@
 //! Small HTTP vocabulary shared by the core: header access, header edits and local responses.
 
 use crate::error::ApiError;
+use crate::request::Operation;
+
+/// What the route-level filter decided for a forwarded request, kept by the host for the upstream role's
+/// attempts: Envoy hands every retry the request headers as the previous attempt left them (rewritten
+/// for its provider, internal headers removed), so they cannot carry this past the first attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    pub op: Operation,
+    pub alias: String,
+}
 
 /// Read access to the request or response headers the host holds.
 pub trait Headers {
@@ -56,11 +66,13 @@ pub struct Decision {
     pub set: Vec<(&'static str, String)>,
     /// Ask Envoy to pick the route again (the routing header changed).
     pub clear_route_cache: bool,
+    /// Keep this for the upstream role's attempts.
+    pub register: Option<RequestInfo>,
 }
 
 impl Decision {
     pub fn new(step: Step) -> Self {
-        Decision { step, remove: Vec::new(), set: Vec::new(), clear_route_cache: false }
+        Decision { step, remove: Vec::new(), set: Vec::new(), clear_route_cache: false, register: None }
     }
 
     pub fn respond(r: impl Into<LocalResponse>) -> Self {

@@ -4,10 +4,11 @@
 //! Envoy cluster that serves the model in a routing header the route matches on.
 
 use crate::anthropic_input;
-use crate::config::{Config, Key, ProviderKind};
+use crate::config::{Config, Key, Price, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL, INTERNAL_HEADERS,
+    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL,
+    INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
 use crate::providers::mock;
@@ -29,6 +30,7 @@ pub struct RouteFilter {
     sniffer: Option<Sniffer>,
     status: u16,
     response_bytes: u64,
+    served_price: Option<Price>,
 }
 
 /// Host facts a request-body decision needs.
@@ -80,6 +82,7 @@ impl RouteFilter {
             sniffer: None,
             status: 0,
             response_bytes: 0,
+            served_price: None,
         }
     }
 
@@ -273,7 +276,7 @@ impl RouteFilter {
         let prompt_estimate = request::estimate_tokens(ask.body_len);
         let output_reserved = ask.max_output.unwrap_or(cfg.default_max_output_tokens);
         if !key.limits.is_empty() {
-            let cost = model.price.map_or(0, |p| p.cost_micros(prompt_estimate, 0, output_reserved));
+            let cost = model.max_price().map_or(0, |p| p.cost_micros(prompt_estimate, 0, output_reserved));
             match Reservation::reserve(ctx.store, key, alias, prompt_estimate + output_reserved, cost, ctx.now_ns) {
                 Ok(r) => self.reservation = Some(r),
                 Err(e) => return Decision::respond(e),
@@ -292,7 +295,7 @@ impl RouteFilter {
             let mut r = mock_answer(&model.name);
             // The whole answer is known: settle now.
             let content_type = r.headers.iter().find(|(k, _)| *k == "content-type").map(|(_, v)| v.clone());
-            r.headers.extend(self.on_response_headers(r.status, content_type.as_deref()));
+            r.headers.extend(self.on_response_headers(r.status, content_type.as_deref(), None));
             if let Some(b) = self.on_response_body(&r.body, true) {
                 r.body = b;
             }
@@ -304,12 +307,20 @@ impl RouteFilter {
         d.set.push((H_MODEL, model.name.clone()));
         d.set.push((H_KEY, key.id.clone()));
         d.clear_route_cache = true;
+        d.register = self.op.map(|op| RequestInfo { op, alias: model.name.clone() });
         d
     }
 
-    /// The response headers (from the provider, Envoy or this filter): returns headers to add.
-    pub fn on_response_headers(&mut self, status: u16, content_type: Option<&str>) -> Vec<(&'static str, String)> {
+    /// The response headers (from the provider, Envoy or this filter), with what the upstream role said
+    /// served the request (`x-switchyard-provider`, `x-switchyard-model`): returns headers to add.
+    pub fn on_response_headers(
+        &mut self,
+        status: u16,
+        content_type: Option<&str>,
+        served: Option<(&str, &str)>,
+    ) -> Vec<(&'static str, String)> {
         self.status = status;
+        self.served_price = self.price_of(served);
         let Some(f) = &self.forwarded else { return Vec::new() };
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let json = content_type.is_some_and(|c| c.starts_with("application/json"));
@@ -328,6 +339,19 @@ impl RouteFilter {
             }
         }
         self.reservation.as_ref().map(|r| r.headers.clone()).unwrap_or_default()
+    }
+
+    /// The price of the target that served: the one the upstream role named, else the only one.
+    fn price_of(&self, served: Option<(&str, &str)>) -> Option<Price> {
+        let model = self.cfg.models.get(&self.forwarded.as_ref()?.alias)?;
+        match served {
+            Some((provider, upstream_model)) => {
+                let (pid, _) = self.cfg.provider_by_name(provider)?;
+                model.target(pid, Some(upstream_model)).or_else(|| model.target(pid, None))?.price
+            }
+            None if model.targets.len() == 1 => model.targets.first()?.price,
+            None => model.max_price(),
+        }
     }
 
     /// Whether the response body must be shown to [`RouteFilter::on_response_body`]; when not, the host
@@ -358,7 +382,7 @@ impl RouteFilter {
                     completion_tokens: request::estimate_tokens(self.response_bytes as usize).min(f.output_reserved),
                     cached_tokens: 0,
                 });
-                let price = self.cfg.models.get(&f.alias).and_then(|m| m.price);
+                let price = self.served_price;
                 let cost = price
                     .map_or(0, |p| p.cost_micros(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens));
                 Some((usage.prompt_tokens + usage.completion_tokens, cost))
@@ -446,6 +470,7 @@ mod tests {
         assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
         assert_eq!(d.set(H_KEY), Some("all"));
         assert!(d.clear_route_cache);
+        assert_eq!(d.register, Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into() }));
     }
 
     #[test]

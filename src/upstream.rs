@@ -5,7 +5,8 @@
 use crate::config::{Config, ProviderId};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER, INTERNAL_HEADERS,
+    Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER,
+    INTERNAL_HEADERS,
 };
 use crate::providers::{self, BodyMode, ResponseTranslator};
 use crate::request::{self, Operation};
@@ -63,8 +64,10 @@ impl UpstreamFilter {
         }
     }
 
-    pub fn on_request_headers(&mut self, h: &dyn Headers, meta: &EndpointMeta) -> Decision {
-        match self.plan(h, meta) {
+    /// `info` is what the route-level filter registered for this request (present from the second attempt
+    /// on, when the headers no longer say it).
+    pub fn on_request_headers(&mut self, h: &dyn Headers, meta: &EndpointMeta, info: Option<&RequestInfo>) -> Decision {
+        match self.plan(h, meta, info) {
             Ok(d) => d,
             Err(e) => {
                 log::warn!("upstream attempt refused: {}", e.message);
@@ -73,10 +76,13 @@ impl UpstreamFilter {
         }
     }
 
-    fn plan(&mut self, h: &dyn Headers, meta: &EndpointMeta) -> Result<Decision, ApiError> {
-        let alias = h.get(H_MODEL).ok_or_else(|| {
-            ApiError::gateway("request reached a provider cluster without passing the route-level filter")
-        })?;
+    fn plan(&mut self, h: &dyn Headers, meta: &EndpointMeta, info: Option<&RequestInfo>) -> Result<Decision, ApiError> {
+        let alias = match info {
+            Some(i) => i.alias.clone(),
+            None => h.get(H_MODEL).ok_or_else(|| {
+                ApiError::gateway("request reached a provider cluster without passing the route-level filter")
+            })?,
+        };
         let model = self
             .cfg
             .models
@@ -90,7 +96,9 @@ impl UpstreamFilter {
                     .ok_or_else(|| ApiError::gateway(format!("endpoint metadata names unknown provider '{name}'")))?;
                 // An endpoint that is no target of this model is a configuration mismatch: never send the
                 // request (with that provider's credential) to it.
-                let t = model.targets.iter().find(|t| t.provider == pid).ok_or_else(|| {
+                // The endpoint's `model` picks among several targets of one provider; an endpoint may also
+                // pin a model name of its own for its provider's target.
+                let t = model.target(pid, meta.model.as_deref()).or_else(|| model.target(pid, None)).ok_or_else(|| {
                     ApiError::gateway(format!(
                         "cluster '{}' picked an endpoint of provider '{name}', which is not a target of model '{alias}'",
                         model.cluster
@@ -106,9 +114,14 @@ impl UpstreamFilter {
         if self.cfg.provider(target.0).is_none() {
             return Err(ApiError::gateway("unknown provider"));
         }
-        let method = h.get(":method").unwrap_or_default();
-        let path = h.get(":path").unwrap_or_default();
-        self.op = Some(request::classify(&method, &path)?);
+        self.op = Some(match info {
+            Some(i) => i.op,
+            None => {
+                let method = h.get(":method").unwrap_or_default();
+                let path = h.get(":path").unwrap_or_default();
+                request::classify(&method, &path)?
+            }
+        });
         self.provider = Some(target.0);
         self.model = target.1;
         self.alias = alias;
@@ -233,7 +246,7 @@ mod tests {
         ];
         for (alias, meta, provider, model, path, auth) in table {
             let mut f = filter();
-            let d = f.on_request_headers(&headers(alias), meta);
+            let d = f.on_request_headers(&headers(alias), meta, None);
             assert_eq!(d.step, Step::NeedBody, "{alias}");
             for h in ["authorization", "x-api-key", "content-length", H_MODEL] {
                 assert!(d.remove.contains(&h));
@@ -255,17 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_uses_what_the_route_filter_registered() {
+        // The first attempt rewrote the headers for its provider and removed the internal ones.
+        let after_first = MapHeaders::new(&[(":method", "POST"), (":path", "/openai/deployments/x/chat/completions")]);
+        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-4o-mini".into() };
+        let mut f = filter();
+        let meta = EndpointMeta { provider: Some("openai".into()), model: None };
+        assert_eq!(f.on_request_headers(&after_first, &meta, Some(&info)).step, Step::NeedBody);
+        let edit = f.on_request_body(br#"{"model":"gpt-4o-mini","messages":[]}"#, 0).unwrap();
+        assert!(edit.set.contains(&(":path", "/v1/chat/completions".to_string())));
+    }
+
+    #[test]
     fn refuses_requests_that_skipped_the_route_filter() {
         let mut f = filter();
         let d = f.on_request_headers(
             &MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]),
             &EndpointMeta::default(),
+            None,
         );
         let Step::Respond(r) = d.step else { panic!() };
         assert_eq!(r.status, 502);
         for p in ["nobody", "azure"] {
-            let d =
-                f.on_request_headers(&headers("gpt-4o-mini"), &EndpointMeta { provider: Some(p.into()), model: None });
+            let d = f.on_request_headers(
+                &headers("gpt-4o-mini"),
+                &EndpointMeta { provider: Some(p.into()), model: None },
+                None,
+            );
             let Step::Respond(r) = d.step else { panic!("{p}") };
             assert_eq!(r.status, 502);
             assert!(!String::from_utf8_lossy(&r.body).contains("az-inline"));

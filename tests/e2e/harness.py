@@ -72,6 +72,8 @@ class Reply:
     chunks: list | None = None
     gate_timeout: float = 10.0
     delay: float = 0.0
+    # Close the connection without answering (a reset, as Envoy sees it).
+    reset: bool = False
 
 
 Responder = Callable[[Recorded], Reply]
@@ -110,6 +112,16 @@ class MockUpstream:
                 reply = outer.responder(rec)
                 if reply.delay:
                     time.sleep(reply.delay)
+                if reply.reset:
+                    import socket as _socket
+
+                    self.close_connection = True
+                    try:
+                        self.connection.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        self.connection.close()
+                    except OSError:
+                        pass
+                    return
                 self.send_response(reply.status)
                 for k, v in reply.headers.items():
                     self.send_header(k, v)
@@ -135,7 +147,11 @@ class MockUpstream:
             do_POST = _handle
             do_GET = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address):
+                pass  # resets and clients that go away are part of the tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -181,14 +197,19 @@ def upstream_filters(cfg: dict) -> list:
     return opts["http_filters"]
 
 
-def plain_cluster(name: str, endpoints: list[tuple[int, dict | None]], filters: list, timeout: str = "2s") -> dict:
-    """A plain-HTTP/1.1 cluster to local mock upstreams, with the switchyard upstream filter."""
-    lb = []
-    for port, meta in endpoints:
+def plain_cluster(name: str, endpoints: list, filters: list, timeout: str = "2s") -> dict:
+    """A plain-HTTP/1.1 cluster to local mock upstreams, with the switchyard upstream filter. Endpoints are
+    (port, metadata) or (port, metadata, priority, weight)."""
+    groups: dict[int, list] = {}
+    for ep in endpoints:
+        port, meta = ep[0], ep[1]
+        priority = ep[2] if len(ep) > 2 else 0
         e = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
         if meta is not None:
             e["metadata"] = {"filter_metadata": {"switchyard": meta}}
-        lb.append(e)
+        if len(ep) > 3:
+            e["load_balancing_weight"] = ep[3]
+        groups.setdefault(priority, []).append(e)
     return {
         "name": name,
         "type": "STATIC",
@@ -200,7 +221,8 @@ def plain_cluster(name: str, endpoints: list[tuple[int, dict | None]], filters: 
                 "http_filters": filters,
             }
         },
-        "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": lb}]},
+        "load_assignment": {"cluster_name": name, "endpoints": [
+            {"priority": p, "lb_endpoints": lb} for p, lb in sorted(groups.items())]},
     }
 
 

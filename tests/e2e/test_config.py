@@ -63,7 +63,7 @@ def test_demo_config_enables_providers_from_environment():
     try:
         client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         ids = sorted(m.id for m in client.models.list())
-        assert ids == ["echo", "gpt-4.1", "gpt-4o-mini", "text-embedding-3-small"]
+        assert ids == ["echo", "gpt-4.1", "gpt-4o-mini", "gpt-canary", "smart", "text-embedding-3-small"]
     finally:
         envoy.stop()
     assert "sk-from-env-SECRET-zzz" not in envoy.log()
@@ -73,7 +73,7 @@ def test_demo_config_enables_providers_from_environment():
     try:
         client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         ids = sorted(m.id for m in client.models.list())
-        assert ids == ["claude-sonnet-4-5", "echo", "gemini-2.5-flash", "nova-lite"]
+        assert ids == ["claude-sonnet-4-5", "echo", "gemini-2.5-flash", "nova-lite", "smart"]
     finally:
         envoy.stop()
     for secret in env.values():

@@ -1,0 +1,218 @@
+"""Issue 5, end to end: cross-provider fallback and weighted splits riding on Envoy's retries. The model's
+cluster holds endpoints of different provider kinds (priority levels for fallback, weights for splits);
+the upstream filter translates each attempt for the endpoint Envoy picked."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+
+from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
+from openai_wire import chat_completion, chunk, echo_responder
+from provider_wire import anthropic_error, anthropic_message, anthropic_stream
+
+KEY = "sk-sy-fallback-0001"
+BUDGET_KEY = "sk-sy-fallback-budget-0001"
+MESSAGES = [{"role": "user", "content": "Say hi"}]
+
+
+def openai_ok(rec):
+    body = rec.json()
+    if body.get("stream"):
+        m = body["model"]
+        return Reply(headers={"content-type": "text/event-stream"}, chunks=[
+            chunk(m, {"role": "assistant", "content": ""}), chunk(m, {"content": "primary says hi"}), chunk(m, {}, finish="stop"),
+            "data: [DONE]\n\n"])
+    return Reply(body=json.dumps(chat_completion(body["model"], "primary says hi")).encode())
+
+
+def anthropic_ok(rec):
+    body = rec.json()
+    if body.get("stream"):
+        return Reply(headers={"content-type": "text/event-stream"}, chunks=anthropic_stream("claude-haiku", ["secondary ", "says hi"]))
+    return Reply(body=json.dumps(anthropic_message("claude-haiku", "secondary says hi")).encode())
+
+
+FAILURES = {
+    "500": lambda r: Reply(status=500, body=b'{"error":{"message":"boom","type":"server_error","param":null,"code":null}}'),
+    "503": lambda r: Reply(status=503, body=b'{"error":{"message":"unavailable","type":"server_error","param":null,"code":null}}'),
+    "429": lambda r: Reply(status=429, body=b'{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}'),
+    "reset": lambda r: Reply(reset=True),
+    "timeout": lambda r: Reply(body=b"{}", delay=3.0),
+}
+
+
+def plugin() -> dict:
+    return {
+        "providers": {
+            "openai": {"kind": "openai", "api_key": "sk-openai-fallback-test"},
+            "anthropic": {"kind": "anthropic", "api_key": "sk-ant-fallback-test"},
+            "compat": {"kind": "openai_compatible"},
+        },
+        "models": {
+            "ha": {"cluster": "ha", "targets": [
+                {"provider": "openai", "model": "gpt-4o-mini", "price": {"input": 0.01, "output": 0.01}},
+                {"provider": "anthropic", "model": "claude-haiku", "price": {"input": 2000, "output": 4000}},
+            ]},
+            "canary": {"cluster": "canary", "targets": [
+                {"provider": "openai", "model": "gpt-stable"},
+                {"provider": "compat", "model": "gpt-canary"},
+            ]},
+        },
+        "keys": [
+            {"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]},
+            {"id": "b", "sha256": sha256_hex(BUDGET_KEY), "models": ["*"], "limits": {"budget": {"usd": 0.5, "period": "day"}}},
+        ],
+    }
+
+
+class Stack:
+    def __init__(self):
+        self.primary = MockUpstream(openai_ok)
+        self.secondary = MockUpstream(anthropic_ok)
+        self.stable = MockUpstream(echo_responder)
+        self.canary = MockUpstream(echo_responder)
+        cfg = demo_config()
+        for pc in plugin_configs(cfg):
+            pc["configuration"]["value"] = json.dumps(plugin())
+        filters = upstream_filters(cfg)
+        cfg["static_resources"]["clusters"] = [
+            plain_cluster("ha", [(self.primary.port, {"provider": "openai"}, 0), (self.secondary.port, {"provider": "anthropic"}, 1)], filters),
+            plain_cluster("canary", [(self.stable.port, {"provider": "openai"}, 0, 90), (self.canary.port, {"provider": "compat"}, 0, 10)], filters),
+        ]
+        route = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
+        route["route"]["retry_policy"]["per_try_idle_timeout"] = "1s"
+        self.envoy = Envoy(cfg, concurrency=2).wait_ready()
+
+    def client(self, key=KEY) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=20)
+
+    def close(self):
+        self.envoy.stop()
+        for u in (self.primary, self.secondary, self.stable, self.canary):
+            u.close()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def failing_primary(stack):
+    def set_(mode):
+        stack.primary.responder = FAILURES[mode]
+
+    yield set_
+    stack.primary.responder = openai_ok
+    stack.secondary.responder = anthropic_ok
+
+
+@pytest.mark.parametrize("mode", list(FAILURES))
+def test_fallback_to_another_provider_kind(stack, failing_primary, mode):
+    failing_primary(mode)
+    p0, s0 = len(stack.primary.requests), len(stack.secondary.requests)
+    raw = stack.client().chat.completions.with_raw_response.create(model="ha", messages=MESSAGES)
+    r = raw.parse()
+    assert r.choices[0].message.content == "secondary says hi"
+    assert raw.headers["x-switchyard-provider"] == "anthropic"
+    assert raw.headers["x-switchyard-model"] == "claude-haiku"
+    assert r.model == "claude-haiku", "the body names the model that served"
+    assert len(stack.primary.requests) == p0 + 1, "the primary was tried first"
+    assert len(stack.secondary.requests) == s0 + 1
+    sent = stack.secondary.last()
+    assert sent.path == "/v1/messages" and sent.json()["model"] == "claude-haiku"
+    assert sent.headers["x-api-key"] == "sk-ant-fallback-test"
+    assert stack.primary.last().json()["model"] == "gpt-4o-mini"
+
+
+@pytest.mark.parametrize("mode", list(FAILURES))
+def test_streaming_fallback(stack, failing_primary, mode):
+    failing_primary(mode)
+    chunks = list(stack.client().chat.completions.create(model="ha", messages=MESSAGES, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "secondary says hi"
+    assert stack.secondary.last().json()["stream"] is True
+
+
+def test_primary_serves_when_healthy(stack):
+    raw = stack.client().chat.completions.with_raw_response.create(model="ha", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content == "primary says hi"
+    assert raw.headers["x-switchyard-provider"] == "openai"
+
+
+def test_all_targets_fail_cleanly(stack, failing_primary):
+    failing_primary("503")
+    stack.secondary.responder = lambda r: anthropic_error(529, "overloaded_error", "Overloaded")
+    p0, s0 = len(stack.primary.requests), len(stack.secondary.requests)
+    start = time.time()
+    with pytest.raises(openai.InternalServerError) as e:
+        stack.client().chat.completions.create(model="ha", messages=MESSAGES)
+    assert time.time() - start < 5
+    assert e.value.status_code == 503
+    tried = (len(stack.primary.requests) - p0, len(stack.secondary.requests) - s0)
+    assert tried[0] >= 1 and tried[1] >= 1 and sum(tried) == 3, f"1 try + num_retries 2 over both targets: {tried}"
+    # The last attempt's error, in the OpenAI shape: the third try went back to the primary.
+    assert set(e.value.body) == {"message", "type", "param", "code"}
+    assert "unavailable" in e.value.body["message"] or "Overloaded" in e.value.body["message"]
+
+
+def test_no_retry_after_the_stream_started(stack):
+    """A primary that fails mid-stream is not retried: the client already has bytes of its answer."""
+    m = "gpt-4o-mini"
+    stack.primary.responder = lambda r: Reply(headers={"content-type": "text/event-stream"},
+                                              chunks=[chunk(m, {"role": "assistant", "content": ""}), chunk(m, {"content": "partial"})])
+    s0 = len(stack.secondary.requests)
+    try:
+        got = []
+        with pytest.raises(Exception):
+            for c in stack.client().chat.completions.create(model="ha", messages=MESSAGES, stream=True):
+                got.append(c)
+            raise RuntimeError("stream ended")
+    finally:
+        stack.primary.responder = openai_ok
+    assert len(stack.secondary.requests) == s0
+
+
+def test_weighted_split_90_10(stack):
+    n = 2000
+    a0, b0 = len(stack.stable.requests), len(stack.canary.requests)
+    body = json.dumps({"model": "canary", "messages": MESSAGES})
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+
+    def one(_):
+        status, h, _b = request("POST", f"{stack.envoy.base}/v1/chat/completions", body, headers)
+        return status, h.get("x-switchyard-provider")
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(n)))
+    assert all(s == 200 for s, _ in results)
+    stable = len(stack.stable.requests) - a0
+    canary = len(stack.canary.requests) - b0
+    assert stable + canary == n
+    assert abs(stable / n - 0.9) <= 0.03, (stable, canary)
+    assert sum(1 for _, p in results if p == "compat") == canary, "the served-by header matches the upstream"
+
+
+def test_limits_charge_the_target_that_served(stack, failing_primary):
+    """Budget $0.50. The secondary costs $0.044 per answer (12 in x $2000/M + 5 out x $4000/M) and a
+    reservation assumes the dearest target; served by the cheap primary, nothing would run out."""
+    ok = [stack.client(BUDGET_KEY).chat.completions.with_raw_response.create(model="ha", messages=MESSAGES, max_tokens=20)
+          for _ in range(3)]
+    assert all(r.headers["x-switchyard-provider"] == "openai" for r in ok)
+    failing_primary("503")
+    statuses = []
+    for _ in range(15):
+        try:
+            stack.client(BUDGET_KEY).chat.completions.create(model="ha", messages=MESSAGES, max_tokens=20)
+            statuses.append(200)
+        except openai.RateLimitError as e:
+            assert e.code == "insufficient_quota"
+            statuses.append(429)
+    assert 429 in statuses and statuses.index(429) >= 5, statuses
