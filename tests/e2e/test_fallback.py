@@ -59,6 +59,10 @@ def plugin() -> dict:
                 {"provider": "openai", "model": "gpt-4o-mini", "price": {"input": 0.01, "output": 0.01}},
                 {"provider": "anthropic", "model": "claude-haiku", "price": {"input": 2000, "output": 4000}},
             ]},
+            "ejecting": {"cluster": "ejecting", "targets": [
+                {"provider": "openai", "model": "gpt-4o-mini"},
+                {"provider": "anthropic", "model": "claude-haiku"},
+            ]},
             "canary": {"cluster": "canary", "targets": [
                 {"provider": "openai", "model": "gpt-stable"},
                 {"provider": "compat", "model": "gpt-canary"},
@@ -77,6 +81,8 @@ class Stack:
         self.secondary = MockUpstream(anthropic_ok)
         self.stable = MockUpstream(echo_responder)
         self.canary = MockUpstream(echo_responder)
+        self.broken = MockUpstream(FAILURES["503"])
+        self.backup = MockUpstream(anthropic_ok)
         cfg = demo_config()
         for pc in plugin_configs(cfg):
             pc["configuration"]["value"] = json.dumps(plugin())
@@ -84,7 +90,11 @@ class Stack:
         cfg["static_resources"]["clusters"] = [
             plain_cluster("ha", [(self.primary.port, {"provider": "openai"}, 0), (self.secondary.port, {"provider": "anthropic"}, 1)], filters),
             plain_cluster("canary", [(self.stable.port, {"provider": "openai"}, 0, 90), (self.canary.port, {"provider": "compat"}, 0, 10)], filters),
+            plain_cluster("ejecting", [(self.broken.port, {"provider": "openai"}, 0), (self.backup.port, {"provider": "anthropic"}, 1)], filters),
         ]
+        # The outlier detection of the shipped example, on the cluster whose primary always fails.
+        demo_smart = next(c for c in demo_config()["static_resources"]["clusters"] if c["name"] == "smart")
+        cfg["static_resources"]["clusters"][-1]["outlier_detection"] = demo_smart["outlier_detection"]
         route = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
         route["route"]["retry_policy"]["per_try_idle_timeout"] = "1s"
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
@@ -94,7 +104,7 @@ class Stack:
 
     def close(self):
         self.envoy.stop()
-        for u in (self.primary, self.secondary, self.stable, self.canary):
+        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup):
             u.close()
 
 
@@ -178,6 +188,20 @@ def test_no_retry_after_the_stream_started(stack):
     finally:
         stack.primary.responder = openai_ok
     assert len(stack.secondary.requests) == s0
+
+
+def test_outlier_detection_ejects_a_failing_target(stack):
+    for _ in range(3):
+        r = stack.client().chat.completions.create(model="ejecting", messages=MESSAGES)
+        assert r.choices[0].message.content == "secondary says hi"
+    assert len(stack.broken.requests) == 3
+    # Three consecutive 5xx: the primary is ejected (the main thread tells the workers; give it a moment),
+    # so the next requests go straight to the backup.
+    time.sleep(0.5)
+    for _ in range(5):
+        assert stack.client().chat.completions.create(model="ejecting", messages=MESSAGES).choices[0].message.content == "secondary says hi"
+    assert len(stack.broken.requests) == 3, "an ejected endpoint is not tried"
+    assert len(stack.backup.requests) == 8
 
 
 def test_weighted_split_90_10(stack):
