@@ -129,10 +129,12 @@ fn main() {
             black_box(f.on_request_headers(&limited_headers, false));
             black_box(f.on_request_body(black_box(&body), &ctx));
             black_box(f.on_response_headers(200, Some("application/json"), Some(("openai", "gpt-4o-mini-2024-07-18"))));
-            black_box(
-                f.on_response_body(br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#, true),
-            );
-            f.on_done(&store, 1_700_000_000_000_000_000);
+            black_box(f.on_response_body(
+                br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#,
+                true,
+                1,
+            ));
+            black_box(f.on_done(&store, 1_700_000_000_000_000_000, 1));
         });
         let up_headers = H(vec![
             (":method", "POST".into()),

@@ -5,11 +5,13 @@ use crate::config::{Config, Env};
 use crate::http::RequestInfo;
 use crate::http::{Decision, Headers, Step};
 use crate::limits::SharedStore;
+use crate::observe::{self, Telemetry};
 use crate::providers::mock::Clock;
 use crate::providers::BodyMode;
 use crate::route::{Ctx, RouteFilter};
 use crate::upstream::{EndpointMeta, UpstreamFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::MetricType;
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -101,8 +103,46 @@ impl RootContext for Root {
 
 thread_local! {
     /// What the route-level role decided per forwarded request, by `x-request-id`, for the upstream role's
-    /// attempts (both roles of one worker thread run in this VM: same vm_id, code and VM config).
-    static REQUESTS: RefCell<hashbrown::HashMap<String, RequestInfo>> = RefCell::new(hashbrown::HashMap::new());
+    /// attempts (both roles of one worker thread run in this VM: same vm_id, code and VM config), with the
+    /// number of attempts made so far.
+    static REQUESTS: RefCell<hashbrown::HashMap<String, (RequestInfo, u32)>> = RefCell::new(hashbrown::HashMap::new());
+    /// Metric ids by name (names come from the config, so this stays small).
+    static METRICS: RefCell<hashbrown::HashMap<String, u32>> = RefCell::new(hashbrown::HashMap::new());
+}
+
+/// Envoy's stats (`define_metric` once per name) and the request's log fields. Envoy lets a Wasm filter
+/// write filter state, not dynamic metadata: each field is the filter state object
+/// `wasm.switchyard.FIELD`, printed by the access log with `%FILTER_STATE(wasm.switchyard.FIELD:PLAIN)%`.
+struct HostTelemetry;
+
+impl HostTelemetry {
+    fn metric(kind: MetricType, name: &str) -> Option<u32> {
+        if let Some(id) = METRICS.with(|m| m.borrow().get(name).copied()) {
+            return Some(id);
+        }
+        let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
+        METRICS.with(|m| m.borrow_mut().insert(name.to_string(), id));
+        Some(id)
+    }
+}
+
+impl Telemetry for HostTelemetry {
+    fn counter(&self, name: &str, value: u64) {
+        if let Some(id) = Self::metric(MetricType::Counter, name) {
+            let _ = proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64);
+        }
+    }
+
+    fn histogram(&self, name: &str, value: u64) {
+        if let Some(id) = Self::metric(MetricType::Histogram, name) {
+            let _ = proxy_wasm::hostcalls::record_metric(id, value);
+        }
+    }
+
+    fn field(&self, name: &str, value: &str) {
+        let key = format!("switchyard.{name}");
+        let _ = proxy_wasm::hostcalls::set_property(vec![key.as_str()], Some(value.as_bytes()));
+    }
 }
 
 /// Requests remembered at once; past this the upstream role falls back to the headers (first attempt only).
@@ -167,6 +207,16 @@ struct RouteHttp {
 }
 
 impl RouteHttp {
+    /// Ends the request once: settles limits, emits its metrics and access-log fields.
+    fn finish(&mut self) {
+        let now = now_ns(self);
+        let attempts =
+            self.registered.as_ref().and_then(|id| REQUESTS.with(|m| m.borrow().get(id).map(|(_, n)| *n))).unwrap_or(0);
+        if let Some(record) = self.core.on_done(&HostStore, now, attempts) {
+            observe::emit(&record, &HostTelemetry);
+        }
+    }
+
     /// Remembers the decision under this request's id (a fresh id when the client's is already in use).
     fn register(&mut self, info: RequestInfo, now: u64, seq: u64) {
         let id = self.get_http_request_header("x-request-id").filter(|id| !id.is_empty());
@@ -182,7 +232,7 @@ impl RouteHttp {
         REQUESTS.with(|m| {
             let mut m = m.borrow_mut();
             if m.len() < MAX_REQUESTS {
-                m.insert(id.clone(), info);
+                m.insert(id.clone(), (info, 0));
             }
         });
         self.registered = Some(id);
@@ -193,6 +243,7 @@ impl Context for RouteHttp {}
 
 impl HttpContext for RouteHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
+        self.core.set_start(now_ns(self));
         let d = self.core.on_request_headers(&RequestHeaders, end_of_stream);
         apply(self, d)
     }
@@ -223,25 +274,24 @@ impl HttpContext for RouteHttp {
             self.set_http_response_header(name, Some(&value));
         }
         if end_of_stream {
-            let now = now_ns(self);
-            self.core.on_done(&HostStore, now);
+            self.finish();
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let now = now_ns(self);
         if !self.core.watches_body() {
-            self.core.count_response_bytes(body_size);
+            self.core.count_response_bytes(body_size, now);
         } else {
             let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
-            if let Some(out) = self.core.on_response_body(&chunk, end_of_stream) {
+            if let Some(out) = self.core.on_response_body(&chunk, end_of_stream, now) {
                 self.set_http_response_body(0, body_size, &out);
             }
         }
         // Settle before the last bytes reach the client, so its next request sees the real usage.
         if end_of_stream {
-            let now = now_ns(self);
-            self.core.on_done(&HostStore, now);
+            self.finish();
         }
         Action::Continue
     }
@@ -249,8 +299,7 @@ impl HttpContext for RouteHttp {
     /// The stream is over however it ended (also a reset or a client gone mid-stream): release what is
     /// still held.
     fn on_log(&mut self) {
-        let now = now_ns(self);
-        self.core.on_done(&HostStore, now);
+        self.finish();
         if let Some(id) = self.registered.take() {
             REQUESTS.with(|m| m.borrow_mut().remove(&id));
         }
@@ -274,8 +323,14 @@ impl Context for UpstreamHttp {}
 impl HttpContext for UpstreamHttp {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let meta = EndpointMeta { provider: self.metadata("provider"), model: self.metadata("model") };
-        let info =
-            self.get_http_request_header("x-request-id").and_then(|id| REQUESTS.with(|m| m.borrow().get(&id).cloned()));
+        let info = self.get_http_request_header("x-request-id").and_then(|id| {
+            REQUESTS.with(|m| {
+                m.borrow_mut().get_mut(&id).map(|(info, attempts)| {
+                    *attempts += 1;
+                    info.clone()
+                })
+            })
+        });
         let d = self.core.on_request_headers(&RequestHeaders, &meta, info.as_ref());
         apply(self, d)
     }

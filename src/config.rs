@@ -209,6 +209,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// Output tokens reserved for a request that names no `max_tokens`.
     pub default_max_output_tokens: u64,
+    /// Opt-in: log request and response bodies, cut to this many bytes each.
+    pub log_bodies_max_bytes: Option<usize>,
     pub providers: Vec<Provider>,
     pub models: HashMap<String, Model>,
     pub keys: Vec<Key>,
@@ -468,7 +470,22 @@ impl Config {
     pub fn parse(bytes: &[u8], env: &dyn Env) -> R<Config> {
         let root: Value = serde_json::from_slice(bytes).map_err(|e| err("(root)", format!("not valid JSON: {e}")))?;
         let o = as_obj(&root, "(root)")?;
-        check_fields(o, "", &["max_body_bytes", "default_max_output_tokens", "providers", "models", "keys"])?;
+        check_fields(
+            o,
+            "",
+            &["max_body_bytes", "default_max_output_tokens", "log_bodies", "providers", "models", "keys"],
+        )?;
+        let log_bodies_max_bytes = match o.get("log_bodies") {
+            None => None,
+            Some(v) => {
+                let lo = as_obj(v, "log_bodies")?;
+                check_fields(lo, "log_bodies", &["max_bytes"])?;
+                match lo.get("max_bytes").and_then(Value::as_u64) {
+                    Some(n) if (1..=65_536).contains(&n) => Some(n as usize),
+                    _ => return Err(err("log_bodies.max_bytes", "must be an integer from 1 to 65536")),
+                }
+            }
+        };
         let default_max_output_tokens = match o.get("default_max_output_tokens") {
             None => 4096,
             Some(v) => match v.as_u64() {
@@ -647,6 +664,7 @@ impl Config {
         Ok(Config {
             max_body_bytes,
             default_max_output_tokens,
+            log_bodies_max_bytes,
             providers,
             models,
             keys,
@@ -980,6 +998,7 @@ pub mod tests {
                 "required",
             ),
             (Box::new(|v| v["max_body_bytes"] = (-1).into()), "max_body_bytes", "integer"),
+            (Box::new(|v| v["log_bodies"] = serde_json::json!({"max_bytes": 0})), "log_bodies.max_bytes", "integer"),
             (
                 Box::new(|v| v["models"]["demo"]["price"] = serde_json::json!({"input": 1})),
                 "models.demo.price.output",

@@ -10,6 +10,7 @@ pub mod eventstream;
 pub mod http;
 pub mod limits;
 pub mod messages;
+pub mod observe;
 pub mod providers;
 pub mod request;
 pub mod route;

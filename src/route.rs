@@ -11,6 +11,7 @@ use crate::http::{
     INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
+use crate::observe::Record;
 use crate::providers::mock;
 use crate::providers::Usage;
 use crate::request::{self, Operation};
@@ -31,6 +32,12 @@ pub struct RouteFilter {
     status: u16,
     response_bytes: u64,
     served_price: Option<Price>,
+    served: Option<(String, String)>,
+    started_ns: u64,
+    first_byte_ns: Option<u64>,
+    done: bool,
+    /// Opt-in body logging: the start of the response, kept up to the configured size.
+    response_sample: Vec<u8>,
 }
 
 /// Host facts a request-body decision needs.
@@ -83,6 +90,11 @@ impl RouteFilter {
             status: 0,
             response_bytes: 0,
             served_price: None,
+            served: None,
+            started_ns: 0,
+            first_byte_ns: None,
+            done: false,
+            response_sample: Vec::new(),
         }
     }
 
@@ -98,6 +110,11 @@ impl RouteFilter {
         let mut r = LocalResponse::json(e.status, e.anthropic_body());
         r.headers.extend(e.headers);
         Decision::respond(r)
+    }
+
+    /// When the request arrived (for the latency measurements).
+    pub fn set_start(&mut self, now_ns: u64) {
+        self.started_ns = now_ns;
     }
 
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
@@ -221,7 +238,7 @@ impl RouteFilter {
                         max_output: req.max_completion_tokens.or(req.max_tokens),
                         body_len: bytes.len(),
                     };
-                    self.dispatch(&ask, ctx, |alias| mock::chat(&req, alias, clock))
+                    self.dispatch(&ask, bytes, ctx, |alias| mock::chat(&req, alias, clock))
                 }
                 Err(e) => Decision::respond(e),
             },
@@ -234,7 +251,7 @@ impl RouteFilter {
                         max_output: Some(0),
                         body_len: bytes.len(),
                     };
-                    self.dispatch(&ask, ctx, |alias| mock::embeddings(&req, alias))
+                    self.dispatch(&ask, bytes, ctx, |alias| mock::embeddings(&req, alias))
                 }
                 Err(e) => Decision::respond(e),
             },
@@ -247,7 +264,7 @@ impl RouteFilter {
                         max_output: Some(req.max_tokens),
                         body_len: bytes.len(),
                     };
-                    self.dispatch(&ask, ctx, |alias| mock_messages(bytes, alias, clock))
+                    self.dispatch(&ask, bytes, ctx, |alias| mock_messages(bytes, alias, clock))
                 }
                 Err(e) => Decision::respond(e),
             },
@@ -255,7 +272,13 @@ impl RouteFilter {
         }
     }
 
-    fn dispatch(&mut self, ask: &Ask, ctx: &Ctx, mock_answer: impl FnOnce(&str) -> LocalResponse) -> Decision {
+    fn dispatch(
+        &mut self,
+        ask: &Ask,
+        bytes: &[u8],
+        ctx: &Ctx,
+        mock_answer: impl FnOnce(&str) -> LocalResponse,
+    ) -> Decision {
         let alias = ask.alias;
         let cfg = self.cfg.clone();
         let Some(model) = cfg.models.get(alias) else {
@@ -282,6 +305,10 @@ impl RouteFilter {
                 Err(e) => return Decision::respond(e),
             }
         }
+        if let Some(max) = cfg.log_bodies_max_bytes {
+            // Opt-in only: prompts can hold anything. Keys never do (they travel in headers).
+            log::info!("request body (key {}, model {}): {}", key.id, alias, cut(bytes, max));
+        }
         self.forwarded = Some(Forwarded {
             alias: model.name.clone(),
             stream: ask.stream,
@@ -296,10 +323,11 @@ impl RouteFilter {
             // The whole answer is known: settle now.
             let content_type = r.headers.iter().find(|(k, _)| *k == "content-type").map(|(_, v)| v.clone());
             r.headers.extend(self.on_response_headers(r.status, content_type.as_deref(), None));
-            if let Some(b) = self.on_response_body(&r.body, true) {
+            if let Some(b) = self.on_response_body(&r.body, true, ctx.now_ns) {
                 r.body = b;
             }
-            self.on_done(ctx.store, ctx.now_ns);
+            // The whole answer is known: settle now (the record is made when the stream ends).
+            self.settle(ctx.store, ctx.now_ns);
             return Decision::respond(r);
         }
         let mut d = Decision::new(Step::Continue);
@@ -321,6 +349,7 @@ impl RouteFilter {
     ) -> Vec<(&'static str, String)> {
         self.status = status;
         self.served_price = self.price_of(served);
+        self.served = served.map(|(p, m)| (p.to_string(), m.to_string()));
         let Some(f) = &self.forwarded else { return Vec::new() };
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let json = content_type.is_some_and(|c| c.starts_with("application/json"));
@@ -334,9 +363,7 @@ impl RouteFilter {
             };
             // The upstream role asks every streaming provider for usage; drop it where the client did not.
             let strip = sse && !anthropic && f.stream && !f.client_wants_usage;
-            if strip || self.reservation.is_some() {
-                self.sniffer = Some(Sniffer::new(format, strip));
-            }
+            self.sniffer = Some(Sniffer::new(format, strip));
         }
         self.reservation.as_ref().map(|r| r.headers.clone()).unwrap_or_default()
     }
@@ -357,40 +384,107 @@ impl RouteFilter {
     /// Whether the response body must be shown to [`RouteFilter::on_response_body`]; when not, the host
     /// only reports its size to [`RouteFilter::count_response_bytes`].
     pub fn watches_body(&self) -> bool {
-        self.sniffer.is_some()
+        self.sniffer.is_some() || self.cfg.log_bodies_max_bytes.is_some()
     }
 
-    pub fn count_response_bytes(&mut self, n: usize) {
+    pub fn count_response_bytes(&mut self, n: usize, now_ns: u64) {
+        if n > 0 && self.first_byte_ns.is_none() {
+            self.first_byte_ns = Some(now_ns);
+        }
         self.response_bytes += n as u64;
     }
 
     /// A piece of the response body: returns the bytes to send instead when they change.
-    pub fn on_response_body(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
-        self.response_bytes += bytes.len() as u64;
+    pub fn on_response_body(&mut self, bytes: &[u8], end: bool, now_ns: u64) -> Option<Vec<u8>> {
+        self.count_response_bytes(bytes.len(), now_ns);
+        if let Some(max) = self.cfg.log_bodies_max_bytes {
+            let room = max.saturating_sub(self.response_sample.len());
+            self.response_sample.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
         self.sniffer.as_mut()?.on_chunk(bytes, end)
     }
 
-    /// The stream is over (answered, failed or abandoned): settle or release the reservation.
-    pub fn on_done(&mut self, store: &dyn SharedStore, now_ns: u64) {
-        let Some(mut r) = self.reservation.take() else { return };
-        let actual = match (&self.forwarded, (200..300).contains(&self.status)) {
-            (Some(f), true) => {
-                let usage = self.sniffer.as_ref().and_then(Sniffer::usage).unwrap_or(Usage {
-                    // Documented estimate when the provider reports no usage: the prompt estimate plus a
-                    // quarter of the response bytes, at most the output reserved.
-                    prompt_tokens: f.prompt_estimate,
-                    completion_tokens: request::estimate_tokens(self.response_bytes as usize).min(f.output_reserved),
-                    cached_tokens: 0,
-                });
-                let price = self.served_price;
-                let cost = price
-                    .map_or(0, |p| p.cost_micros(usage.prompt_tokens, usage.cached_tokens, usage.completion_tokens));
-                Some((usage.prompt_tokens + usage.completion_tokens, cost))
-            }
+    /// The usage and cost of the answer (reported, or the documented estimate), settling the reservation
+    /// if one is held. Returns (usage, cost in micro-dollars, whether the provider reported the usage).
+    fn settle(&mut self, store: &dyn SharedStore, now_ns: u64) -> (Option<Usage>, u64, bool) {
+        let ok = (200..300).contains(&self.status);
+        let reported = self.sniffer.as_ref().and_then(Sniffer::usage);
+        let usage = match (&self.forwarded, ok) {
+            (Some(f), true) => Some(reported.unwrap_or(Usage {
+                // Documented estimate when the provider reports no usage: the prompt estimate plus a
+                // quarter of the response bytes, at most the output reserved.
+                prompt_tokens: f.prompt_estimate,
+                completion_tokens: request::estimate_tokens(self.response_bytes as usize).min(f.output_reserved),
+                cached_tokens: 0,
+            })),
             _ => None,
         };
-        r.settle(store, actual, now_ns);
+        let cost = match (usage, self.served_price) {
+            (Some(u), Some(p)) => p.cost_micros(u.prompt_tokens, u.cached_tokens, u.completion_tokens),
+            _ => 0,
+        };
+        if let Some(mut r) = self.reservation.take() {
+            r.settle(store, usage.map(|u| (u.prompt_tokens + u.completion_tokens, cost)), now_ns);
+        }
+        (usage, cost, reported.is_some())
     }
+
+    /// The stream is over (answered, failed or abandoned): settles or releases the reservation, and returns
+    /// the request's record, once. `attempts` is how many upstream attempts the request made.
+    pub fn on_done(&mut self, store: &dyn SharedStore, now_ns: u64, attempts: u32) -> Option<Record> {
+        if self.done {
+            return None;
+        }
+        self.done = true;
+        let (usage, cost, reported) = self.settle(store, now_ns);
+        if let Some(max) = self.cfg.log_bodies_max_bytes.filter(|_| self.forwarded.is_some()) {
+            log::info!("response body (status {}): {}", self.status, cut(&self.response_sample, max));
+        }
+        let key_id = self.key.and_then(|i| self.cfg.keys.get(i)).map(|k| k.id.clone());
+        let requested_model = self.forwarded.as_ref().map(|f| f.alias.clone());
+        let mock_provider = requested_model
+            .as_ref()
+            .and_then(|m| self.cfg.models.get(m))
+            .and_then(|m| m.targets.first())
+            .and_then(|t| self.cfg.provider(t.provider))
+            .filter(|p| p.kind == ProviderKind::Mock);
+        let (provider, served_model) = match (&self.served, mock_provider) {
+            (Some((p, m)), _) => (Some(p.clone()), Some(m.clone())),
+            (None, Some(p)) if self.status != 0 => (Some(p.name.clone()), requested_model.clone()),
+            _ => (None, None),
+        };
+        Some(Record {
+            key_id,
+            requested_model,
+            served_model,
+            provider,
+            operation: match self.op {
+                Some(Operation::ChatCompletions) => "chat",
+                Some(Operation::Embeddings) => "embeddings",
+                Some(Operation::Messages) => "messages",
+                Some(Operation::ListModels) | Some(Operation::RetrieveModel) => "models",
+                None => "none",
+            },
+            status: self.status,
+            usage,
+            usage_estimated: usage.is_some() && !reported,
+            cost_micros: cost,
+            ttft_ms: self.first_byte_ns.map(|t| t.saturating_sub(self.started_ns) / 1_000_000),
+            duration_ms: now_ns.saturating_sub(self.started_ns) / 1_000_000,
+            attempts,
+            stream: self.forwarded.as_ref().is_some_and(|f| f.stream),
+        })
+    }
+}
+
+/// A body cut to `max` bytes for the log (lossy UTF-8, marked when cut).
+fn cut(bytes: &[u8], max: usize) -> String {
+    let head = bytes.get(..max.min(bytes.len())).unwrap_or_default();
+    let mut s = String::from_utf8_lossy(head).into_owned();
+    if bytes.len() > max {
+        s.push_str(" [...]");
+    }
+    s
 }
 
 /// The mock provider's answer to an Anthropic Messages request: the OpenAI mock answer, converted.
