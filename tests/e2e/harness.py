@@ -229,11 +229,20 @@ def plain_cluster(name: str, endpoints: list, filters: list, timeout: str = "2s"
 class Envoy:
     """One Envoy process serving a config; stopped with `stop()`."""
 
-    def __init__(self, cfg: dict, env: dict | None = None, concurrency: int = 1, log_level: str = "info"):
+    def __init__(self, cfg: dict, env: dict | None = None, concurrency: int = 1, log_level: str = "info",
+                 access_log: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix="switchyard-e2e-"))
         self.port = free_port()
         cfg = copy.deepcopy(cfg)
         listener = cfg["static_resources"]["listeners"][0]
+        # The shipped access log goes to stdout; here to a file of its own (or nowhere).
+        self.access_log_path = self.dir / "access.log"
+        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        if access_log:
+            for al in hcm.get("access_log", []):
+                al["typed_config"]["path"] = str(self.access_log_path)
+        else:
+            hcm.pop("access_log", None)
         listener["address"]["socket_address"]["port_value"] = self.port
         cfg["admin"]["address"]["socket_address"]["port_value"] = 0
         for pc in plugin_configs(cfg):
@@ -249,6 +258,7 @@ class Envoy:
             [
                 envoy_binary(), "-c", str(self.config_path), "--concurrency", str(concurrency),
                 "--use-dynamic-base-id", "--admin-address-path", str(self.admin_path), "-l", log_level,
+                "--file-flush-interval-msec", "200",
             ],
             stdout=self.log_file, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT,
         )
@@ -281,6 +291,9 @@ class Envoy:
         if not self.log_file.closed:
             self.log_file.flush()
         return self.log_path.read_text(errors="replace")
+
+    def access_log(self) -> str:
+        return self.access_log_path.read_text() if self.access_log_path.exists() else ""
 
     def admin(self, path: str) -> str:
         admin = self.admin_path.read_text().strip()
