@@ -726,12 +726,7 @@ impl StreamToAnthropic {
     /// Feeds OpenAI SSE bytes (split anywhere); appends Anthropic SSE bytes to `out`. `end` closes the
     /// stream well-formed.
     pub fn push(&mut self, openai_sse_bytes: &[u8], end: bool, out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.decoder.push(openai_sse_bytes, &mut |e| events.push(e));
-        if end {
-            self.decoder.finish(&mut |e| events.push(e));
-        }
-        for e in events {
+        for e in self.decoder.events(openai_sse_bytes, end) {
             self.on_event(&e.data, out);
         }
         if end {

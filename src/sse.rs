@@ -52,6 +52,16 @@ impl Decoder {
         }
     }
 
+    /// Feeds bytes and returns the events they complete; with `end`, also the last unterminated one.
+    pub fn events(&mut self, bytes: &[u8], end: bool) -> Vec<Event> {
+        let mut events = Vec::new();
+        self.push(bytes, &mut |e| events.push(e));
+        if end {
+            self.finish(&mut |e| events.push(e));
+        }
+        events
+    }
+
     /// Ends the stream: an event not yet terminated by a blank line is dispatched (many upstreams end
     /// their last event with a single newline).
     pub fn finish(&mut self, on_event: &mut dyn FnMut(Event)) {

@@ -973,12 +973,7 @@ impl ResponseTranslator for Translator {
         if self.done {
             return;
         }
-        let mut events = Vec::new();
-        self.decoder.push(bytes, &mut |e| events.push(e));
-        if end {
-            self.decoder.finish(&mut |e| events.push(e));
-        }
-        for e in events {
+        for e in self.decoder.events(bytes, end) {
             if self.done {
                 return;
             }
