@@ -14,7 +14,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run test unit e2e lint fmt clean bench-native
+.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -66,6 +66,21 @@ lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings den
 test: lint unit e2e ## Everything: lint, unit tests, end-to-end tests
 	@$(ENVOY) --mode validate -c $(ENVOY_YAML) >/tmp/switchyard-validate.log 2>&1 \
 	  && echo "$(ENVOY_YAML) validates" || { cat /tmp/switchyard-validate.log; exit 1; }
+
+BENCH_TOOLS := bench/.tools
+LITELLM_VERSION := 1.105.0
+PORTKEY_VERSION := 1.15.2
+
+bench-tools: setup ## Install the benchmark's tools: wrk and nginx (Debian), LiteLLM (own venv), Portkey (npm), matplotlib
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
+	@test -x $(BENCH_TOOLS)/litellm-venv/bin/litellm || { python3 -m venv $(BENCH_TOOLS)/litellm-venv && \
+	  $(BENCH_TOOLS)/litellm-venv/bin/pip install -q --disable-pip-version-check 'litellm[proxy]==$(LITELLM_VERSION)'; }
+	@test -d $(BENCH_TOOLS)/portkey/node_modules/@portkey-ai/gateway || { mkdir -p $(BENCH_TOOLS)/portkey && cd $(BENCH_TOOLS)/portkey && \
+	  npm init -y >/dev/null && npm install --silent --no-audit --no-fund @portkey-ai/gateway@$(PORTKEY_VERSION); }
+	@$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
+
+bench: bench-tools build bench-native ## Side-by-side benchmark: direct, plain Envoy, Switchyard, LiteLLM, Portkey -> bench/results.md
+	BENCH_TOOLS=$(BENCH_TOOLS) $(PY) bench/run.py
 
 bench-native: ## Micro-benchmark of the hot paths, natively (no Envoy): ns per operation
 	cargo bench --bench hot_paths --quiet

@@ -273,6 +273,9 @@ impl HttpContext for RouteHttp {
         for (name, value) in self.core.on_response_headers(status, content_type.as_deref(), served) {
             self.set_http_response_header(name, Some(&value));
         }
+        if self.core.rewrites_body() {
+            self.set_http_response_header("content-length", None);
+        }
         if end_of_stream {
             self.finish();
         }

@@ -381,6 +381,13 @@ impl RouteFilter {
         }
     }
 
+    /// Whether the response body may change on its way (then its `content-length` must go).
+    pub fn rewrites_body(&self) -> bool {
+        self.forwarded.as_ref().is_some_and(|f| f.stream && !f.client_wants_usage)
+            && self.sniffer.is_some()
+            && self.op != Some(Operation::Messages)
+    }
+
     /// Whether the response body must be shown to [`RouteFilter::on_response_body`]; when not, the host
     /// only reports its size to [`RouteFilter::count_response_bytes`].
     pub fn watches_body(&self) -> bool {

@@ -220,6 +220,28 @@ def test_stream_passes_chunk_by_chunk(stack, alias, upstream, served):
     assert rec.json()["stream"] is True and rec.json()["model"] == served
 
 
+def test_usage_chunk_dropped_from_a_fixed_length_stream(stack):
+    """An upstream that sends its whole SSE answer with a content-length: the route filter drops the usage
+    chunk the client did not ask for, so the length must go too (found by the benchmark)."""
+    m = "gpt-4o-mini-2024-07-18"
+    up = stack.up["openai"]
+
+    def fixed(rec):
+        body = chunk(m, {"role": "assistant", "content": ""}) + chunk(m, {"content": "fixed"}) + chunk(m, {}, finish="stop")
+        if (rec.json().get("stream_options") or {}).get("include_usage"):
+            body += chunk(m, {}, usage={"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}, choices=False)
+        return Reply(headers={"content-type": "text/event-stream"}, body=(body + "data: [DONE]\n\n").encode())
+
+    up.responder = fixed
+    try:
+        chunks = list(stack.client().chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True))
+    finally:
+        up.responder = echo_responder
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "fixed"
+    assert all(c.usage is None for c in chunks), "the client did not ask for usage"
+    assert up.last().json()["stream_options"] == {"include_usage": True}
+
+
 def test_openai_embeddings(stack):
     r = stack.client().embeddings.create(model="text-embedding-3-small", input=["x", "y"], encoding_format="float")
     assert [d.embedding for d in r.data] == [[0.1, -0.2, 0.3], [0.2, -0.2, 0.3]]
