@@ -91,7 +91,12 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
-            Role::Route => Box::new(RouteHttp { core: RouteFilter::new(cfg), seq: self.seq.clone(), registered: None }),
+            Role::Route => Box::new(RouteHttp {
+                core: RouteFilter::new(cfg),
+                seq: self.seq.clone(),
+                registered: None,
+                request_id: None,
+            }),
             Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg) }),
         })
     }
@@ -167,19 +172,34 @@ fn now_ns(ctx: &dyn Context) -> u64 {
     ctx.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// The current stream's request headers, read straight from the host.
-struct RequestHeaders;
+/// A copy of a header map, read from the host in one call (each host call costs far more than a scan of
+/// a few dozen pairs). Envoy keeps header names in lower case.
+#[derive(Default)]
+struct Snapshot(Vec<(String, String)>);
 
-impl Headers for RequestHeaders {
-    fn get(&self, name: &str) -> Option<String> {
-        proxy_wasm::hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok().flatten()
+impl Snapshot {
+    fn read(map: MapType) -> Snapshot {
+        Snapshot(proxy_wasm::hostcalls::get_map(map).unwrap_or_default())
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|(k, _)| k == name)
     }
 }
 
-/// Applies a decision's header edits and step to the request.
-fn apply(ctx: &dyn HttpContext, d: Decision) -> Action {
+impl Headers for Snapshot {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+/// Applies a decision's header edits and step to the request (`present`: the headers as they are, so
+/// that only headers that exist are removed).
+fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Snapshot>) -> Action {
     for name in &d.remove {
-        ctx.set_http_request_header(name, None);
+        if present.is_none_or(|h| h.has(name)) {
+            ctx.set_http_request_header(name, None);
+        }
     }
     for (name, value) in &d.set {
         ctx.set_http_request_header(name, Some(value));
@@ -204,6 +224,8 @@ struct RouteHttp {
     core: RouteFilter,
     seq: Rc<Cell<u64>>,
     registered: Option<String>,
+    /// The request's `x-request-id` as the client's headers had it.
+    request_id: Option<String>,
 }
 
 impl RouteHttp {
@@ -219,7 +241,7 @@ impl RouteHttp {
 
     /// Remembers the decision under this request's id (a fresh id when the client's is already in use).
     fn register(&mut self, info: RequestInfo, now: u64, seq: u64) {
-        let id = self.get_http_request_header("x-request-id").filter(|id| !id.is_empty());
+        let id = self.request_id.take().filter(|id| !id.is_empty());
         let taken = |id: &str| REQUESTS.with(|m| m.borrow().contains_key(id));
         let id = match id {
             Some(id) if !taken(&id) => id,
@@ -244,13 +266,15 @@ impl Context for RouteHttp {}
 impl HttpContext for RouteHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.core.set_start(now_ns(self));
-        let d = self.core.on_request_headers(&RequestHeaders, end_of_stream);
-        apply(self, d)
+        let headers = Snapshot::read(MapType::HttpRequestHeaders);
+        self.request_id = headers.get("x-request-id");
+        let d = self.core.on_request_headers(&headers, end_of_stream);
+        apply(self, d, Some(&headers))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(d) = self.core.on_body_progress(body_size, end_of_stream) {
-            return apply(self, d);
+            return apply(self, d, None);
         }
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
@@ -261,19 +285,23 @@ impl HttpContext for RouteHttp {
         if let Some(info) = d.register.take() {
             self.register(info, now, seq);
         }
-        apply(self, d)
+        if let Some(new_body) = d.body.take() {
+            self.set_http_request_body(0, body_size, &new_body);
+        }
+        apply(self, d, None)
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let content_type = self.get_http_response_header("content-type");
-        let provider = self.get_http_response_header(crate::http::H_SERVED_PROVIDER);
-        let model = self.get_http_response_header(crate::http::H_SERVED_MODEL);
+        let headers = Snapshot::read(MapType::HttpResponseHeaders);
+        let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let content_type = headers.get("content-type");
+        let provider = headers.get(crate::http::H_SERVED_PROVIDER);
+        let model = headers.get(crate::http::H_SERVED_MODEL);
         let served = provider.as_deref().zip(model.as_deref());
         for (name, value) in self.core.on_response_headers(status, content_type.as_deref(), served) {
             self.set_http_response_header(name, Some(&value));
         }
-        if self.core.rewrites_body() {
+        if self.core.rewrites_body() && headers.has("content-length") {
             self.set_http_response_header("content-length", None);
         }
         if end_of_stream {
@@ -283,7 +311,7 @@ impl HttpContext for RouteHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let now = now_ns(self);
+        let now = if self.core.wants_time() { now_ns(self) } else { 0 };
         if !self.core.watches_body() {
             self.core.count_response_bytes(body_size, now);
         } else {
@@ -326,7 +354,8 @@ impl Context for UpstreamHttp {}
 impl HttpContext for UpstreamHttp {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
         let meta = EndpointMeta { provider: self.metadata("provider"), model: self.metadata("model") };
-        let info = self.get_http_request_header("x-request-id").and_then(|id| {
+        let headers = Snapshot::read(MapType::HttpRequestHeaders);
+        let info = headers.get("x-request-id").and_then(|id| {
             REQUESTS.with(|m| {
                 m.borrow_mut().get_mut(&id).map(|(info, attempts)| {
                     *attempts += 1;
@@ -334,11 +363,14 @@ impl HttpContext for UpstreamHttp {
                 })
             })
         });
-        let d = self.core.on_request_headers(&RequestHeaders, &meta, info.as_ref());
-        apply(self, d)
+        let d = self.core.on_request_headers(&headers, &meta, info.as_ref());
+        apply(self, d, Some(&headers))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.core.wants_body() {
+            return Action::Continue;
+        }
         if !end_of_stream {
             return Action::Pause;
         }
@@ -354,19 +386,22 @@ impl HttpContext for UpstreamHttp {
                 }
                 Action::Continue
             }
-            Err(e) => apply(self, Decision::respond(e)),
+            Err(e) => apply(self, Decision::respond(e), None),
         }
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let status = self.get_http_response_header(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let content_type = self.get_http_response_header("content-type");
+        let headers = Snapshot::read(MapType::HttpResponseHeaders);
+        let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let content_type = headers.get("content-type");
         let edit = self.core.on_response_headers(status, content_type.as_deref());
         if let Some(s) = edit.status {
             self.set_http_response_header(":status", Some(&s.to_string()));
         }
         for name in &edit.remove {
-            self.set_http_response_header(name, None);
+            if headers.has(name) {
+                self.set_http_response_header(name, None);
+            }
         }
         for (name, value) in &edit.set {
             self.set_http_response_header(name, Some(value));

@@ -10,6 +10,9 @@ use crate::request::Operation;
 pub struct RequestInfo {
     pub op: Operation,
     pub alias: String,
+    /// The route-level filter already wrote the body for the model's only target (an OpenAI-format
+    /// provider): an attempt then needs just its path and credential, not the body again.
+    pub body_ready: bool,
 }
 
 /// Read access to the request or response headers the host holds.
@@ -68,11 +71,13 @@ pub struct Decision {
     pub clear_route_cache: bool,
     /// Keep this for the upstream role's attempts.
     pub register: Option<RequestInfo>,
+    /// Replace the request body with this.
+    pub body: Option<Vec<u8>>,
 }
 
 impl Decision {
     pub fn new(step: Step) -> Self {
-        Decision { step, remove: Vec::new(), set: Vec::new(), clear_route_cache: false, register: None }
+        Decision { step, remove: Vec::new(), set: Vec::new(), clear_route_cache: false, register: None, body: None }
     }
 
     pub fn respond(r: impl Into<LocalResponse>) -> Self {

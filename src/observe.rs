@@ -101,7 +101,6 @@ pub fn emit(r: &Record, t: &dyn Telemetry) {
     if let Some(ttft) = r.ttft_ms {
         t.field("ttft_ms", &ttft.to_string());
     }
-    t.field("duration_ms", &r.duration_ms.to_string());
     t.field("outcome", outcome(r.status));
     t.field("stream", if r.stream { "true" } else { "false" });
 }

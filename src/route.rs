@@ -7,8 +7,7 @@ use crate::anthropic_input;
 use crate::config::{Config, Key, Price, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_KEY, H_MODEL,
-    INTERNAL_HEADERS,
+    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
 use crate::observe::Record;
@@ -201,6 +200,8 @@ impl RouteFilter {
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
+        // The body may be rewritten (here or per attempt).
+        d.remove.push("content-length");
         d
     }
 
@@ -333,9 +334,28 @@ impl RouteFilter {
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
         d.set.push((H_MODEL, model.name.clone()));
-        d.set.push((H_KEY, key.id.clone()));
         d.clear_route_cache = true;
-        d.register = self.op.map(|op| RequestInfo { op, alias: model.name.clone() });
+        // One OpenAI-format target: write its body here, where the body is already in hand, so that the
+        // upstream role only sets the path and the credential (no second buffering and parse).
+        let single = match (model.targets.as_slice(), self.op) {
+            ([t], Some(op @ (Operation::ChatCompletions | Operation::Embeddings))) => cfg
+                .provider(t.provider)
+                .filter(|p| {
+                    matches!(
+                        p.kind,
+                        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. }
+                    )
+                })
+                .map(|_| (t, op)),
+            _ => None,
+        };
+        if let Some((t, op)) = single {
+            match crate::providers::openai::rewrite(bytes, &t.model, op == Operation::ChatCompletions) {
+                Ok(b) => d.body = Some(b),
+                Err(e) => return Decision::respond(e),
+            }
+        }
+        d.register = self.op.map(|op| RequestInfo { op, alias: model.name.clone(), body_ready: d.body.is_some() });
         d
     }
 
@@ -392,6 +412,11 @@ impl RouteFilter {
     /// only reports its size to [`RouteFilter::count_response_bytes`].
     pub fn watches_body(&self) -> bool {
         self.sniffer.is_some() || self.cfg.log_bodies_max_bytes.is_some()
+    }
+
+    /// Whether the next response bytes need the time (only the first ones do: time to first token).
+    pub fn wants_time(&self) -> bool {
+        self.first_byte_ns.is_none()
     }
 
     pub fn count_response_bytes(&mut self, n: usize, now_ns: u64) {
@@ -569,9 +594,13 @@ mod tests {
         assert_eq!(d.step, Step::Continue);
         assert_eq!(d.set(H_CLUSTER), Some("azure_cluster"));
         assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
-        assert_eq!(d.set(H_KEY), Some("all"));
         assert!(d.clear_route_cache);
-        assert_eq!(d.register, Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into() }));
+        assert_eq!(
+            d.register,
+            Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true })
+        );
+        let v: serde_json::Value = serde_json::from_slice(&d.body.unwrap()).unwrap();
+        assert_eq!(v["model"], "prod-deployment", "a single OpenAI-format target gets its body here");
     }
 
     #[test]
@@ -579,7 +608,7 @@ mod tests {
         let mut f = filter();
         let d = f.on_request_headers(&MapHeaders::new(&with(&[("x-api-key", "sk-all")])), false);
         assert_eq!(d.step, Step::NeedBody);
-        for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, H_MODEL, H_KEY] {
+        for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, H_MODEL, crate::http::H_KEY] {
             assert!(d.remove.contains(&h), "{h}");
         }
     }

@@ -23,6 +23,8 @@ pub struct EndpointMeta {
 
 pub struct UpstreamFilter {
     cfg: Rc<Config>,
+    /// The body is final already: nothing to do at body time.
+    body_ready: bool,
     op: Option<Operation>,
     provider: Option<ProviderId>,
     alias: String,
@@ -54,6 +56,7 @@ impl UpstreamFilter {
     pub fn new(cfg: Rc<Config>) -> Self {
         UpstreamFilter {
             cfg,
+            body_ready: false,
             op: None,
             provider: None,
             alias: String::new(),
@@ -131,7 +134,24 @@ impl UpstreamFilter {
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
         d.remove.push("content-length");
+        // The route filter wrote the body for this very target: set path and credential now and let the
+        // body through untouched (unless this endpoint pins another model name).
+        let pinned_other = meta.model.as_ref().is_some_and(|m| Some(m) != model.targets.first().map(|t| &t.model));
+        if info.is_some_and(|i| i.body_ready) && !pinned_other {
+            if let (Some(op), Some(p)) = (self.op, self.cfg.provider(target.0)) {
+                let call = providers::plan(p, op, &self.model)?;
+                d.step = Step::Continue;
+                d.set.push((":path", call.path));
+                d.set.extend(call.auth);
+                self.body_ready = true;
+            }
+        }
         Ok(d)
+    }
+
+    /// Whether the request body must be shown to [`UpstreamFilter::on_request_body`].
+    pub fn wants_body(&self) -> bool {
+        !self.body_ready
     }
 
     /// Given the whole request body: the path, headers and body to send for this attempt.
@@ -271,12 +291,29 @@ mod tests {
     fn a_retry_uses_what_the_route_filter_registered() {
         // The first attempt rewrote the headers for its provider and removed the internal ones.
         let after_first = MapHeaders::new(&[(":method", "POST"), (":path", "/openai/deployments/x/chat/completions")]);
-        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-4o-mini".into() };
+        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-4o-mini".into(), body_ready: false };
         let mut f = filter();
         let meta = EndpointMeta { provider: Some("openai".into()), model: None };
         assert_eq!(f.on_request_headers(&after_first, &meta, Some(&info)).step, Step::NeedBody);
         let edit = f.on_request_body(br#"{"model":"gpt-4o-mini","messages":[]}"#, 0).unwrap();
         assert!(edit.set.contains(&(":path", "/v1/chat/completions".to_string())));
+    }
+
+    #[test]
+    fn a_ready_body_needs_only_path_and_credential() {
+        let after_first = MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
+        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true };
+        let mut f = filter();
+        let d = f.on_request_headers(&after_first, &EndpointMeta::default(), Some(&info));
+        assert_eq!(d.step, Step::Continue);
+        assert_eq!(d.set(":path"), Some("/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21"));
+        assert_eq!(d.set("api-key"), Some("az-inline"));
+        assert!(!f.wants_body());
+        // An endpoint that pins another model name gets its body rewritten per attempt.
+        let mut f = filter();
+        let meta = EndpointMeta { provider: Some("azure".into()), model: Some("other-deployment".into()) };
+        assert_eq!(f.on_request_headers(&after_first, &meta, Some(&info)).step, Step::NeedBody);
+        assert!(f.wants_body());
     }
 
     #[test]
