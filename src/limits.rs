@@ -109,10 +109,29 @@ fn state(rate: Rate, tat: u128, now: u128) -> RateState {
     RateState { limit: rate.max, remaining: remaining.min(rate.max), reset_ns: ahead.min(u64::MAX as u128) as u64 }
 }
 
+/// One GCRA decision on a bucket's theoretical arrival time (TAT): a request of cost c fits when
+/// `max(TAT, now) + c·interval - now <= window`; taking it moves TAT there.
+fn gcra_step(tat: u64, rate: Rate, cost: u64, now_ns: u64) -> Result<(u64, RateState), Refused> {
+    let now = now_ns as u128;
+    let tat = (tat as u128).max(now);
+    let new_tat = tat + cost as u128 * rate.interval_ns();
+    if new_tat - now > rate.window_ns() {
+        let retry = new_tat - now - rate.window_ns();
+        return Err(Refused { retry_after_ns: retry.min(u64::MAX as u128) as u64, state: state(rate, tat, now) });
+    }
+    Ok((new_tat.min(u64::MAX as u128) as u64, state(rate, new_tat, now)))
+}
+
+/// Moves a TAT by a signed number of units: positive charges (even past the limit, which delays later
+/// requests), negative refunds.
+fn gcra_shift(tat: u64, rate: Rate, delta: i64, now_ns: u64) -> u64 {
+    let step = delta.unsigned_abs() as u128 * rate.interval_ns();
+    let tat = tat as u128;
+    let new_tat = if delta >= 0 { tat.max(now_ns as u128) + step } else { tat.saturating_sub(step) };
+    new_tat.min(u64::MAX as u128) as u64
+}
+
 /// Takes `cost` units from a GCRA bucket stored under `key` at time `now_ns`, or refuses.
-///
-/// The stored value is the theoretical arrival time (TAT). A request of cost c fits when
-/// `max(TAT, now) + c·interval - now <= window`; taking it moves TAT there. Refunds move it back.
 pub fn gcra_take(
     store: &dyn SharedStore,
     key: &str,
@@ -120,21 +139,13 @@ pub fn gcra_take(
     cost: u64,
     now_ns: u64,
 ) -> Result<Result<RateState, Refused>, StoreError> {
-    let now = now_ns as u128;
     update(store, key, |v| {
         let [tat] = read_u64s::<1>(v);
-        let tat = (tat as u128).max(now);
-        let new_tat = tat + cost as u128 * rate.interval_ns();
-        if new_tat - now > rate.window_ns() {
-            let retry = new_tat - now - rate.window_ns();
-            return Err(Refused { retry_after_ns: retry.min(u64::MAX as u128) as u64, state: state(rate, tat, now) });
-        }
-        Ok((write_u64s(&[new_tat.min(u64::MAX as u128) as u64]), state(rate, new_tat, now)))
+        gcra_step(tat, rate, cost, now_ns).map(|(t, st)| (write_u64s(&[t]), st))
     })
 }
 
-/// Adjusts a GCRA bucket by a signed number of units (settlement): positive charges more (even past the
-/// limit, which delays later requests), negative refunds.
+/// Adjusts a GCRA bucket by a signed number of units (settlement).
 pub fn gcra_adjust(
     store: &dyn SharedStore,
     key: &str,
@@ -142,13 +153,10 @@ pub fn gcra_adjust(
     delta: i64,
     now_ns: u64,
 ) -> Result<RateState, StoreError> {
-    let now = now_ns as u128;
     let r = update(store, key, |v| {
         let [tat] = read_u64s::<1>(v);
-        let tat = tat as u128;
-        let step = delta.unsigned_abs() as u128 * rate.interval_ns();
-        let new_tat = if delta >= 0 { tat.max(now) + step } else { tat.saturating_sub(step) };
-        Ok::<_, ()>((write_u64s(&[new_tat.min(u64::MAX as u128) as u64]), state(rate, new_tat, now)))
+        let t = gcra_shift(tat, rate, delta, now_ns);
+        Ok::<_, ()>((write_u64s(&[t]), state(rate, t as u128, now_ns as u128)))
     })?;
     r.map_err(|_| StoreError::Contention)
 }
@@ -213,74 +221,6 @@ pub struct BudgetState {
     pub limit_micros: u64,
     pub used_micros: u64,
     pub reset_secs: u64,
-}
-
-/// Reserves `cost` micro-dollars of a budget for the period containing `unix_secs`, or refuses (returning
-/// the state, whose `reset_secs` is the Retry-After). The stored value is `[period, used]`; a new period
-/// starts from zero.
-pub fn budget_take(
-    store: &dyn SharedStore,
-    key: &str,
-    period: Period,
-    limit_micros: u64,
-    cost: u64,
-    unix_secs: u64,
-) -> Result<Result<BudgetState, BudgetState>, StoreError> {
-    let (pid, reset_secs) = period_of(period, unix_secs);
-    update(store, key, |v| {
-        let [p, used] = read_u64s::<2>(v);
-        let used = if p == pid { used } else { 0 };
-        let st = BudgetState { limit_micros, used_micros: used, reset_secs };
-        if used >= limit_micros || used.saturating_add(cost) > limit_micros {
-            return Err(st);
-        }
-        let used = used + cost;
-        Ok((write_u64s(&[pid, used]), BudgetState { used_micros: used, ..st }))
-    })
-}
-
-/// Settles a budget: adds `delta` micro-dollars (negative refunds) in the period of `reserved_at`, so a
-/// refund never reaches into a new period.
-pub fn budget_adjust(
-    store: &dyn SharedStore,
-    key: &str,
-    period: Period,
-    delta: i64,
-    reserved_at: u64,
-) -> Result<(), StoreError> {
-    let (pid, _) = period_of(period, reserved_at);
-    let r = update(store, key, |v| {
-        let [p, used] = read_u64s::<2>(v);
-        if p != pid && v.is_some() {
-            // The period rolled over: the old period's spend no longer matters; charge nothing new.
-            return Err(());
-        }
-        let used =
-            if delta >= 0 { used.saturating_add(delta as u64) } else { used.saturating_sub(delta.unsigned_abs()) };
-        Ok((write_u64s(&[pid, used]), ()))
-    })?;
-    let _ = r;
-    Ok(())
-}
-
-/// Takes one concurrent slot, or refuses when `max` are in use.
-pub fn concurrency_take(store: &dyn SharedStore, key: &str, max: u64) -> Result<Result<u64, u64>, StoreError> {
-    update(store, key, |v| {
-        let [n] = read_u64s::<1>(v);
-        if n >= max {
-            return Err(n);
-        }
-        Ok((write_u64s(&[n + 1]), n + 1))
-    })
-}
-
-pub fn concurrency_release(store: &dyn SharedStore, key: &str) -> Result<(), StoreError> {
-    let r = update(store, key, |v| {
-        let [n] = read_u64s::<1>(v);
-        Ok::<_, ()>((write_u64s(&[n.saturating_sub(1)]), ()))
-    })?;
-    let _ = r;
-    Ok(())
 }
 
 /// OpenAI's duration format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`, `250ms`.
@@ -403,41 +343,6 @@ pub mod tests {
     }
 
     #[test]
-    fn budget_reserve_settle_rollover() {
-        let st = MemStore::default();
-        let t = 1_795_262_400;
-        let ok = budget_take(&st, "b", Period::Day, 1_000_000, 600_000, t).unwrap().unwrap();
-        assert_eq!(ok.used_micros, 600_000);
-        let no = budget_take(&st, "b", Period::Day, 1_000_000, 500_000, t).unwrap().unwrap_err();
-        assert_eq!(no.reset_secs, 12 * 3600);
-        budget_adjust(&st, "b", Period::Day, -400_000, t).unwrap();
-        assert!(budget_take(&st, "b", Period::Day, 1_000_000, 500_000, t).unwrap().is_ok());
-        // Next day: a fresh budget; a late refund for yesterday does not touch it.
-        let tomorrow = t + 86_400;
-        assert_eq!(budget_take(&st, "b", Period::Day, 1_000_000, 100, tomorrow).unwrap().unwrap().used_micros, 100);
-        budget_adjust(&st, "b", Period::Day, -50_000, t).unwrap();
-        assert_eq!(budget_take(&st, "b", Period::Day, 1_000_000, 0, tomorrow).unwrap().unwrap().used_micros, 100);
-        // An exhausted budget refuses even a zero-cost estimate.
-        let st2 = MemStore::default();
-        budget_take(&st2, "b", Period::Month, 10, 10, t).unwrap().unwrap();
-        assert!(budget_take(&st2, "b", Period::Month, 10, 0, t).unwrap().is_err());
-    }
-
-    #[test]
-    fn concurrency_slots() {
-        let st = MemStore::default();
-        assert_eq!(concurrency_take(&st, "c", 2).unwrap(), Ok(1));
-        assert_eq!(concurrency_take(&st, "c", 2).unwrap(), Ok(2));
-        assert_eq!(concurrency_take(&st, "c", 2).unwrap(), Err(2));
-        concurrency_release(&st, "c").unwrap();
-        assert_eq!(concurrency_take(&st, "c", 2).unwrap(), Ok(2));
-        concurrency_release(&st, "c").unwrap();
-        concurrency_release(&st, "c").unwrap();
-        concurrency_release(&st, "c").unwrap();
-        assert_eq!(concurrency_take(&st, "c", 2).unwrap(), Ok(1), "never below zero");
-    }
-
-    #[test]
     fn durations() {
         assert_eq!(format_duration(250_000_000), "250ms");
         assert_eq!(format_duration(S), "1s");
@@ -451,19 +356,44 @@ pub mod tests {
 
 use crate::config::Key;
 use crate::error::ApiError;
-
 /// What one admitted request holds until its response ends.
 #[derive(Debug, Clone, Default)]
 pub struct Reservation {
     tokens: u64,
     cost_micros: u64,
-    request_buckets: Vec<(String, Rate)>,
-    token_buckets: Vec<(String, Rate)>,
-    budget: Option<(String, Period)>,
-    concurrency: Option<String>,
+    /// The key's record, when the key has key-level limits, and what of it this request took.
+    key_record: Option<(String, KeyParts)>,
+    /// The key × model record, when the key limits this model.
+    model_record: Option<(String, ModelParts)>,
     reserved_at_secs: u64,
     /// `x-ratelimit-*` headers for the response.
     pub headers: Vec<(&'static str, String)>,
+}
+
+/// The key-level limits that apply, as copied from the config at reservation time.
+#[derive(Debug, Clone, Copy, Default)]
+struct KeyParts {
+    concurrent: Option<u64>,
+    requests: Option<Rate>,
+    tokens: Option<Rate>,
+    budget: Option<crate::config::Budget>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ModelParts {
+    requests: Option<Rate>,
+    tokens: Option<Rate>,
+}
+
+/// A key's limits live in one shared-data record, `[in flight, requests TAT, tokens TAT, budget period,
+/// budget used]`, so that a reservation is one compare-and-swap; a key × model limit has its own record
+/// `[requests TAT, tokens TAT]`.
+fn key_record(key_id: &str) -> String {
+    format!("switchyard/limits/{key_id}")
+}
+
+fn model_record(key_id: &str, model: &str) -> String {
+    format!("switchyard/limits/{key_id}/model/{model}")
 }
 
 /// Every shared-data key the limits of `cfg` use. The route-level filter creates them (empty) when it
@@ -473,23 +403,13 @@ pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
     for k in &cfg.keys {
         let l = &k.limits;
-        for (what, on) in [
-            ("concurrent", l.concurrent.is_some()),
-            ("requests", l.requests.is_some()),
-            ("tokens", l.tokens.is_some()),
-            ("budget", l.budget.is_some()),
-        ] {
-            if on {
-                out.push(shared_key(&k.id, None, what));
-            }
+        if l.concurrent.is_some() || l.requests.is_some() || l.tokens.is_some() || l.budget.is_some() {
+            out.push(key_record(&k.id));
         }
-        for (m, ml) in &l.per_model {
-            if ml.requests.is_some() {
-                out.push(shared_key(&k.id, Some(m), "requests"));
-            }
-            if ml.tokens.is_some() {
-                out.push(shared_key(&k.id, Some(m), "tokens"));
-            }
+        let mut models: Vec<&String> = l.per_model.keys().collect();
+        models.sort();
+        for m in models {
+            out.push(model_record(&k.id, m));
         }
     }
     out
@@ -501,13 +421,6 @@ pub fn create_missing(store: &dyn SharedStore, keys: &[String]) {
         if store.get(k).0.is_none() {
             let _ = store.set(k, &[], None);
         }
-    }
-}
-
-fn shared_key(key_id: &str, model: Option<&str>, what: &str) -> String {
-    match model {
-        Some(m) => format!("switchyard/limits/{key_id}/model/{m}/{what}"),
-        None => format!("switchyard/limits/{key_id}/{what}"),
     }
 }
 
@@ -526,16 +439,24 @@ fn rate_headers(out: &mut Vec<(&'static str, String)>, kind: &'static str, s: Ra
     out.push((t, format_duration(s.reset_ns)));
 }
 
-fn too_many(kind: &'static str, message: String, retry_ns: u64, headers: Vec<(&'static str, String)>) -> ApiError {
+fn too_many(kind: &'static str, message: String, retry_ns: u64, headers: &[(&'static str, String)]) -> ApiError {
     let mut e = ApiError::new(429, kind, Some("rate_limit_exceeded"), message);
-    e.headers = headers;
+    e.headers = headers.to_vec();
     e.headers.push(("retry-after", retry_ns.div_ceil(1_000_000_000).max(1).to_string()));
     e
 }
 
+/// Why a reservation did not fit.
+enum Refusal {
+    Concurrency(u64),
+    Requests(Rate, Refused),
+    Tokens(Rate, Refused),
+    Budget(crate::config::Budget, BudgetState),
+}
+
 impl Reservation {
     /// Admits a request of `key` for `model`, reserving `tokens` and `cost_micros`, or refuses it with the
-    /// 429 to send. Everything taken before a refusal is given back.
+    /// 429 to send. A refused request takes nothing.
     pub fn reserve(
         store: &dyn SharedStore,
         key: &Key,
@@ -545,113 +466,172 @@ impl Reservation {
         now_ns: u64,
     ) -> Result<Reservation, ApiError> {
         let mut r = Reservation { tokens, cost_micros, reserved_at_secs: now_ns / 1_000_000_000, ..Default::default() };
-        match r.take_all(store, key, model, now_ns) {
-            Ok(()) => Ok(r),
-            Err(e) => {
-                r.rollback(store, now_ns);
-                Err(e)
-            }
-        }
-    }
-
-    fn take_all(&mut self, store: &dyn SharedStore, key: &Key, model: &str, now_ns: u64) -> Result<(), ApiError> {
         let l = &key.limits;
-        let per_model = l.per_model.get(model);
-        if let Some(max) = l.concurrent {
-            let k = shared_key(&key.id, None, "concurrent");
-            match concurrency_take(store, &k, max).map_err(|_| contention())? {
-                Ok(_) => self.concurrency = Some(k),
-                Err(_) => {
-                    return Err(too_many(
-                        "requests",
-                        format!("Too many concurrent requests for this key (limit {max})."),
-                        1_000_000_000,
-                        self.headers.clone(),
-                    ))
-                }
-            }
-        }
-        let request_buckets = [(l.requests, None), (per_model.and_then(|m| m.requests), Some(model))];
-        for (rate, m) in request_buckets {
-            let Some(rate) = rate else { continue };
-            let k = shared_key(&key.id, m, "requests");
-            match gcra_take(store, &k, rate, 1, now_ns).map_err(|_| contention())? {
-                Ok(s) => {
-                    rate_headers(&mut self.headers, "requests", s);
-                    self.request_buckets.push((k, rate));
-                }
-                Err(refused) => {
-                    rate_headers(&mut self.headers, "requests", refused.state);
-                    return Err(too_many(
-                        "requests",
-                        format!("Rate limit reached for requests: {} per {}s.", rate.max, rate.window_secs),
-                        refused.retry_after_ns,
-                        self.headers.clone(),
-                    ));
-                }
-            }
-        }
-        let token_buckets = [(l.tokens, None), (per_model.and_then(|m| m.tokens), Some(model))];
-        for (rate, m) in token_buckets {
-            let Some(rate) = rate else { continue };
-            let k = shared_key(&key.id, m, "tokens");
-            match gcra_take(store, &k, rate, self.tokens, now_ns) {
-                Ok(Ok(s)) => {
-                    rate_headers(&mut self.headers, "tokens", s);
-                    self.token_buckets.push((k, rate));
-                }
-                other => {
-                    let refused = other.map_err(|_| contention())?.err();
-                    let (retry, state) = refused.map_or((1_000_000_000, None), |r| (r.retry_after_ns, Some(r.state)));
-                    if let Some(s) = state {
-                        rate_headers(&mut self.headers, "tokens", s);
+        let mut states: Vec<(&'static str, RateState)> = Vec::new();
+
+        if let Some(ml) = l.per_model.get(model) {
+            let parts = ModelParts { requests: ml.requests, tokens: ml.tokens };
+            let name = model_record(&key.id, model);
+            let taken = update(store, &name, |v| {
+                let [rq, tk] = read_u64s::<2>(v);
+                let mut st = Vec::new();
+                let rq = match parts.requests {
+                    Some(rate) => {
+                        let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
+                        st.push(("requests", s));
+                        t
                     }
-                    let message = if self.tokens > rate.max {
-                        format!(
-                            "Request too large for the token limit: needs {} tokens, limit {} per {}s.",
-                            self.tokens, rate.max, rate.window_secs
-                        )
-                    } else {
-                        format!(
-                            "Rate limit reached for tokens: {} per {}s (this request reserves {}).",
-                            rate.max, rate.window_secs, self.tokens
-                        )
-                    };
-                    return Err(too_many("tokens", message, retry, self.headers.clone()));
+                    None => rq,
+                };
+                let tk = match parts.tokens {
+                    Some(rate) => {
+                        let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
+                        st.push(("tokens", s));
+                        t
+                    }
+                    None => tk,
+                };
+                Ok((write_u64s(&[rq, tk]), st))
+            })
+            .map_err(|_| contention())?;
+            match taken {
+                Ok(st) => {
+                    states.extend(st);
+                    r.model_record = Some((name, parts));
                 }
+                Err(refusal) => return Err(r.refused(refusal, &states)),
             }
         }
-        if let Some(b) = l.budget {
-            let k = shared_key(&key.id, None, "budget");
-            match budget_take(store, &k, b.period, b.micros, self.cost_micros, self.reserved_at_secs) {
-                Ok(Ok(_)) => self.budget = Some((k, b.period)),
-                other => {
-                    let st = other.map_err(|_| contention())?.err();
-                    let mut e = ApiError::new(
-                        429,
-                        "insufficient_quota",
-                        Some("insufficient_quota"),
-                        format!(
-                            "You exceeded this key's {} budget of ${:.2}.",
-                            if b.period == Period::Day { "daily" } else { "monthly" },
-                            b.micros as f64 / 1e6
-                        ),
-                    );
-                    e.headers = self.headers.clone();
-                    e.headers.push(("retry-after", st.map_or(60, |s| s.reset_secs.max(1)).to_string()));
+
+        let parts = KeyParts { concurrent: l.concurrent, requests: l.requests, tokens: l.tokens, budget: l.budget };
+        if parts.concurrent.is_some() || parts.requests.is_some() || parts.tokens.is_some() || parts.budget.is_some() {
+            let name = key_record(&key.id);
+            let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, r.reserved_at_secs));
+            let taken = update(store, &name, |v| {
+                let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
+                let mut st = Vec::new();
+                if let Some(max) = parts.concurrent {
+                    if inflight >= max {
+                        return Err(Refusal::Concurrency(max));
+                    }
+                }
+                let rq = match parts.requests {
+                    Some(rate) => {
+                        let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
+                        st.push(("requests", s));
+                        t
+                    }
+                    None => rq,
+                };
+                let tk = match parts.tokens {
+                    Some(rate) => {
+                        let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
+                        st.push(("tokens", s));
+                        t
+                    }
+                    None => tk,
+                };
+                let (period, used) = match parts.budget {
+                    Some(b) => {
+                        let used = if period == pid { used } else { 0 };
+                        let bs = BudgetState { limit_micros: b.micros, used_micros: used, reset_secs };
+                        if used >= b.micros || used.saturating_add(cost_micros) > b.micros {
+                            return Err(Refusal::Budget(b, bs));
+                        }
+                        (pid, used + cost_micros)
+                    }
+                    None => (period, used),
+                };
+                let inflight = inflight + u64::from(parts.concurrent.is_some());
+                Ok((write_u64s(&[inflight, rq, tk, period, used]), st))
+            })
+            .map_err(|_| contention());
+            match taken {
+                Ok(Ok(st)) => {
+                    states.extend(st);
+                    r.key_record = Some((name, parts));
+                }
+                Ok(Err(refusal)) => {
+                    r.give_back_model(store, now_ns);
+                    return Err(r.refused(refusal, &states));
+                }
+                Err(e) => {
+                    r.give_back_model(store, now_ns);
                     return Err(e);
                 }
             }
         }
-        Ok(())
+        // Headers: the key's own limits where it has them (they come last), else the model's.
+        for (kind, s) in states {
+            rate_headers(&mut r.headers, kind, s);
+        }
+        Ok(r)
     }
 
-    /// Gives back everything a refused request took, its request units included.
-    fn rollback(&mut self, store: &dyn SharedStore, now_ns: u64) {
-        for (k, rate) in std::mem::take(&mut self.request_buckets) {
-            let _ = gcra_adjust(store, &k, rate, -1, now_ns);
+    /// The 429 for a refusal (headers: what is known so far plus the refusing limit's state).
+    fn refused(&mut self, refusal: Refusal, states: &[(&'static str, RateState)]) -> ApiError {
+        for (kind, s) in states {
+            rate_headers(&mut self.headers, kind, *s);
         }
-        self.settle(store, None, now_ns);
+        match refusal {
+            Refusal::Concurrency(max) => too_many(
+                "requests",
+                format!("Too many concurrent requests for this key (limit {max})."),
+                1_000_000_000,
+                &self.headers,
+            ),
+            Refusal::Requests(rate, refused) => {
+                rate_headers(&mut self.headers, "requests", refused.state);
+                too_many(
+                    "requests",
+                    format!("Rate limit reached for requests: {} per {}s.", rate.max, rate.window_secs),
+                    refused.retry_after_ns,
+                    &self.headers,
+                )
+            }
+            Refusal::Tokens(rate, refused) => {
+                rate_headers(&mut self.headers, "tokens", refused.state);
+                let message = if self.tokens > rate.max {
+                    format!(
+                        "Request too large for the token limit: needs {} tokens, limit {} per {}s.",
+                        self.tokens, rate.max, rate.window_secs
+                    )
+                } else {
+                    format!(
+                        "Rate limit reached for tokens: {} per {}s (this request reserves {}).",
+                        rate.max, rate.window_secs, self.tokens
+                    )
+                };
+                too_many("tokens", message, refused.retry_after_ns, &self.headers)
+            }
+            Refusal::Budget(b, st) => {
+                let mut e = ApiError::new(
+                    429,
+                    "insufficient_quota",
+                    Some("insufficient_quota"),
+                    format!(
+                        "You exceeded this key's {} budget of ${:.2}.",
+                        if b.period == Period::Day { "daily" } else { "monthly" },
+                        b.micros as f64 / 1e6
+                    ),
+                );
+                e.headers = self.headers.clone();
+                e.headers.push(("retry-after", st.reset_secs.max(1).to_string()));
+                e
+            }
+        }
+    }
+
+    /// Gives back what the key × model record took (the key's own record refused).
+    fn give_back_model(&mut self, store: &dyn SharedStore, now_ns: u64) {
+        let Some((name, parts)) = self.model_record.take() else { return };
+        let tokens = self.tokens as i64;
+        let _ = update(store, &name, |v| {
+            let [rq, tk] = read_u64s::<2>(v);
+            let rq = parts.requests.map_or(rq, |rate| gcra_shift(rq, rate, -1, now_ns));
+            let tk = parts.tokens.map_or(tk, |rate| gcra_shift(tk, rate, -tokens, now_ns));
+            Ok::<_, ()>((write_u64s(&[rq, tk]), ()))
+        });
     }
 
     /// Ends the request: charges `actual` (tokens, cost) in place of the reservation, or gives the whole
@@ -660,19 +640,32 @@ impl Reservation {
     pub fn settle(&mut self, store: &dyn SharedStore, actual: Option<(u64, u64)>, now_ns: u64) {
         let (tokens, cost) = actual.unwrap_or((0, 0));
         let delta_tokens = tokens as i64 - self.tokens as i64;
-        for (k, rate) in std::mem::take(&mut self.token_buckets) {
-            if delta_tokens != 0 {
-                let _ = gcra_adjust(store, &k, rate, delta_tokens, now_ns);
+        let delta_cost = cost as i64 - self.cost_micros as i64;
+        if let Some((name, parts)) = self.model_record.take() {
+            if let Some(rate) = parts.tokens.filter(|_| delta_tokens != 0) {
+                let _ = update(store, &name, |v| {
+                    let [rq, tk] = read_u64s::<2>(v);
+                    Ok::<_, ()>((write_u64s(&[rq, gcra_shift(tk, rate, delta_tokens, now_ns)]), ()))
+                });
             }
         }
-        if let Some((k, period)) = self.budget.take() {
-            let delta = cost as i64 - self.cost_micros as i64;
-            if delta != 0 {
-                let _ = budget_adjust(store, &k, period, delta, self.reserved_at_secs);
-            }
-        }
-        if let Some(k) = self.concurrency.take() {
-            let _ = concurrency_release(store, &k);
+        if let Some((name, parts)) = self.key_record.take() {
+            let (pid, _) = parts.budget.map_or((0, 0), |b| period_of(b.period, self.reserved_at_secs));
+            let _ = update(store, &name, |v| {
+                let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
+                let inflight = if parts.concurrent.is_some() { inflight.saturating_sub(1) } else { inflight };
+                let tk = match parts.tokens {
+                    Some(rate) if delta_tokens != 0 => gcra_shift(tk, rate, delta_tokens, now_ns),
+                    _ => tk,
+                };
+                // A budget settles in the period it was reserved in; after a rollover it is left alone.
+                let used = match parts.budget {
+                    Some(_) if period == pid && delta_cost >= 0 => used.saturating_add(delta_cost as u64),
+                    Some(_) if period == pid => used.saturating_sub(delta_cost.unsigned_abs()),
+                    _ => used,
+                };
+                Ok::<_, ()>((write_u64s(&[inflight, rq, tk, period, used]), ()))
+            });
         }
     }
 }
@@ -766,10 +759,7 @@ mod reservation_tests {
         let cfg =
             crate::config::Config::parse(v.to_string().as_bytes(), &MapEnv(vec![("OPENAI_API_KEY", "x")])).unwrap();
         let keys = shared_keys(&cfg);
-        assert_eq!(
-            keys,
-            vec!["switchyard/limits/all/requests".to_string(), "switchyard/limits/all/model/demo/tokens".to_string()]
-        );
+        assert_eq!(keys, vec!["switchyard/limits/all".to_string(), "switchyard/limits/all/model/demo".to_string()]);
         let st = MemStore::default();
         create_missing(&st, &keys);
         let k = &cfg.keys[0];
@@ -777,6 +767,38 @@ mod reservation_tests {
         create_missing(&st, &keys);
         Reservation::reserve(&st, k, "x", 0, 0, T).unwrap();
         assert!(Reservation::reserve(&st, k, "x", 0, 0, T).is_err(), "a reload kept the count");
+    }
+
+    #[test]
+    fn budget_settlement_never_reaches_into_a_new_period() {
+        let st = MemStore::default();
+        let k = key(KeyLimits { budget: Some(Budget { micros: 1000, period: Period::Day }), ..Default::default() });
+        let mut late = Reservation::reserve(&st, &k, "m", 0, 600, T).unwrap();
+        // The next UTC day starts before the answer ends: a fresh budget, untouched by the old request.
+        let tomorrow = T + 86_400 * S;
+        let mut today = Reservation::reserve(&st, &k, "m", 0, 900, tomorrow).unwrap();
+        late.settle(&st, Some((0, 100)), tomorrow);
+        today.settle(&st, Some((0, 900)), tomorrow);
+        assert!(
+            Reservation::reserve(&st, &k, "m", 0, 100, tomorrow).is_ok(),
+            "900 + 100 fits: the refund went nowhere"
+        );
+        assert!(Reservation::reserve(&st, &k, "m", 0, 1, tomorrow).is_err());
+    }
+
+    #[test]
+    fn concurrency_slots_come_back_however_a_request_ends() {
+        let st = MemStore::default();
+        let k = key(KeyLimits { concurrent: Some(2), ..Default::default() });
+        let mut a = Reservation::reserve(&st, &k, "m", 0, 0, T).unwrap();
+        let mut b = Reservation::reserve(&st, &k, "m", 0, 0, T).unwrap();
+        assert!(Reservation::reserve(&st, &k, "m", 0, 0, T).is_err());
+        a.settle(&st, None, T);
+        let mut c = Reservation::reserve(&st, &k, "m", 0, 0, T).unwrap();
+        b.settle(&st, Some((1, 0)), T);
+        c.settle(&st, None, T);
+        c.settle(&st, None, T);
+        assert!(Reservation::reserve(&st, &k, "m", 0, 0, T).is_ok(), "a second settle releases nothing twice");
     }
 
     #[test]
