@@ -165,6 +165,7 @@ impl UpstreamFilter {
             alias: &self.alias,
             authority: &self.authority,
             now_unix,
+            usage_chunk: true,
         };
         let out = providers::prepare(&attempt, bytes)?;
         self.response = out.response;

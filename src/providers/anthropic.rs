@@ -69,8 +69,8 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     let body = serde_json::to_vec(&out).map_err(|e| ApiError::gateway(e.to_string()))?;
 
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage =
-        req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    let include_usage = a.usage_chunk
+        || req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
     let mut headers = Vec::with_capacity(3);
     if let Some(c) = &a.provider.credential {
         headers.push(("x-api-key", c.expose().to_string()));
@@ -1104,6 +1104,7 @@ mod tests {
             alias: "claude",
             authority: "api.anthropic.com",
             now_unix: NOW,
+            usage_chunk: false,
         }
     }
 

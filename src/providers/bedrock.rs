@@ -63,8 +63,8 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     let obj =
         req.as_object().ok_or_else(|| ApiError::invalid_request("The request body must be a JSON object.", None))?;
     let stream = obj.get("stream").and_then(Value::as_bool) == Some(true);
-    let include_usage =
-        obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
+    let include_usage = a.usage_chunk
+        || obj.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
     let payload = serde_json::to_vec(&converse_request(obj)?).map_err(|e| ApiError::gateway(e.to_string()))?;
 
     let path = format!(
@@ -844,7 +844,7 @@ mod tests {
     }
 
     fn attempt<'a>(p: &'a Provider, op: Operation, authority: &'a str) -> Attempt<'a> {
-        Attempt { op, provider: p, model: MODEL, alias: "claude", authority, now_unix: NOW }
+        Attempt { op, provider: p, model: MODEL, alias: "claude", authority, now_unix: NOW, usage_chunk: false }
     }
 
     fn run(body: &str) -> Result<Outgoing, ApiError> {

@@ -55,8 +55,9 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     match a.op {
         Operation::ChatCompletions => {
             let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
-            let include_usage =
-                stream && req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true);
+            let include_usage = stream
+                && (a.usage_chunk
+                    || req.pointer("/stream_options/include_usage").and_then(Value::as_bool) == Some(true));
             let out = chat_request(&req, &a.provider.kind)?;
             let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             Ok(Outgoing {
@@ -1030,6 +1031,7 @@ mod tests {
             alias: "alias",
             authority: "generativelanguage.googleapis.com",
             now_unix: NOW,
+            usage_chunk: false,
         }
     }
 

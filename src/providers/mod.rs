@@ -27,6 +27,10 @@ pub struct Attempt<'a> {
     pub authority: &'a str,
     /// Seconds since the Unix epoch (SigV4 dates, `created` fields).
     pub now_unix: u64,
+    /// Streams end with the usage chunk whatever the client asked: the gateway reads usage from the
+    /// stream (limits, accounting) and the route-level filter drops the chunk for clients that did not
+    /// ask for it.
+    pub usage_chunk: bool,
 }
 
 /// Token counts as the provider reported them.
@@ -95,23 +99,15 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
             Ok(Outgoing {
                 path: call.path,
                 headers: call.auth.into_iter().collect(),
-                body: Some(openai::rewrite(body, a.model, a.op == Operation::ChatCompletions)?),
+                body: Some(openai::rewrite(body, a.model, a.usage_chunk && a.op == Operation::ChatCompletions)?),
                 response: None,
             })
         }
-        ProviderKind::Anthropic { .. } => anthropic::prepare(a, &with_usage(a, body)?),
-        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, &with_usage(a, body)?),
-        ProviderKind::Bedrock { .. } => bedrock::prepare(a, &with_usage(a, body)?),
+        ProviderKind::Anthropic { .. } => anthropic::prepare(a, body),
+        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, body),
+        ProviderKind::Bedrock { .. } => bedrock::prepare(a, body),
         ProviderKind::Mock => Err(mock_has_no_upstream(a.provider)),
     }
-}
-
-/// A streaming chat request always asks for the usage chunk (see [`openai::rewrite`]).
-fn with_usage<'b>(a: &Attempt, body: &'b [u8]) -> Result<std::borrow::Cow<'b, [u8]>, ApiError> {
-    if a.op != Operation::ChatCompletions {
-        return Ok(std::borrow::Cow::Borrowed(body));
-    }
-    Ok(std::borrow::Cow::Owned(openai::rewrite(body, a.alias, true)?))
 }
 
 /// Path and credential of the OpenAI-family kinds.

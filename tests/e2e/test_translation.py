@@ -275,6 +275,8 @@ def test_streamed_tool_call(stack, respond, alias, name, make):
     args = "".join(d.function.arguments or "" for d in deltas)
     assert json.loads(args) == {"city": "Paris"}
     assert [ch.finish_reason for c in chunks for ch in c.choices if ch.finish_reason] == ["tool_calls"]
+    # The gateway had the translator end the stream with usage; the client did not ask, so it never sees it.
+    assert all(c.usage is None for c in chunks) and all(c.choices for c in chunks)
 
 
 def test_vertex_stream_path(stack, respond):
