@@ -14,7 +14,7 @@ import pytest
 from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
 from openai_wire import chat_completion, chunk
 
-KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel"]}
+KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel", "ant"]}
 PROMPT, COMPLETION = 250, 50  # the usage the mock provider reports for every answer
 
 
@@ -54,6 +54,7 @@ def plugin() -> dict:
             k("conc", {"concurrent": 2}),
             k("model", {"models": {"gpt": {"requests": {"limit": 2, "window_secs": 3600}}}}),
             k("rel", {"tokens": {"limit": 400, "window_secs": 3600}}),
+            k("ant", {"tokens": {"limit": 400, "window_secs": 3600}}),
             {"id": "free", "sha256": sha256_hex(KEYS["free"]), "models": ["*"]},
         ],
     }
@@ -140,6 +141,23 @@ def test_tokens_reserve_then_settle(stack, name, stream):
     sent = stack.up.last().json()
     if stream:
         assert sent["stream_options"] == {"include_usage": True}, "the gateway asks the provider for usage"
+
+
+def test_anthropic_format_requests_are_limited_too(stack):
+    """/v1/messages on a limited key: the same reservation, and usage read from the Anthropic-format answer."""
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=stack.envoy.base, api_key=KEYS["ant"], max_retries=0, timeout=20)
+    raw = client.messages.with_raw_response.create(model="gpt", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    msg = raw.parse()
+    assert msg.usage.input_tokens + msg.usage.output_tokens == PROMPT + COMPLETION
+    assert raw.headers["x-ratelimit-limit-tokens"] == "400"
+    with client.messages.stream(model="gpt", max_tokens=50, messages=[{"role": "user", "content": "hi"}]) as s:
+        s.until_done()
+    # 300 + 300 charged: a third reservation (~70) no longer fits a 400-token limit.
+    with pytest.raises(anthropic.RateLimitError) as e:
+        client.messages.create(model="gpt", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body["error"]["type"] == "rate_limit_error"
 
 
 def test_stream_keeps_usage_chunk_when_asked(stack):

@@ -300,6 +300,18 @@ def test_image_data_url_becomes_inline_bytes(stack):
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
 
 
+def test_gemini_embeddings(stack, respond):
+    respond("gemini", lambda r: Reply(body=json.dumps({"embeddings": [{"values": [0.5, -0.25]}, {"values": [0.125, 1.0]}]}).encode()))
+    r = stack.oai().embeddings.create(model="gemini-flash", input=["a", "b"], dimensions=2)
+    assert [d.embedding for d in r.data] == [[0.5, -0.25], [0.125, 1.0]], "base64 by default in the SDK, decoded"
+    rec = stack.up["gemini"].last()
+    assert rec.path.startswith("/v1beta/models/gemini-2.0-flash:batchEmbedContents")
+    sent = rec.json()
+    assert [q["content"]["parts"][0]["text"] for q in sent["requests"]] == ["a", "b"]
+    assert sent["requests"][0]["outputDimensionality"] == 2
+    assert rec.headers["x-goog-api-key"] == GEMINI_SECRET
+
+
 # ------------------------------------------------------------------------------------------------- errors
 
 
