@@ -204,11 +204,8 @@ fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Snapshot>) -> Acti
     for (name, value) in &d.set {
         ctx.set_http_request_header(name, Some(value));
     }
-    if d.clear_route_cache {
-        // Envoy clears the route cache itself when a filter changes request headers (ABI 0.2.1); the
-        // explicit call makes it independent of that.
-        let _ = proxy_wasm::hostcalls::call_foreign_function("clear_route_cache", None);
-    }
+    // No explicit `clear_route_cache`: Envoy clears the route cache itself when a Wasm filter changes
+    // request headers (ABI 0.2.1), as setting the routing header does; the e2e tests route on it.
     match d.step {
         Step::Continue => Action::Continue,
         Step::NeedBody => Action::Pause,

@@ -67,8 +67,6 @@ pub struct Decision {
     pub step: Step,
     pub remove: Vec<&'static str>,
     pub set: Vec<(&'static str, String)>,
-    /// Ask Envoy to pick the route again (the routing header changed).
-    pub clear_route_cache: bool,
     /// Keep this for the upstream role's attempts.
     pub register: Option<RequestInfo>,
     /// Replace the request body with this.
@@ -77,7 +75,7 @@ pub struct Decision {
 
 impl Decision {
     pub fn new(step: Step) -> Self {
-        Decision { step, remove: Vec::new(), set: Vec::new(), clear_route_cache: false, register: None, body: None }
+        Decision { step, remove: Vec::new(), set: Vec::new(), register: None, body: None }
     }
 
     pub fn respond(r: impl Into<LocalResponse>) -> Self {

@@ -88,13 +88,21 @@ pub struct Message<'a> {
 /// What the gateway reads of a chat completion request.
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest<'a> {
-    #[serde(borrow)]
+    /// Filled from `model_raw` once parsed.
+    #[serde(skip)]
     pub model: Cow<'a, str>,
+    /// The `model` value as it stands in the body (its position lets the body be rewritten without a
+    /// second parse).
+    #[serde(borrow, rename = "model")]
+    pub model_raw: &'a RawValue,
     #[serde(borrow)]
     pub messages: Vec<Message<'a>>,
     #[serde(default)]
     pub stream: Option<bool>,
-    #[serde(default)]
+    /// `stream_options` as it stands in the body, when present (also when `null`).
+    #[serde(borrow, default, rename = "stream_options", deserialize_with = "present")]
+    pub stream_options_raw: Option<&'a RawValue>,
+    #[serde(skip)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
     pub max_tokens: Option<u64>,
@@ -126,11 +134,30 @@ pub struct EmbeddingsRequest<'a> {
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
+/// Some(raw) whenever the field is present, `null` included.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
-    let req: ChatRequest = match serde_json::from_slice(body) {
+    let mut req: ChatRequest = match serde_json::from_slice(body) {
         Ok(r) => r,
         Err(e) => return Err(explain(body, Operation::ChatCompletions, &e)),
     };
+    // A model name without escapes borrows from the body; one with escapes is decoded.
+    req.model = match serde_json::from_str::<&str>(req.model_raw.get()) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => match serde_json::from_str::<String>(req.model_raw.get()) {
+            Ok(s) => Cow::Owned(s),
+            Err(e) => return Err(explain(body, Operation::ChatCompletions, &e)),
+        },
+    };
+    if let Some(raw) = req.stream_options_raw {
+        match serde_json::from_str::<Option<StreamOptions>>(raw.get()) {
+            Ok(o) => req.stream_options = o,
+            Err(e) => return Err(explain(body, Operation::ChatCompletions, &e)),
+        }
+    }
     check_model(&req.model)?;
     if req.messages.is_empty() {
         return Err(ApiError::invalid_request("'messages' must hold at least one message.", Some("messages")));
@@ -352,6 +379,19 @@ mod tests {
             assert_eq!(e.param.as_deref(), *param, "{body}: {}", e.message);
             assert!(e.message.contains(msg), "{body}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn model_names_are_decoded_and_their_position_kept() {
+        let body = br#"{"messages":[{"role":"user"}], "model" : "gpt\u002d4o"}"#;
+        let r = parse_chat(body).unwrap();
+        assert_eq!(r.model, "gpt-4o");
+        assert_eq!(r.model_raw.get(), r#""gpt\u002d4o""#);
+        let r = parse_chat(br#"{"model":"plain","messages":[{"role":"user"}],"stream_options":null}"#).unwrap();
+        assert_eq!(r.model, "plain");
+        assert!(matches!(r.model, Cow::Borrowed(_)));
+        assert_eq!(r.stream_options_raw.map(|v| v.get()), Some("null"));
+        assert!(!r.include_usage());
     }
 
     #[test]

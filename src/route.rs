@@ -49,6 +49,8 @@ pub struct Ctx<'a> {
 /// What the route role knows of a request it is about to dispatch.
 struct Ask<'a> {
     alias: &'a str,
+    /// The parsed chat request (its `model` position lets the body be rewritten without a second parse).
+    chat: Option<&'a request::ChatRequest<'a>>,
     stream: bool,
     client_wants_usage: bool,
     max_output: Option<u64>,
@@ -234,6 +236,7 @@ impl RouteFilter {
                 Ok(req) => {
                     let ask = Ask {
                         alias: &req.model,
+                        chat: Some(&req),
                         stream: req.is_stream(),
                         client_wants_usage: req.include_usage(),
                         max_output: req.max_completion_tokens.or(req.max_tokens),
@@ -247,6 +250,7 @@ impl RouteFilter {
                 Ok(req) => {
                     let ask = Ask {
                         alias: &req.model,
+                        chat: None,
                         stream: false,
                         client_wants_usage: true,
                         max_output: Some(0),
@@ -260,6 +264,7 @@ impl RouteFilter {
                 Ok(req) => {
                     let ask = Ask {
                         alias: &req.model,
+                        chat: None,
                         stream: req.stream,
                         client_wants_usage: true,
                         max_output: Some(req.max_tokens),
@@ -334,7 +339,6 @@ impl RouteFilter {
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
         d.set.push((H_MODEL, model.name.clone()));
-        d.clear_route_cache = true;
         // One OpenAI-format target: write its body here, where the body is already in hand, so that the
         // upstream role only sets the path and the credential (no second buffering and parse).
         let single = match (model.targets.as_slice(), self.op) {
@@ -350,7 +354,18 @@ impl RouteFilter {
             _ => None,
         };
         if let Some((t, op)) = single {
-            match crate::providers::openai::rewrite(bytes, &t.model, op == Operation::ChatCompletions) {
+            let written = match (op, ask.chat) {
+                (Operation::ChatCompletions, Some(c)) => crate::providers::openai::splice(
+                    bytes,
+                    c.model_raw,
+                    c.is_stream(),
+                    c.stream_options_raw,
+                    &t.model,
+                    true,
+                ),
+                _ => crate::providers::openai::rewrite(bytes, &t.model, false),
+            };
+            match written {
                 Ok(b) => d.body = Some(b),
                 Err(e) => return Decision::respond(e),
             }
@@ -594,7 +609,6 @@ mod tests {
         assert_eq!(d.step, Step::Continue);
         assert_eq!(d.set(H_CLUSTER), Some("azure_cluster"));
         assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
-        assert!(d.clear_route_cache);
         assert_eq!(
             d.register,
             Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true })

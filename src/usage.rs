@@ -3,7 +3,8 @@
 //! usage-only chunk the gateway asked the provider for when the client did not ask for it.
 
 use crate::providers::Usage;
-use serde_json::Value;
+use serde::de::IgnoredAny;
+use serde::Deserialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -26,30 +27,100 @@ pub struct Sniffer {
     usage: Option<Usage>,
 }
 
-fn u(v: &Value, k: &str) -> u64 {
-    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+// Typed views of just the usage parts: serde skips everything else without building a document.
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct OpenAiUsage {
+    #[serde(default)]
+    prompt_tokens: Option<u64>,
+    #[serde(default)]
+    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens_details: Option<OpenAiDetails>,
 }
 
-fn openai_usage(v: &Value) -> Option<Usage> {
-    let usage = v.get("usage").filter(|x| x.is_object())?;
-    Some(Usage {
-        prompt_tokens: u(usage, "prompt_tokens"),
-        completion_tokens: u(usage, "completion_tokens"),
-        cached_tokens: usage.get("prompt_tokens_details").map_or(0, |d| u(d, "cached_tokens")),
-    })
+#[derive(Deserialize, Default, Clone, Copy)]
+struct OpenAiDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
-/// Anthropic usage: input tokens include cache reads and writes, as Switchyard counts prompt tokens.
-fn anthropic_usage(usage: &Value, into: &mut Usage) {
-    let cached = u(usage, "cache_read_input_tokens");
-    let input = u(usage, "input_tokens") + cached + u(usage, "cache_creation_input_tokens");
-    if input > 0 {
-        into.prompt_tokens = input;
-        into.cached_tokens = cached;
+impl OpenAiUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.unwrap_or(0),
+            completion_tokens: self.completion_tokens.unwrap_or(0),
+            cached_tokens: self.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+        }
     }
-    if usage.get("output_tokens").is_some() {
-        into.completion_tokens = u(usage, "output_tokens");
+}
+
+/// An OpenAI response or chunk: its usage, and whether it has choices (a usage-only chunk has none).
+#[derive(Deserialize)]
+struct OpenAiBody {
+    #[serde(default)]
+    usage: Option<OpenAiUsage>,
+    #[serde(default)]
+    choices: Option<Vec<IgnoredAny>>,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl AnthropicUsage {
+    /// Folds into `into`: input tokens include cache reads and writes, as Switchyard counts prompt tokens.
+    fn fold(&self, into: &mut Usage) {
+        let cached = self.cache_read_input_tokens.unwrap_or(0);
+        let input = self.input_tokens.unwrap_or(0) + cached + self.cache_creation_input_tokens.unwrap_or(0);
+        if input > 0 {
+            into.prompt_tokens = input;
+            into.cached_tokens = cached;
+        }
+        if let Some(out) = self.output_tokens {
+            into.completion_tokens = out;
+        }
     }
+}
+
+/// An Anthropic message (JSON answer) or stream event (`message_start` has `message.usage`,
+/// `message_delta` has `usage`).
+#[derive(Deserialize)]
+struct AnthropicBody {
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(default)]
+    message: Option<AnthropicMessage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessage {
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+/// Whether the bytes hold `"usage"` followed by an object (not `"usage":null`, which OpenAI puts in
+/// every chunk of a stream that asked for usage): only those are worth parsing.
+fn has_usage_object(b: &[u8]) -> bool {
+    let needle = b"\"usage\"";
+    let mut from = 0;
+    while let Some(pos) = b.get(from..).and_then(|rest| rest.windows(needle.len()).position(|w| w == needle)) {
+        let after = from + pos + needle.len();
+        let mut rest = b.get(after..).unwrap_or_default().iter().skip_while(|c| c.is_ascii_whitespace());
+        if rest.next() == Some(&b':') && rest.find(|c| !c.is_ascii_whitespace()) == Some(&b'{') {
+            return true;
+        }
+        from = after;
+    }
+    false
 }
 
 /// Finds the end of the first complete SSE event in `b` (the index after its blank line).
@@ -115,16 +186,18 @@ impl Sniffer {
 
     fn read_json_tail(&mut self) {
         let tail = std::mem::take(&mut self.pending);
-        // Whole bodies parse directly; a cut tail is searched for its last "usage" object.
-        if let Ok(v) = serde_json::from_slice::<Value>(&tail) {
-            self.usage = match self.format {
-                Format::AnthropicJson => v.get("usage").map(|x| {
-                    let mut usage = Usage::default();
-                    anthropic_usage(x, &mut usage);
-                    usage
-                }),
-                _ => openai_usage(&v),
-            };
+        // Whole bodies parse directly (typed: no document is built); a cut tail is searched for its last
+        // "usage" object.
+        let whole = match self.format {
+            Format::AnthropicJson => serde_json::from_slice::<AnthropicBody>(&tail).ok().map(|b| {
+                let mut usage = Usage::default();
+                b.usage.unwrap_or_default().fold(&mut usage);
+                Some(usage).filter(|_| b.usage.is_some())
+            }),
+            _ => serde_json::from_slice::<OpenAiBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage())),
+        };
+        if let Some(found) = whole {
+            self.usage = found;
             return;
         }
         let needle = b"\"usage\"";
@@ -132,18 +205,22 @@ impl Sniffer {
         let Some(rest) = tail.get(pos + needle.len()..) else { return };
         let Some(brace) = rest.iter().position(|b| *b == b'{') else { return };
         let Some(obj) = rest.get(brace..) else { return };
-        if let Some(Ok(x)) = serde_json::Deserializer::from_slice(obj).into_iter::<Value>().next() {
-            let mut usage = Usage::default();
-            match self.format {
-                Format::AnthropicJson => anthropic_usage(&x, &mut usage),
-                _ => {
-                    if let Some(found) = openai_usage(&serde_json::json!({ "usage": x })) {
-                        usage = found;
-                    }
-                }
+        self.usage = match self.format {
+            Format::AnthropicJson => {
+                serde_json::Deserializer::from_slice(obj).into_iter::<AnthropicUsage>().next().and_then(Result::ok).map(
+                    |a| {
+                        let mut usage = Usage::default();
+                        a.fold(&mut usage);
+                        usage
+                    },
+                )
             }
-            self.usage = Some(usage);
-        }
+            _ => serde_json::Deserializer::from_slice(obj)
+                .into_iter::<OpenAiUsage>()
+                .next()
+                .and_then(Result::ok)
+                .map(|u| u.usage()),
+        };
     }
 
     fn on_sse(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
@@ -186,37 +263,26 @@ impl Sniffer {
 
     /// Reads usage from one raw event; returns whether it is kept.
     fn inspect(&mut self, raw: &[u8]) -> bool {
-        if !raw.windows(7).any(|w| w == b"\"usage\"") {
+        if !has_usage_object(raw) {
             return true;
         }
-        let (name, data) = event_data(raw);
-        let Ok(v) = serde_json::from_str::<Value>(&data) else { return true };
+        let (_, data) = event_data(raw);
         match self.format {
             Format::AnthropicSse => {
+                let Ok(ev) = serde_json::from_str::<AnthropicBody>(&data) else { return true };
                 let mut usage = self.usage.unwrap_or_default();
-                match name.or_else(|| v.get("type").and_then(Value::as_str)) {
-                    Some("message_start") => {
-                        if let Some(x) = v.get("message").and_then(|m| m.get("usage")) {
-                            anthropic_usage(x, &mut usage);
-                        }
-                    }
-                    Some("message_delta") => {
-                        if let Some(x) = v.get("usage") {
-                            anthropic_usage(x, &mut usage);
-                        }
-                    }
-                    _ => return true,
+                for u in [ev.message.and_then(|m| m.usage), ev.usage].into_iter().flatten() {
+                    u.fold(&mut usage);
                 }
                 self.usage = Some(usage);
                 true
             }
             _ => {
-                if let Some(found) = openai_usage(&v) {
-                    self.usage = Some(found);
-                    let usage_only = v.get("choices").and_then(Value::as_array).is_some_and(|c| c.is_empty());
-                    return !(self.strip_usage_chunk && usage_only);
-                }
-                true
+                let Ok(chunk) = serde_json::from_str::<OpenAiBody>(&data) else { return true };
+                let Some(u) = chunk.usage else { return true };
+                self.usage = Some(u.usage());
+                let usage_only = chunk.choices.is_some_and(|c| c.is_empty());
+                !(self.strip_usage_chunk && usage_only)
             }
         }
     }
@@ -295,6 +361,15 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut s = Sniffer::new(Format::AnthropicJson, false);
         s.on_chunk(br#"{"type":"message","usage":{"input_tokens":3,"output_tokens":4}}"#, true);
         assert_eq!(s.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 4, cached_tokens: 0 }));
+    }
+
+    #[test]
+    fn only_usage_objects_are_parsed() {
+        assert!(has_usage_object(br#"{"usage":{"a":1}}"#));
+        assert!(has_usage_object(br#"{"usage" : {"a":1}}"#));
+        assert!(has_usage_object(br#"{"usage":null,"x":{"usage":{}}}"#));
+        assert!(!has_usage_object(br#"{"usage":null}"#));
+        assert!(!has_usage_object(br#"{"text":"\"usage\""}"#));
     }
 
     #[test]

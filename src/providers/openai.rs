@@ -45,14 +45,26 @@ pub fn replace_model(body: &[u8], model: &str) -> Result<Vec<u8>, ApiError> {
 pub fn rewrite(body: &[u8], model: &str, ask_usage: bool) -> Result<Vec<u8>, ApiError> {
     let f: Fields = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid_request(format!("Invalid request body: {e}."), Some("model")))?;
+    splice(body, f.model, f.stream == Some(true), f.stream_options, model, ask_usage)
+}
+
+/// [`rewrite`] for a body already parsed: `model_raw` and `stream_options_raw` are values inside `body`.
+pub fn splice(
+    body: &[u8],
+    model_raw: &RawValue,
+    stream: bool,
+    stream_options_raw: Option<&RawValue>,
+    model: &str,
+    ask_usage: bool,
+) -> Result<Vec<u8>, ApiError> {
     let quoted = serde_json::to_string(model).map_err(|e| ApiError::gateway(e.to_string()))?;
     let mut edits: Vec<(usize, usize, String)> = vec![{
-        let (s, e) = span(body, f.model);
+        let (s, e) = span(body, model_raw);
         (s, e, quoted)
     }];
-    if ask_usage && f.stream == Some(true) {
+    if ask_usage && stream {
         let wanted = r#"{"include_usage":true}"#;
-        match f.stream_options {
+        match stream_options_raw {
             Some(raw) => {
                 let mut opts =
                     serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw.get()).unwrap_or_default();
