@@ -446,6 +446,39 @@ fn too_many(kind: &'static str, message: String, retry_ns: u64, headers: &[(&'st
     e
 }
 
+/// Bucket states by kind ("requests" or "tokens"), for the `x-ratelimit-*` headers.
+type States = Vec<(&'static str, RateState)>;
+
+/// Takes one request and `tokens` tokens from the request and token buckets that apply (either may be
+/// absent): the new TATs and the buckets' states, or the first refusal.
+fn take_rates(
+    rq: u64,
+    tk: u64,
+    requests: Option<Rate>,
+    tokens_rate: Option<Rate>,
+    tokens: u64,
+    now_ns: u64,
+) -> Result<(u64, u64, States), Refusal> {
+    let mut st = Vec::new();
+    let rq = match requests {
+        Some(rate) => {
+            let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
+            st.push(("requests", s));
+            t
+        }
+        None => rq,
+    };
+    let tk = match tokens_rate {
+        Some(rate) => {
+            let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
+            st.push(("tokens", s));
+            t
+        }
+        None => tk,
+    };
+    Ok((rq, tk, st))
+}
+
 /// Why a reservation did not fit.
 enum Refusal {
     Concurrency(u64),
@@ -474,23 +507,7 @@ impl Reservation {
             let name = model_record(&key.id, model);
             let taken = update(store, &name, |v| {
                 let [rq, tk] = read_u64s::<2>(v);
-                let mut st = Vec::new();
-                let rq = match parts.requests {
-                    Some(rate) => {
-                        let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
-                        st.push(("requests", s));
-                        t
-                    }
-                    None => rq,
-                };
-                let tk = match parts.tokens {
-                    Some(rate) => {
-                        let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
-                        st.push(("tokens", s));
-                        t
-                    }
-                    None => tk,
-                };
+                let (rq, tk, st) = take_rates(rq, tk, parts.requests, parts.tokens, tokens, now_ns)?;
                 Ok((write_u64s(&[rq, tk]), st))
             })
             .map_err(|_| contention())?;
@@ -509,28 +526,12 @@ impl Reservation {
             let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, r.reserved_at_secs));
             let taken = update(store, &name, |v| {
                 let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
-                let mut st = Vec::new();
                 if let Some(max) = parts.concurrent {
                     if inflight >= max {
                         return Err(Refusal::Concurrency(max));
                     }
                 }
-                let rq = match parts.requests {
-                    Some(rate) => {
-                        let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
-                        st.push(("requests", s));
-                        t
-                    }
-                    None => rq,
-                };
-                let tk = match parts.tokens {
-                    Some(rate) => {
-                        let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
-                        st.push(("tokens", s));
-                        t
-                    }
-                    None => tk,
-                };
+                let (rq, tk, st) = take_rates(rq, tk, parts.requests, parts.tokens, tokens, now_ns)?;
                 let (period, used) = match parts.budget {
                     Some(b) => {
                         let used = if period == pid { used } else { 0 };
