@@ -153,20 +153,7 @@ fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
-    ApiError::invalid_request(format!("'{field}' must be {want}, got {}.", kind(got)), Some(field))
-}
+use crate::request::{kind, wrong_type};
 
 fn required(field: &str) -> ApiError {
     ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))

@@ -193,7 +193,8 @@ fn check_model(model: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn kind(v: &Value) -> &'static str {
+/// The JSON type of a value, as error messages name it.
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -204,7 +205,8 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
+/// A 400 for a field of the wrong JSON type, naming it.
+pub(crate) fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
     ApiError::invalid_request(format!("'{field}' must be {want}, got {}.", kind(got)), Some(field))
 }
 
