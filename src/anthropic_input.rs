@@ -30,6 +30,7 @@
 //! Response rules: see [`response_from_openai`], [`error_from_openai`] and [`StreamToAnthropic`].
 
 use crate::error::ApiError;
+use crate::request::{kind, wrong_type};
 use crate::sse;
 use serde_json::{json, Map, Value};
 
@@ -152,8 +153,6 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
 fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))
 }
-
-use crate::request::{kind, wrong_type};
 
 fn required(field: &str) -> ApiError {
     ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))
