@@ -369,6 +369,29 @@ def test_sdk_exception_types(stack):
         stack.client().chat.completions.create(model="echo", messages=[])
 
 
+def test_chunked_body_in_pieces_is_read_whole(stack):
+    """A body sent in many small chunks (no content-length) is held until its end, then routed."""
+    import http.client
+
+    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "pieces " * 200}]}).encode()
+    conn = http.client.HTTPConnection("127.0.0.1", stack.envoy.port, timeout=10)
+    conn.putrequest("POST", "/v1/chat/completions")
+    conn.putheader("authorization", f"Bearer {KEY_ALL}")
+    conn.putheader("content-type", "application/json")
+    conn.putheader("transfer-encoding", "chunked")
+    conn.endheaders()
+    for i in range(0, len(body), 97):
+        piece = body[i:i + 97]
+        conn.send(b"%x\r\n%s\r\n" % (len(piece), piece))
+    conn.send(b"0\r\n\r\n")
+    resp = conn.getresponse()
+    assert resp.status == 200, resp.read()
+    assert json.loads(resp.read())["choices"][0]["message"]["content"] == "served by gpt-4o-mini-2024-07-18"
+    conn.close()
+    sent = stack.up["openai"].last().json()
+    assert sent["messages"][0]["content"] == "pieces " * 200 and sent["model"] == "gpt-4o-mini-2024-07-18"
+
+
 def test_chunked_body_over_limit_is_413(stack):
     """No content-length: the filter counts the body as it streams in."""
     import http.client
