@@ -369,6 +369,25 @@ def test_sdk_exception_types(stack):
         stack.client().chat.completions.create(model="echo", messages=[])
 
 
+def test_http2_clients(stack):
+    """HTTP/2 (prior knowledge, as gRPC-style clients and curl use it) through the same listener."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    assert curl, "curl (with nghttp2) ships with the machine image"
+    for stream in (False, True):
+        body = json.dumps({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": "h2"}]})
+        out = subprocess.run(
+            [curl, "-sS", "--http2-prior-knowledge", "-w", "\n%{http_version} %{http_code}", f"{stack.envoy.base}/v1/chat/completions",
+             "-H", f"authorization: Bearer {KEY_ALL}", "-H", "content-type: application/json", "-d", body],
+            capture_output=True, text=True, timeout=20,
+        ).stdout
+        payload, status = out.rsplit("\n", 1)
+        assert status == "2 200", out
+        assert "served by gpt-4o-mini-2024-07-18" in payload, payload
+
+
 def test_chunked_body_in_pieces_is_read_whole(stack):
     """A body sent in many small chunks (no content-length) is held until its end, then routed."""
     import http.client
