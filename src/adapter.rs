@@ -248,12 +248,18 @@ impl RouteHttp {
                 fresh
             }
         };
-        REQUESTS.with(|m| {
+        let kept = REQUESTS.with(|m| {
             let mut m = m.borrow_mut();
-            if m.len() < MAX_REQUESTS {
-                m.insert(id.clone(), (info, 0));
+            let room = m.len() < MAX_REQUESTS;
+            if room {
+                m.insert(id.clone(), (info.clone(), 0));
             }
+            room
         });
+        if !kept {
+            // No room: the first attempt can still read the model from this header (retries cannot).
+            self.set_http_request_header(crate::http::H_MODEL, Some(&info.alias));
+        }
         self.registered = Some(id);
     }
 }

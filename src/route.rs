@@ -7,7 +7,7 @@ use crate::anthropic_input;
 use crate::config::{Config, Key, Price, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, INTERNAL_HEADERS,
+    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
 use crate::observe::Record;
@@ -338,7 +338,6 @@ impl RouteFilter {
         }
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
-        d.set.push((H_MODEL, model.name.clone()));
         // One OpenAI-format target: write its body here, where the body is already in hand, so that the
         // upstream role only sets the path and the credential (no second buffering and parse).
         let single = match (model.targets.as_slice(), self.op) {
@@ -608,7 +607,7 @@ mod tests {
         );
         assert_eq!(d.step, Step::Continue);
         assert_eq!(d.set(H_CLUSTER), Some("azure_cluster"));
-        assert_eq!(d.set(H_MODEL), Some("gpt-prod"));
+        assert_eq!(d.set(crate::http::H_MODEL), None, "the model travels in the registry, not in a header");
         assert_eq!(
             d.register,
             Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true })
@@ -622,7 +621,7 @@ mod tests {
         let mut f = filter();
         let d = f.on_request_headers(&MapHeaders::new(&with(&[("x-api-key", "sk-all")])), false);
         assert_eq!(d.step, Step::NeedBody);
-        for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, H_MODEL, crate::http::H_KEY] {
+        for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, crate::http::H_MODEL, crate::http::H_KEY] {
             assert!(d.remove.contains(&h), "{h}");
         }
     }

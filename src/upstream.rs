@@ -82,6 +82,7 @@ impl UpstreamFilter {
     fn plan(&mut self, h: &dyn Headers, meta: &EndpointMeta, info: Option<&RequestInfo>) -> Result<Decision, ApiError> {
         let alias = match info {
             Some(i) => i.alias.clone(),
+            // Only when the route filter's registry had no room (see the adapter).
             None => h.get(H_MODEL).ok_or_else(|| {
                 ApiError::gateway("request reached a provider cluster without passing the route-level filter")
             })?,
