@@ -14,7 +14,7 @@ import pytest
 from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
 from openai_wire import chat_completion, chunk
 
-KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel", "ant"]}
+KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel", "ant", "one"]}
 PROMPT, COMPLETION = 250, 50  # the usage the mock provider reports for every answer
 
 
@@ -25,6 +25,10 @@ def usage_responder(rec):
     usage = {"prompt_tokens": PROMPT, "completion_tokens": COMPLETION, "total_tokens": PROMPT + COMPLETION}
     if "slow" in json.dumps(body["messages"]):
         time.sleep(1.0)
+    if "hold" in json.dumps(body["messages"]):
+        # A stream that starts, then stalls (until its gate times out): the client will walk away.
+        return Reply(headers={"content-type": "text/event-stream"}, gate_timeout=3.0,
+                     chunks=[chunk(model, {"role": "assistant", "content": ""}), threading.Event(), "data: [DONE]\n\n"])
     if body.get("stream"):
         chunks = [chunk(model, {"role": "assistant", "content": ""}), chunk(model, {"content": "ok"}), chunk(model, {}, finish="stop")]
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -55,6 +59,7 @@ def plugin() -> dict:
             k("model", {"models": {"gpt": {"requests": {"limit": 2, "window_secs": 3600}}}}),
             k("rel", {"tokens": {"limit": 400, "window_secs": 3600}}),
             k("ant", {"tokens": {"limit": 400, "window_secs": 3600}}),
+            k("one", {"concurrent": 1}),
             {"id": "free", "sha256": sha256_hex(KEYS["free"]), "models": ["*"]},
         ],
     }
@@ -188,6 +193,26 @@ def test_concurrency_cap(stack):
     assert statuses == [200, 200, 429, 429, 429, 429], statuses
     # Slots are released when the answers end.
     assert stack.raw("conc")[0] == 200
+
+
+def test_client_leaving_mid_stream_frees_its_slot(stack):
+    import http.client
+
+    body = json.dumps({"model": "gpt", "stream": True, "messages": [{"role": "user", "content": "hold"}]})
+    conn = http.client.HTTPConnection("127.0.0.1", stack.envoy.port, timeout=10)
+    conn.request("POST", "/v1/chat/completions", body=body,
+                 headers={"authorization": f"Bearer {KEYS['one']}", "content-type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200
+    # While the first stream holds the only slot, a second request is refused...
+    assert stack.raw("one")[0] == 429
+    # ...and once its client walks away the slot comes back, without waiting for the upstream.
+    conn.sock.close()
+    conn.close()
+    deadline = time.time() + 2
+    while time.time() < deadline and stack.raw("one")[0] == 429:
+        time.sleep(0.1)
+    assert stack.raw("one")[0] == 200
 
 
 def test_per_model_limit(stack):
