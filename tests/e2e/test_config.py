@@ -112,3 +112,22 @@ def test_shipped_istio_and_compose_files_agree_with_envoy_yaml():
     assert f"{compose['working_dir']}/{wasm_file}" in mounts
     assert mounts[f"{compose['working_dir']}/{wasm_file}"] == "../dist/switchyard.wasm"
     assert compose["image"] == "envoyproxy/envoy:v1.40.0"
+
+
+def test_readme_plain_cluster_snippet_validates():
+    """The README's recipe for a plain (non-TLS) provider cluster, pasted into envoy.yaml, is a valid
+    Envoy config (the TLS anchor's ALPN would not be: a plain cluster needs explicit_http_config)."""
+    import re
+    import subprocess
+
+    from harness import ROOT, envoy_binary
+
+    readme = (ROOT / "README.md").read_text()
+    snippet = re.search(r"  ```yaml\n(  - name: ollama.*?)  ```", readme, re.S).group(1)
+    demo = (ROOT / "envoy" / "envoy.yaml").read_text()
+    cut = demo.index("\n# The filter's stats are named")
+    path = ROOT / "target" / "readme-ollama.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(demo[:cut] + "\n" + snippet + "\n" + demo[cut:])
+    r = subprocess.run([envoy_binary(), "--mode", "validate", "-c", str(path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-2000:]
