@@ -2,6 +2,7 @@
 //! passes through the route-level filter, without holding the stream back. Optionally drops the OpenAI
 //! usage-only chunk the gateway asked the provider for when the client did not ask for it.
 
+use crate::providers::anthropic::RawUsage as AnthropicUsage;
 use crate::providers::Usage;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
@@ -25,6 +26,8 @@ pub struct Sniffer {
     /// SSE: bytes of an event not yet complete. JSON: the tail of the body.
     pending: Vec<u8>,
     usage: Option<Usage>,
+    /// Anthropic streams report usage in pieces (`message_start`, then `message_delta`).
+    anthropic: AnthropicUsage,
 }
 
 // Typed views of just the usage parts: serde skips everything else without building a document.
@@ -62,33 +65,6 @@ struct OpenAiBody {
     usage: Option<OpenAiUsage>,
     #[serde(default)]
     choices: Option<Vec<IgnoredAny>>,
-}
-
-#[derive(Deserialize, Default, Clone, Copy)]
-struct AnthropicUsage {
-    #[serde(default)]
-    input_tokens: Option<u64>,
-    #[serde(default)]
-    output_tokens: Option<u64>,
-    #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
-    #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
-}
-
-impl AnthropicUsage {
-    /// Folds into `into`: input tokens include cache reads and writes, as Switchyard counts prompt tokens.
-    fn fold(&self, into: &mut Usage) {
-        let cached = self.cache_read_input_tokens.unwrap_or(0);
-        let input = self.input_tokens.unwrap_or(0) + cached + self.cache_creation_input_tokens.unwrap_or(0);
-        if input > 0 {
-            into.prompt_tokens = input;
-            into.cached_tokens = cached;
-        }
-        if let Some(out) = self.output_tokens {
-            into.completion_tokens = out;
-        }
-    }
 }
 
 /// An Anthropic message (JSON answer) or stream event (`message_start` has `message.usage`,
@@ -159,7 +135,7 @@ fn event_data(raw: &[u8]) -> (Option<&str>, String) {
 
 impl Sniffer {
     pub fn new(format: Format, strip_usage_chunk: bool) -> Self {
-        Sniffer { format, strip_usage_chunk, pending: Vec::new(), usage: None }
+        Sniffer { format, strip_usage_chunk, pending: Vec::new(), usage: None, anthropic: AnthropicUsage::default() }
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -189,11 +165,9 @@ impl Sniffer {
         // Whole bodies parse directly (typed: no document is built); a cut tail is searched for its last
         // "usage" object.
         let whole = match self.format {
-            Format::AnthropicJson => serde_json::from_slice::<AnthropicBody>(&tail).ok().map(|b| {
-                let mut usage = Usage::default();
-                b.usage.unwrap_or_default().fold(&mut usage);
-                Some(usage).filter(|_| b.usage.is_some())
-            }),
+            Format::AnthropicJson => {
+                serde_json::from_slice::<AnthropicBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage()))
+            }
             _ => serde_json::from_slice::<OpenAiBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage())),
         };
         if let Some(found) = whole {
@@ -206,15 +180,11 @@ impl Sniffer {
         let Some(brace) = rest.iter().position(|b| *b == b'{') else { return };
         let Some(obj) = rest.get(brace..) else { return };
         self.usage = match self.format {
-            Format::AnthropicJson => {
-                serde_json::Deserializer::from_slice(obj).into_iter::<AnthropicUsage>().next().and_then(Result::ok).map(
-                    |a| {
-                        let mut usage = Usage::default();
-                        a.fold(&mut usage);
-                        usage
-                    },
-                )
-            }
+            Format::AnthropicJson => serde_json::Deserializer::from_slice(obj)
+                .into_iter::<AnthropicUsage>()
+                .next()
+                .and_then(Result::ok)
+                .map(|u| u.usage()),
             _ => serde_json::Deserializer::from_slice(obj)
                 .into_iter::<OpenAiUsage>()
                 .next()
@@ -270,11 +240,10 @@ impl Sniffer {
         match self.format {
             Format::AnthropicSse => {
                 let Ok(ev) = serde_json::from_str::<AnthropicBody>(&data) else { return true };
-                let mut usage = self.usage.unwrap_or_default();
                 for u in [ev.message.and_then(|m| m.usage), ev.usage].into_iter().flatten() {
-                    u.fold(&mut usage);
+                    self.anthropic.merge(&u);
                 }
-                self.usage = Some(usage);
+                self.usage = Some(self.anthropic.usage());
                 true
             }
             _ => {

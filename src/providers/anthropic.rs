@@ -29,6 +29,7 @@
 //! Streams: an `error` event, or the end of the stream before `message_stop`, ends the client stream with
 //! an OpenAI error event and `[DONE]`; `ping` and thinking deltas are skipped.
 
+use super::usage_json;
 use super::{client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing};
 use super::{ResponseTranslator, Usage};
 use crate::config::{Provider, ProviderKind};
@@ -586,8 +587,9 @@ fn response_format(format: Option<&Value>) -> Result<Option<Value>, ApiError> {
 // ---------------------------------------------------------------------------------------------------------
 // Response
 
+/// Anthropic's `usage` (also read by the route filter's usage sniffer for `/v1/messages` answers).
 #[derive(Deserialize, Default, Clone, Copy)]
-struct RawUsage {
+pub(crate) struct RawUsage {
     #[serde(default)]
     input_tokens: Option<u64>,
     #[serde(default)]
@@ -600,14 +602,15 @@ struct RawUsage {
 
 impl RawUsage {
     /// Stream usage is cumulative: later values replace earlier ones.
-    fn merge(&mut self, o: &RawUsage) {
+    pub(crate) fn merge(&mut self, o: &RawUsage) {
         self.input_tokens = o.input_tokens.or(self.input_tokens);
         self.output_tokens = o.output_tokens.or(self.output_tokens);
         self.cache_read_input_tokens = o.cache_read_input_tokens.or(self.cache_read_input_tokens);
         self.cache_creation_input_tokens = o.cache_creation_input_tokens.or(self.cache_creation_input_tokens);
     }
 
-    fn usage(&self) -> Usage {
+    /// Prompt tokens count cache reads and writes; cached tokens are the reads.
+    pub(crate) fn usage(&self) -> Usage {
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         let prompt = self
             .input_tokens
@@ -616,15 +619,6 @@ impl RawUsage {
             .saturating_add(self.cache_creation_input_tokens.unwrap_or(0));
         Usage { prompt_tokens: prompt, completion_tokens: self.output_tokens.unwrap_or(0), cached_tokens: cached }
     }
-}
-
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
 }
 
 #[derive(Deserialize)]
@@ -889,19 +883,7 @@ impl Translator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        let mut c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if self.include_usage {
-            if let Some(o) = c.as_object_mut() {
-                o.insert("usage".into(), Value::Null);
-            }
-        }
-        c.to_string()
+        super::chunk_json(&self.id, self.created, &self.model, delta, finish, self.include_usage)
     }
 
     fn emit(&self, out: &mut Vec<u8>, delta: Value) {

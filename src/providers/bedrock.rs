@@ -29,6 +29,7 @@
 //! prompt_tokens = inputTokens + cacheReadInputTokens + cacheWriteInputTokens, cached_tokens =
 //! cacheReadInputTokens.
 
+use super::usage_json;
 use super::{
     client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage,
 };
@@ -498,15 +499,6 @@ fn usage_of(u: &Value) -> Option<Usage> {
     })
 }
 
-fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-    })
-}
-
 /// Sets a field of a JSON object (no-op on anything else).
 fn set(v: &mut Value, key: &str, value: Value) {
     if let Some(o) = v.as_object_mut() {
@@ -618,17 +610,8 @@ impl Translator {
     }
 
     fn chunk(&self, out: &mut Vec<u8>, delta: Value, finish: Option<&str>) {
-        let mut c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if self.include_usage {
-            set(&mut c, "usage", Value::Null);
-        }
-        sse::write_event(out, None, &c.to_string());
+        let c = super::chunk_json(&self.id, self.created, &self.model, delta, finish, self.include_usage);
+        sse::write_event(out, None, &c);
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {

@@ -666,14 +666,11 @@ impl Translator {
     }
 
     fn usage_json(&self) -> Value {
-        let u = self.usage.unwrap_or_default();
-        json!({
-            "prompt_tokens": u.prompt_tokens,
-            "completion_tokens": u.completion_tokens,
-            "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
-            "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-            "completion_tokens_details": {"reasoning_tokens": self.reasoning}
-        })
+        let mut u = super::usage_json(&self.usage.unwrap_or_default());
+        if let Some(o) = u.as_object_mut() {
+            o.insert("completion_tokens_details".into(), json!({"reasoning_tokens": self.reasoning}));
+        }
+        u
     }
 
     /// An OpenAI tool call for a Gemini `functionCall` part; `n` counts calls in this response.
@@ -793,19 +790,7 @@ impl Translator {
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
-        let mut c = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        if self.include_usage() {
-            if let Some(o) = c.as_object_mut() {
-                o.insert("usage".into(), Value::Null);
-            }
-        }
-        c.to_string()
+        super::chunk_json(&self.id, self.created, &self.model, delta, finish, self.include_usage())
     }
 
     /// Ends the client stream with an error event.

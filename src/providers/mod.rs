@@ -142,6 +142,41 @@ pub(crate) fn bearer(provider: &Provider) -> Option<(&'static str, String)> {
     provider.credential.as_ref().map(|c| ("authorization", format!("Bearer {}", c.expose())))
 }
 
+/// The OpenAI `usage` object of translated responses and usage chunks.
+pub(crate) fn usage_json(u: &Usage) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens.saturating_add(u.completion_tokens),
+        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
+    })
+}
+
+/// One OpenAI `chat.completion.chunk` (choice 0), as translated streams write them. With `usage_null`
+/// (the stream will end with a usage chunk) it carries `"usage": null`, as OpenAI's do.
+pub(crate) fn chunk_json(
+    id: &str,
+    created: u64,
+    model: &str,
+    delta: serde_json::Value,
+    finish: Option<&str>,
+    usage_null: bool,
+) -> String {
+    let mut c = serde_json::json!({
+        "id": id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+    });
+    if usage_null {
+        if let Some(o) = c.as_object_mut() {
+            o.insert("usage".into(), serde_json::Value::Null);
+        }
+    }
+    c.to_string()
+}
+
 /// The status a client gets for a provider's error status. Provider-side credential failures are the
 /// gateway's problem (502), not the caller's; overload and server errors stay retriable (5xx).
 pub fn client_status_for_provider_error(status: u16) -> u16 {
