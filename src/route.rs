@@ -105,12 +105,11 @@ impl RouteFilter {
 
     /// An error answer in the shape the client's API uses.
     fn fail(&self, e: ApiError) -> Decision {
-        if !self.anthropic_client {
-            return Decision::respond(e);
+        if self.anthropic_client {
+            Decision::respond(anthropic_error(e))
+        } else {
+            Decision::respond(e)
         }
-        let mut r = LocalResponse::json(e.status, e.anthropic_body());
-        r.headers.extend(e.headers);
-        Decision::respond(r)
     }
 
     /// When the request arrived (for the latency measurements).
@@ -119,48 +118,21 @@ impl RouteFilter {
     }
 
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
-        let d = self.request_headers(h, end_of_stream);
-        match d.step {
-            Step::Respond(ref r) if r.status >= 400 && self.anthropic_client => self.reshape(d),
-            _ => d,
-        }
-    }
-
-    /// Re-encodes an OpenAI-shaped error answer for an Anthropic client.
-    fn reshape(&self, d: Decision) -> Decision {
-        let Step::Respond(r) = d.step else { return d };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&r.body) else { return Decision::respond(r) };
-        let err = &v["error"];
-        let mut e = ApiError::new(r.status, "invalid_request_error", None, err["message"].as_str().unwrap_or(""));
-        e.param = err["param"].as_str().map(str::to_string);
-        e.headers = r.headers.into_iter().filter(|(k, _)| *k != "content-type").collect();
-        let code = err["code"].as_str().unwrap_or("");
-        let mut out = self.fail(e);
-        if let Step::Respond(ref mut resp) = out.step {
-            if let Ok(mut v2) = serde_json::from_slice::<serde_json::Value>(&resp.body) {
-                v2["error"]["code"] = if code.is_empty() { serde_json::Value::Null } else { code.into() };
-                resp.body = v2.to_string().into_bytes();
-            }
-        }
-        out
-    }
-
-    fn request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
         self.anthropic_client = path.split(['?', '#']).next() == Some("/v1/messages");
         let op = match request::classify(&method, &path) {
             Ok(op) => op,
-            Err(e) => return Decision::respond(e),
+            Err(e) => return self.fail(e),
         };
         self.op = Some(op);
 
-        let Some(secret) = presented_key(h) else { return Decision::respond(ApiError::missing_key()) };
+        let Some(secret) = presented_key(h) else { return self.fail(ApiError::missing_key()) };
         let Some(key_index) = self.cfg.key_index(&secret) else {
-            return Decision::respond(ApiError::invalid_key());
+            return self.fail(ApiError::invalid_key());
         };
         self.key = Some(key_index);
-        let Some(key) = self.key() else { return Decision::respond(ApiError::invalid_key()) };
+        let Some(key) = self.key() else { return self.fail(ApiError::invalid_key()) };
 
         match op {
             Operation::ListModels => {
@@ -180,7 +152,7 @@ impl RouteFilter {
                         let body = json!({"id": m.name, "object": "model", "created": 0, "owned_by": owner});
                         Decision::respond(LocalResponse::json(200, body.to_string()))
                     }
-                    None => Decision::respond(ApiError::model_not_found(&id)),
+                    None => self.fail(ApiError::model_not_found(&id)),
                 };
             }
             Operation::ChatCompletions | Operation::Embeddings | Operation::Messages => {}
@@ -188,16 +160,16 @@ impl RouteFilter {
 
         if let Some(ct) = h.get("content-type") {
             if !request::is_json_content_type(&ct) {
-                return Decision::respond(ApiError::unsupported_media_type(&ct));
+                return self.fail(ApiError::unsupported_media_type(&ct));
             }
         }
         if let Some(len) = h.get("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
             if len > self.cfg.max_body_bytes as u64 {
-                return Decision::respond(ApiError::too_large(self.cfg.max_body_bytes));
+                return self.fail(ApiError::too_large(self.cfg.max_body_bytes));
             }
         }
         if end_of_stream {
-            return Decision::respond(ApiError::invalid_request("The request has no body; send a JSON object.", None));
+            return self.fail(ApiError::invalid_request("The request has no body; send a JSON object.", None));
         }
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
@@ -211,7 +183,7 @@ impl RouteFilter {
     /// in and within the limit: then the host hands it to [`RouteFilter::on_request_body`].
     pub fn on_body_progress(&self, buffered: usize, end_of_stream: bool) -> Option<Decision> {
         if buffered > self.cfg.max_body_bytes {
-            return Some(Decision::respond(ApiError::too_large(self.cfg.max_body_bytes)));
+            return Some(self.fail(ApiError::too_large(self.cfg.max_body_bytes)));
         }
         if !end_of_stream {
             return Some(Decision::new(Step::NeedBody));
@@ -221,14 +193,6 @@ impl RouteFilter {
 
     /// The whole request body.
     pub fn on_request_body(&mut self, bytes: &[u8], ctx: &Ctx) -> Decision {
-        let d = self.request_body(bytes, ctx);
-        match d.step {
-            Step::Respond(ref r) if r.status >= 400 && self.anthropic_client => self.reshape(d),
-            _ => d,
-        }
-    }
-
-    fn request_body(&mut self, bytes: &[u8], ctx: &Ctx) -> Decision {
         let clock = ctx.clock;
         let Some(op) = self.op else { return Decision::new(Step::Continue) };
         match op {
@@ -244,7 +208,7 @@ impl RouteFilter {
                     };
                     self.dispatch(&ask, bytes, ctx, |alias| mock::chat(&req, alias, clock))
                 }
-                Err(e) => Decision::respond(e),
+                Err(e) => self.fail(e),
             },
             Operation::Embeddings => match request::parse_embeddings(bytes) {
                 Ok(req) => {
@@ -258,7 +222,7 @@ impl RouteFilter {
                     };
                     self.dispatch(&ask, bytes, ctx, |alias| mock::embeddings(&req, alias))
                 }
-                Err(e) => Decision::respond(e),
+                Err(e) => self.fail(e),
             },
             Operation::Messages => match anthropic_input::parse(bytes) {
                 Ok(req) => {
@@ -272,7 +236,7 @@ impl RouteFilter {
                     };
                     self.dispatch(&ask, bytes, ctx, |alias| mock_messages(bytes, alias, clock))
                 }
-                Err(e) => Decision::respond(e),
+                Err(e) => self.fail(e),
             },
             Operation::ListModels | Operation::RetrieveModel => Decision::new(Step::Continue),
         }
@@ -288,16 +252,16 @@ impl RouteFilter {
         let alias = ask.alias;
         let cfg = self.cfg.clone();
         let Some(model) = cfg.models.get(alias) else {
-            return Decision::respond(match cfg.unavailable.get(alias) {
+            return self.fail(match cfg.unavailable.get(alias) {
                 Some(provider) => ApiError::model_unavailable(alias, provider),
                 None => ApiError::model_not_found(alias),
             });
         };
         let Some(key) = self.key.and_then(|i| cfg.keys.get(i)) else {
-            return Decision::respond(ApiError::invalid_key());
+            return self.fail(ApiError::invalid_key());
         };
         if !key.may_use(alias) {
-            return Decision::respond(ApiError::model_not_allowed(alias));
+            return self.fail(ApiError::model_not_allowed(alias));
         }
 
         // Reserve before anything is answered or forwarded (documented estimate: request bytes / 4 for
@@ -308,7 +272,7 @@ impl RouteFilter {
             let cost = model.max_price().map_or(0, |p| p.cost_micros(prompt_estimate, 0, output_reserved));
             match Reservation::reserve(ctx.store, key, alias, prompt_estimate + output_reserved, cost, ctx.now_ns) {
                 Ok(r) => self.reservation = Some(r),
-                Err(e) => return Decision::respond(e),
+                Err(e) => return self.fail(e),
             }
         }
         if let Some(max) = cfg.log_bodies_max_bytes {
@@ -366,7 +330,7 @@ impl RouteFilter {
             };
             match written {
                 Ok(b) => d.body = Some(b),
-                Err(e) => return Decision::respond(e),
+                Err(e) => return self.fail(e),
             }
         }
         d.register = self.op.map(|op| RequestInfo { op, alias: model.name.clone(), body_ready: d.body.is_some() });
@@ -533,15 +497,22 @@ fn cut(bytes: &[u8], max: usize) -> String {
     s
 }
 
+/// An error answer for a client of the Anthropic Messages API (Anthropic's shape, OpenAI's fields kept).
+fn anthropic_error(e: ApiError) -> LocalResponse {
+    let mut r = LocalResponse::json(e.status, e.anthropic_body());
+    r.headers.extend(e.headers);
+    r
+}
+
 /// The mock provider's answer to an Anthropic Messages request: the OpenAI mock answer, converted.
 fn mock_messages(body: &[u8], alias: &str, clock: mock::Clock) -> LocalResponse {
     let pivot = match anthropic_input::to_openai(body) {
         Ok(p) => p,
-        Err(e) => return e.into(),
+        Err(e) => return anthropic_error(e),
     };
     let chat = match request::parse_chat(&pivot) {
         Ok(c) => c,
-        Err(e) => return e.into(),
+        Err(e) => return anthropic_error(e),
     };
     let r = mock::chat(&chat, alias, clock);
     if chat.is_stream() {
