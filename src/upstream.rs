@@ -29,7 +29,6 @@ pub struct UpstreamFilter {
     provider: Option<ProviderId>,
     alias: String,
     model: String,
-    authority: String,
     response: Option<Box<dyn ResponseTranslator>>,
     mode: Option<BodyMode>,
 }
@@ -61,7 +60,6 @@ impl UpstreamFilter {
             provider: None,
             alias: String::new(),
             model: String::new(),
-            authority: String::new(),
             response: None,
             mode: None,
         }
@@ -129,7 +127,6 @@ impl UpstreamFilter {
         self.provider = Some(target.0);
         self.model = target.1;
         self.alias = alias;
-        self.authority = h.get(":authority").unwrap_or_default();
 
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
@@ -159,15 +156,8 @@ impl UpstreamFilter {
     pub fn on_request_body(&mut self, bytes: &[u8], now_unix: u64) -> Result<BodyEdit, ApiError> {
         let (Some(op), Some(pid)) = (self.op, self.provider) else { return Ok(BodyEdit::default()) };
         let provider = self.cfg.provider(pid).ok_or_else(|| ApiError::gateway("unknown provider"))?;
-        let attempt = providers::Attempt {
-            op,
-            provider,
-            model: &self.model,
-            alias: &self.alias,
-            authority: &self.authority,
-            now_unix,
-            usage_chunk: true,
-        };
+        let attempt =
+            providers::Attempt { op, provider, model: &self.model, alias: &self.alias, now_unix, usage_chunk: true };
         let out = providers::prepare(&attempt, bytes)?;
         self.response = out.response;
         let mut set = vec![(":path", out.path)];

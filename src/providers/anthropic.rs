@@ -1079,15 +1079,7 @@ mod tests {
     }
 
     fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
-        Attempt {
-            op,
-            provider: p,
-            model: "claude-sonnet-4-5",
-            alias: "claude",
-            authority: "api.anthropic.com",
-            now_unix: NOW,
-            usage_chunk: false,
-        }
+        Attempt { op, provider: p, model: "claude-sonnet-4-5", alias: "claude", now_unix: NOW, usage_chunk: false }
     }
 
     fn prep(body: &[u8]) -> Result<Outgoing, ApiError> {

@@ -826,13 +826,13 @@ mod tests {
         }
     }
 
-    fn attempt<'a>(p: &'a Provider, op: Operation, authority: &'a str) -> Attempt<'a> {
-        Attempt { op, provider: p, model: MODEL, alias: "claude", authority, now_unix: NOW, usage_chunk: false }
+    fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
+        Attempt { op, provider: p, model: MODEL, alias: "claude", now_unix: NOW, usage_chunk: false }
     }
 
     fn run(body: &str) -> Result<Outgoing, ApiError> {
         let p = provider(None);
-        prepare(&attempt(&p, Operation::ChatCompletions, HOST), body.as_bytes())
+        prepare(&attempt(&p, Operation::ChatCompletions), body.as_bytes())
     }
 
     fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
@@ -957,7 +957,7 @@ mod tests {
         for token in [None, Some("session-token")] {
             let p = provider(token);
             let body = r#"{"model":"claude","messages":[{"role":"user","content":"Hello"}],"stream":true}"#;
-            let out = prepare(&attempt(&p, Operation::ChatCompletions, HOST), body.as_bytes()).unwrap();
+            let out = prepare(&attempt(&p, Operation::ChatCompletions), body.as_bytes()).unwrap();
             let payload = out.body.clone().unwrap();
             let headers = [("content-type", "application/json"), ("host", HOST)];
             let req =
@@ -995,7 +995,7 @@ mod tests {
             ),
             ("us.amazon.nova-pro-v1:0", "/model/us.amazon.nova-pro-v1%3A0/converse"),
         ] {
-            let a = Attempt { model, ..attempt(&p, Operation::ChatCompletions, "") };
+            let a = Attempt { model, ..attempt(&p, Operation::ChatCompletions) };
             let out = prepare(&a, body).unwrap();
             assert_eq!(out.path, path);
         }
@@ -1050,7 +1050,7 @@ mod tests {
             assert_eq!(e.param.as_deref(), Some(*param), "{body}: {}", e.message);
         }
         let p = provider(None);
-        let e = prepare(&attempt(&p, Operation::Embeddings, HOST), br#"{"model":"m","input":"x"}"#).err().unwrap();
+        let e = prepare(&attempt(&p, Operation::Embeddings), br#"{"model":"m","input":"x"}"#).err().unwrap();
         assert_eq!((e.status, e.param.as_deref()), (400, Some("model")));
         assert!(e.message.contains("does not serve embeddings"));
     }

@@ -1009,15 +1009,7 @@ mod tests {
     }
 
     fn attempt<'a>(p: &'a Provider, op: Operation, model: &'a str) -> Attempt<'a> {
-        Attempt {
-            op,
-            provider: p,
-            model,
-            alias: "alias",
-            authority: "generativelanguage.googleapis.com",
-            now_unix: NOW,
-            usage_chunk: false,
-        }
+        Attempt { op, provider: p, model, alias: "alias", now_unix: NOW, usage_chunk: false }
     }
 
     fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {

@@ -23,8 +23,6 @@ pub struct Attempt<'a> {
     pub model: &'a str,
     /// The public model name the client asked for.
     pub alias: &'a str,
-    /// The host Envoy sends this attempt to (`:authority`), for request signing.
-    pub authority: &'a str,
     /// Seconds since the Unix epoch (SigV4 dates, `created` fields).
     pub now_unix: u64,
     /// Streams end with the usage chunk whatever the client asked: the gateway reads usage from the
