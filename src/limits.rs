@@ -131,43 +131,6 @@ fn gcra_shift(tat: u64, rate: Rate, delta: i64, now_ns: u64) -> u64 {
     new_tat.min(u64::MAX as u128) as u64
 }
 
-/// Takes `cost` units from a GCRA bucket stored under `key` at time `now_ns`, or refuses.
-pub fn gcra_take(
-    store: &dyn SharedStore,
-    key: &str,
-    rate: Rate,
-    cost: u64,
-    now_ns: u64,
-) -> Result<Result<RateState, Refused>, StoreError> {
-    update(store, key, |v| {
-        let [tat] = read_u64s::<1>(v);
-        gcra_step(tat, rate, cost, now_ns).map(|(t, st)| (write_u64s(&[t]), st))
-    })
-}
-
-/// Adjusts a GCRA bucket by a signed number of units (settlement).
-pub fn gcra_adjust(
-    store: &dyn SharedStore,
-    key: &str,
-    rate: Rate,
-    delta: i64,
-    now_ns: u64,
-) -> Result<RateState, StoreError> {
-    let r = update(store, key, |v| {
-        let [tat] = read_u64s::<1>(v);
-        let t = gcra_shift(tat, rate, delta, now_ns);
-        Ok::<_, ()>((write_u64s(&[t]), state(rate, t as u128, now_ns as u128)))
-    })?;
-    r.map_err(|_| StoreError::Contention)
-}
-
-/// Reads a GCRA bucket's state without changing it.
-pub fn gcra_peek(store: &dyn SharedStore, key: &str, rate: Rate, now_ns: u64) -> RateState {
-    let (v, _) = store.get(key);
-    let [tat] = read_u64s::<1>(v.as_deref());
-    state(rate, tat as u128, now_ns as u128)
-}
-
 /// A calendar period for budgets, in UTC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
@@ -275,6 +238,44 @@ pub mod tests {
             d.insert(key.to_string(), (value.to_vec(), next));
             Ok(())
         }
+    }
+
+    // Single-bucket views of the GCRA steps the reservations use, for the arithmetic tests.
+    /// Takes `cost` units from a GCRA bucket stored under `key` at time `now_ns`, or refuses.
+    fn gcra_take(
+        store: &dyn SharedStore,
+        key: &str,
+        rate: Rate,
+        cost: u64,
+        now_ns: u64,
+    ) -> Result<Result<RateState, Refused>, StoreError> {
+        update(store, key, |v| {
+            let [tat] = read_u64s::<1>(v);
+            gcra_step(tat, rate, cost, now_ns).map(|(t, st)| (write_u64s(&[t]), st))
+        })
+    }
+
+    /// Adjusts a GCRA bucket by a signed number of units (settlement).
+    fn gcra_adjust(
+        store: &dyn SharedStore,
+        key: &str,
+        rate: Rate,
+        delta: i64,
+        now_ns: u64,
+    ) -> Result<RateState, StoreError> {
+        let r = update(store, key, |v| {
+            let [tat] = read_u64s::<1>(v);
+            let t = gcra_shift(tat, rate, delta, now_ns);
+            Ok::<_, ()>((write_u64s(&[t]), state(rate, t as u128, now_ns as u128)))
+        })?;
+        r.map_err(|_| StoreError::Contention)
+    }
+
+    /// Reads a GCRA bucket's state without changing it.
+    fn gcra_peek(store: &dyn SharedStore, key: &str, rate: Rate, now_ns: u64) -> RateState {
+        let (v, _) = store.get(key);
+        let [tat] = read_u64s::<1>(v.as_deref());
+        state(rate, tat as u128, now_ns as u128)
     }
 
     const S: u64 = 1_000_000_000;
