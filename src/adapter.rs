@@ -76,6 +76,9 @@ impl RootContext for Root {
                     cfg.keys.len()
                 );
                 if self.role == Role::Route {
+                    if !declare_log_record() {
+                        log::warn!("Envoy refused to declare the access-log record type: the log fields stay empty");
+                    }
                     crate::limits::create_missing(&HostStore, &crate::limits::shared_keys(&cfg));
                 }
                 self.cfg = Some(Rc::new(cfg));
@@ -115,9 +118,10 @@ thread_local! {
     static METRICS: RefCell<hashbrown::HashMap<String, u32>> = RefCell::new(hashbrown::HashMap::new());
 }
 
-/// Envoy's stats (`define_metric` once per name) and the request's log fields. Envoy lets a Wasm filter
-/// write filter state, not dynamic metadata: each field is the filter state object
-/// `wasm.switchyard.FIELD`, printed by the access log with `%FILTER_STATE(wasm.switchyard.FIELD:PLAIN)%`.
+/// Envoy's stats (`define_metric` once per name) and the request's log record. Envoy lets a Wasm filter
+/// write filter state, not dynamic metadata: the record is the filter state object `wasm.switchyard`, a
+/// `google.protobuf.Struct` (declared so at configure time), printed by the access log with
+/// `%FILTER_STATE(wasm.switchyard:TYPED)%`.
 struct HostTelemetry;
 
 impl HostTelemetry {
@@ -133,8 +137,11 @@ impl HostTelemetry {
 
 impl Telemetry for HostTelemetry {
     fn counter(&self, name: &str, value: u64) {
+        // Defined even when there is nothing to add, so that the series exists from the first request.
         if let Some(id) = Self::metric(MetricType::Counter, name) {
-            let _ = proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64);
+            if value > 0 {
+                let _ = proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64);
+            }
         }
     }
 
@@ -144,10 +151,29 @@ impl Telemetry for HostTelemetry {
         }
     }
 
-    fn field(&self, name: &str, value: &str) {
-        let key = format!("switchyard.{name}");
-        let _ = proxy_wasm::hostcalls::set_property(vec![key.as_str()], Some(value.as_bytes()));
+    fn log_record(&self, record: &[u8]) {
+        let _ = proxy_wasm::hostcalls::set_property(vec![LOG_PROPERTY], Some(record));
     }
+}
+
+/// The filter state object (`wasm.` + this) that holds each request's log record.
+const LOG_PROPERTY: &str = "switchyard";
+
+/// Declares the log record's type to Envoy (`declare_property`, arguments are Envoy's
+/// `DeclarePropertyArguments` message): a `google.protobuf.Struct` living as long as the request, so that
+/// the access log can print it as JSON (`:TYPED`).
+fn declare_log_record() -> bool {
+    const SCHEMA: &[u8] = b"type.googleapis.com/google.protobuf.Struct";
+    let mut args = Vec::with_capacity(64);
+    args.push(0x0a); // name = 1
+    args.push(LOG_PROPERTY.len() as u8);
+    args.extend_from_slice(LOG_PROPERTY.as_bytes());
+    args.extend_from_slice(&[0x18, 3]); // type = 3: Protobuf
+    args.push(0x22); // schema = 4
+    args.push(SCHEMA.len() as u8);
+    args.extend_from_slice(SCHEMA);
+    args.extend_from_slice(&[0x28, 1]); // span = 5: DownstreamRequest
+    proxy_wasm::hostcalls::call_foreign_function("declare_property", Some(&args)).is_ok()
 }
 
 /// Requests remembered at once; past this the upstream role falls back to the headers (first attempt only).

@@ -8,8 +8,17 @@ use crate::providers::Usage;
 pub trait Telemetry {
     fn counter(&self, name: &str, value: u64);
     fn histogram(&self, name: &str, value: u64);
-    /// One field of the request's access-log record, as plain text.
-    fn field(&self, name: &str, value: &str);
+    /// The request's access-log record: a serialised `google.protobuf.Struct` (see [`encode_struct`]),
+    /// published in one host call.
+    fn log_record(&self, record: &[u8]);
+}
+
+/// One value of the access-log record.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Str(&'a str),
+    Num(f64),
+    Bool(bool),
 }
 
 /// One finished request.
@@ -76,33 +85,81 @@ pub fn emit(r: &Record, t: &dyn Telemetry) {
         t.counter(&format!("switchyard.fallbacks.model.{model}"), u64::from(r.attempts - 1));
     }
 
-    // Access-log fields, named after the OpenTelemetry GenAI semantic conventions where one exists.
-    t.field("gen_ai.operation.name", r.operation);
+    t.log_record(&encode_struct(&log_fields(r)));
+}
+
+/// The request's access-log fields, named after the OpenTelemetry GenAI semantic conventions where one
+/// exists.
+pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
+    let mut f = Vec::with_capacity(14);
+    f.push(("gen_ai.operation.name", Value::Str(r.operation)));
     if let Some(m) = &r.requested_model {
-        t.field("gen_ai.request.model", m);
+        f.push(("gen_ai.request.model", Value::Str(m)));
     }
     if let Some(m) = &r.served_model {
-        t.field("gen_ai.response.model", m);
+        f.push(("gen_ai.response.model", Value::Str(m)));
     }
     if let Some(p) = &r.provider {
-        t.field("gen_ai.provider.name", p);
+        f.push(("gen_ai.provider.name", Value::Str(p)));
     }
     if let Some(u) = r.usage {
-        t.field("gen_ai.usage.input_tokens", &u.prompt_tokens.to_string());
-        t.field("gen_ai.usage.output_tokens", &u.completion_tokens.to_string());
-        t.field("gen_ai.usage.cache_read.input_tokens", &u.cached_tokens.to_string());
-        t.field("usage_estimated", if r.usage_estimated { "true" } else { "false" });
+        f.push(("gen_ai.usage.input_tokens", Value::Num(u.prompt_tokens as f64)));
+        f.push(("gen_ai.usage.output_tokens", Value::Num(u.completion_tokens as f64)));
+        f.push(("gen_ai.usage.cache_read.input_tokens", Value::Num(u.cached_tokens as f64)));
+        f.push(("usage_estimated", Value::Bool(r.usage_estimated)));
     }
     if let Some(k) = &r.key_id {
-        t.field("key_id", k);
+        f.push(("key_id", Value::Str(k)));
     }
-    t.field("cost_usd", &format!("{:.6}", r.cost_micros as f64 / 1e6));
-    t.field("attempts", &r.attempts.to_string());
+    f.push(("cost_usd", Value::Num(r.cost_micros as f64 / 1e6)));
+    f.push(("attempts", Value::Num(f64::from(r.attempts))));
     if let Some(ttft) = r.ttft_ms {
-        t.field("ttft_ms", &ttft.to_string());
+        f.push(("ttft_ms", Value::Num(ttft as f64)));
     }
-    t.field("outcome", outcome(r.status));
-    t.field("stream", if r.stream { "true" } else { "false" });
+    f.push(("outcome", Value::Str(outcome(r.status))));
+    f.push(("stream", Value::Bool(r.stream)));
+    f
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn len_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Protobuf wire encoding of a `google.protobuf.Struct` holding `fields`: Envoy keeps it as the typed
+/// filter state object `wasm.switchyard`, which the access log prints as JSON with
+/// `%FILTER_STATE(wasm.switchyard:TYPED)%` (one host call per request instead of one per field).
+pub fn encode_struct(fields: &[(&str, Value)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(fields.len() * 40);
+    let mut entry = Vec::with_capacity(64);
+    let mut value = Vec::with_capacity(48);
+    for (name, v) in fields {
+        value.clear();
+        match v {
+            // Value: number_value = 2 (fixed64), string_value = 3, bool_value = 4.
+            Value::Num(n) => {
+                value.push(0x11);
+                value.extend_from_slice(&n.to_le_bytes());
+            }
+            Value::Str(s) => len_field(&mut value, 0x1a, s.as_bytes()),
+            Value::Bool(b) => value.extend_from_slice(&[0x20, u8::from(*b)]),
+        }
+        // Struct.fields = 1: map entries { key = 1, value = 2 }.
+        entry.clear();
+        len_field(&mut entry, 0x0a, name.as_bytes());
+        len_field(&mut entry, 0x12, &value);
+        len_field(&mut out, 0x0a, &entry);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -114,7 +171,7 @@ pub mod tests {
     pub struct Recorder {
         pub counters: RefCell<Vec<(String, u64)>>,
         pub histograms: RefCell<Vec<(String, u64)>>,
-        pub fields: RefCell<Vec<(String, String)>>,
+        pub records: RefCell<Vec<Vec<u8>>>,
     }
 
     impl Telemetry for Recorder {
@@ -124,8 +181,8 @@ pub mod tests {
         fn histogram(&self, name: &str, value: u64) {
             self.histograms.borrow_mut().push((name.into(), value));
         }
-        fn field(&self, name: &str, value: &str) {
-            self.fields.borrow_mut().push((name.into(), value.into()));
+        fn log_record(&self, record: &[u8]) {
+            self.records.borrow_mut().push(record.to_vec());
         }
     }
 
@@ -158,9 +215,11 @@ pub mod tests {
         assert!(c.contains(&("switchyard.fallbacks.model.gpt-4_1".to_string(), 1)));
         let h = t.histograms.borrow();
         assert!(h.contains(&("switchyard.ttft_ms.model.gpt-4_1.provider.anthropic".to_string(), 40)));
-        let f = t.fields.borrow();
-        assert!(f.contains(&("gen_ai.response.model".to_string(), "claude-sonnet-4-5".to_string())));
-        assert!(f.contains(&("cost_usd".to_string(), "0.001234".to_string())));
+        let f = log_fields(&r);
+        assert!(f.contains(&("gen_ai.response.model", Value::Str("claude-sonnet-4-5"))));
+        assert!(f.contains(&("cost_usd", Value::Num(0.001234))));
+        assert!(f.contains(&("gen_ai.usage.cache_read.input_tokens", Value::Num(2.0))));
+        assert_eq!(t.records.borrow().as_slice(), &[encode_struct(&f)]);
     }
 
     #[test]
@@ -173,5 +232,20 @@ pub mod tests {
             &[("switchyard.requests.model.none.provider.none.key.none.outcome.denied".to_string(), 1)]
         );
         assert!(t.histograms.borrow().is_empty());
+    }
+
+    #[test]
+    fn struct_wire_encoding() {
+        // {"a": "xy"}, {"n": 1.0}, {"b": true} as protoc encodes them.
+        assert_eq!(encode_struct(&[("a", Value::Str("xy"))]), b"\x0a\x09\x0a\x01a\x12\x04\x1a\x02xy");
+        let mut n = b"\x0a\x0e\x0a\x01n\x12\x09\x11".to_vec();
+        n.extend_from_slice(&1.0f64.to_le_bytes());
+        assert_eq!(encode_struct(&[("n", Value::Num(1.0))]), n);
+        assert_eq!(encode_struct(&[("b", Value::Bool(true))]), b"\x0a\x07\x0a\x01b\x12\x02\x20\x01");
+        // Lengths past 127 take two varint bytes.
+        let long = "m".repeat(200);
+        let e = encode_struct(&[("k", Value::Str(&long))]);
+        assert_eq!(&e[..3], &[0x0a, 0xd1, 0x01]);
+        assert_eq!(e.len(), 3 + 209);
     }
 }

@@ -137,18 +137,26 @@ def test_prometheus_counters_and_labels(stack):
 
 
 def test_access_log_lines(stack):
-    lines = [json.loads(l) for l in stack.envoy.access_log().splitlines() if l.startswith("{")]
-    assert len(lines) == 5
+    raw = [json.loads(l) for l in stack.envoy.access_log().splitlines() if l.startswith("{")]
+    assert len(raw) == 5
+    # The filter's record is one typed filter state object, printed as JSON by %FILTER_STATE(...:TYPED)%.
+    assert all(r["switchyard"]["@type"] == "type.googleapis.com/google.protobuf.Struct" for r in raw)
+    lines = [{**r, **r["switchyard"]["value"]} for r in raw]
     first, streamed, other, missing, fallback = lines
-    assert first["key_id"] == "team-a" and first["request_model"] == "m1" and first["response_model"] == "gpt-4o-mini"
-    assert first["provider"] == "openai" and first["operation"] == "chat" and first["status"] == 200
-    assert (first["input_tokens"], first["output_tokens"], first["cached_tokens"]) == ("250", "50", "20")
-    assert first["cost_usd"] == "0.000350" and first["usage_estimated"] == "false" and first["outcome"] == "ok"
-    assert streamed["stream"] == "true" and streamed["output_tokens"] == "50" and int(streamed["ttft_ms"]) >= 0
-    assert other["key_id"] == "team-b" and other["provider"] == "anthropic" and other["input_tokens"] == "12"
-    assert missing["status"] == 404 and missing["outcome"] == "client_error" and missing["provider"] is None
-    assert fallback["attempts"] == "2" and fallback["upstream_attempts"] == 2
-    assert fallback["request_model"] == "fb" and fallback["response_model"] == "claude-haiku"
+    assert first["key_id"] == "team-a" and first["gen_ai.request.model"] == "m1"
+    assert first["gen_ai.response.model"] == "gpt-4o-mini" and first["gen_ai.provider.name"] == "openai"
+    assert first["gen_ai.operation.name"] == "chat" and first["status"] == 200
+    usage = (first["gen_ai.usage.input_tokens"], first["gen_ai.usage.output_tokens"],
+             first["gen_ai.usage.cache_read.input_tokens"])
+    assert usage == (250, 50, 20)
+    assert first["cost_usd"] == 0.00035 and first["usage_estimated"] is False and first["outcome"] == "ok"
+    assert first["stream"] is False and first["attempts"] == 1
+    assert streamed["stream"] is True and streamed["gen_ai.usage.output_tokens"] == 50 and streamed["ttft_ms"] >= 0
+    assert other["key_id"] == "team-b" and other["gen_ai.provider.name"] == "anthropic"
+    assert other["gen_ai.usage.input_tokens"] == 12
+    assert missing["status"] == 404 and missing["outcome"] == "client_error" and "gen_ai.provider.name" not in missing
+    assert fallback["attempts"] == 2 and fallback["upstream_attempts"] == 2
+    assert fallback["gen_ai.request.model"] == "fb" and fallback["gen_ai.response.model"] == "claude-haiku"
 
 
 def test_no_key_or_prompt_in_any_log_at_trace_level():
