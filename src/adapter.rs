@@ -3,7 +3,7 @@
 
 use crate::config::{Config, Env};
 use crate::http::RequestInfo;
-use crate::http::{Decision, Headers, Step};
+use crate::http::{Decision, Pairs, Step};
 use crate::limits::SharedStore;
 use crate::observe::{self, Telemetry};
 use crate::providers::mock::Clock;
@@ -12,7 +12,7 @@ use crate::route::{Ctx, RouteFilter};
 use crate::upstream::{EndpointMeta, UpstreamFilter};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::MetricType;
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, Status};
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -198,30 +198,34 @@ fn now_ns(ctx: &dyn Context) -> u64 {
     ctx.get_current_time().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
-/// A copy of a header map, read from the host in one call (each host call costs far more than a scan of
-/// a few dozen pairs). Envoy keeps header names in lower case.
-#[derive(Default)]
-struct Snapshot(Vec<(String, String)>);
-
-impl Snapshot {
-    fn read(map: MapType) -> Snapshot {
-        Snapshot(proxy_wasm::hostcalls::get_map(map).unwrap_or_default())
-    }
-
-    fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, _)| k == name)
-    }
+extern "C" {
+    // The proxy-wasm ABI call behind `hostcalls::get_map`, here so that the map is read in place
+    // (`Pairs`) instead of as one String pair per header.
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
 }
 
-impl Headers for Snapshot {
-    fn get(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+/// A header map, read from the host in one call (each host call costs far more than a scan of a few
+/// dozen pairs). Envoy keeps header names in lower case.
+fn read_map(map: MapType) -> Pairs {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: on success the host hands over a buffer of `size` bytes it got from this module's
+    // allocator (`proxy_on_memory_allocate`, a `Vec<u8>` of that capacity), which is ours to own and free.
+    unsafe {
+        match proxy_get_header_map_pairs(map, &mut data, &mut size) {
+            Status::Ok if !data.is_null() && size > 0 => Pairs::parse(Vec::from_raw_parts(data, size, size)),
+            _ => Pairs::default(),
+        }
     }
 }
 
 /// Applies a decision's header edits and step to the request (`present`: the headers as they are, so
 /// that only headers that exist are removed).
-fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Snapshot>) -> Action {
+fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Pairs>) -> Action {
     for name in &d.remove {
         if present.is_none_or(|h| h.has(name)) {
             ctx.set_http_request_header(name, None);
@@ -295,8 +299,8 @@ impl Context for RouteHttp {}
 impl HttpContext for RouteHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.core.set_start(now_ns(self));
-        let headers = Snapshot::read(MapType::HttpRequestHeaders);
-        self.request_id = headers.get("x-request-id");
+        let headers = read_map(MapType::HttpRequestHeaders);
+        self.request_id = headers.value("x-request-id").map(str::to_string);
         let d = self.core.on_request_headers(&headers, end_of_stream);
         apply(self, d, Some(&headers))
     }
@@ -321,13 +325,10 @@ impl HttpContext for RouteHttp {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
-        let headers = Snapshot::read(MapType::HttpResponseHeaders);
-        let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let content_type = headers.get("content-type");
-        let provider = headers.get(crate::http::H_SERVED_PROVIDER);
-        let model = headers.get(crate::http::H_SERVED_MODEL);
-        let served = provider.as_deref().zip(model.as_deref());
-        for (name, value) in self.core.on_response_headers(status, content_type.as_deref(), served) {
+        let headers = read_map(MapType::HttpResponseHeaders);
+        let status = headers.value(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let served = headers.value(crate::http::H_SERVED_PROVIDER).zip(headers.value(crate::http::H_SERVED_MODEL));
+        for (name, value) in self.core.on_response_headers(status, headers.value("content-type"), served) {
             self.set_http_response_header(name, Some(&value));
         }
         if self.core.rewrites_body() && headers.has("content-length") {
@@ -371,10 +372,13 @@ struct UpstreamHttp {
 }
 
 impl UpstreamHttp {
-    fn metadata(&self, key: &str) -> Option<String> {
-        self.get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "switchyard", key])
-            .and_then(|b| String::from_utf8(b).ok())
-            .filter(|s| !s.is_empty())
+    /// The picked endpoint's `filter_metadata.switchyard`, in one host call (Envoy serialises a map
+    /// property like a header map).
+    fn endpoint_meta(&self) -> EndpointMeta {
+        let bytes = self.get_property(vec!["xds", "upstream_host_metadata", "filter_metadata", "switchyard"]);
+        let meta = Pairs::parse(bytes.unwrap_or_default());
+        let text = |k: &str| meta.value(k).filter(|v| !v.is_empty()).map(str::to_string);
+        EndpointMeta { provider: text("provider"), model: text("model") }
     }
 }
 
@@ -382,9 +386,7 @@ impl Context for UpstreamHttp {}
 
 impl HttpContext for UpstreamHttp {
     fn on_http_request_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let meta = EndpointMeta { provider: self.metadata("provider"), model: self.metadata("model") };
-        let headers = Snapshot::read(MapType::HttpRequestHeaders);
-        let info = headers.get("x-request-id").and_then(|id| {
+        let info = self.get_http_request_header("x-request-id").and_then(|id| {
             REQUESTS.with(|m| {
                 m.borrow_mut().get_mut(&id).map(|(info, attempts)| {
                     *attempts += 1;
@@ -392,6 +394,11 @@ impl HttpContext for UpstreamHttp {
                 })
             })
         });
+        let meta = self.endpoint_meta();
+        if let Some(d) = info.as_ref().and_then(|i| self.core.on_ready_request(&meta, i)) {
+            return apply(self, d, None);
+        }
+        let headers = read_map(MapType::HttpRequestHeaders);
         let d = self.core.on_request_headers(&headers, &meta, info.as_ref());
         apply(self, d, Some(&headers))
     }
@@ -420,10 +427,12 @@ impl HttpContext for UpstreamHttp {
     }
 
     fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
-        let headers = Snapshot::read(MapType::HttpResponseHeaders);
-        let status = headers.get(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
-        let content_type = headers.get("content-type");
-        let edit = self.core.on_response_headers(status, content_type.as_deref());
+        if self.core.passes_response() {
+            return Action::Continue;
+        }
+        let headers = read_map(MapType::HttpResponseHeaders);
+        let status = headers.value(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let edit = self.core.on_response_headers(status, headers.value("content-type"));
         if let Some(s) = edit.status {
             self.set_http_response_header(":status", Some(&s.to_string()));
         }

@@ -13,6 +13,8 @@ pub struct RequestInfo {
     /// The route-level filter already wrote the body for the model's only target (an OpenAI-format
     /// provider): an attempt then needs just its path and credential, not the body again.
     pub body_ready: bool,
+    /// The client's `:path` (an attempt whose provider path is the same leaves it alone).
+    pub path: String,
 }
 
 /// Read access to the request or response headers the host holds.
@@ -102,6 +104,71 @@ pub const INTERNAL_HEADERS: &[&str] = &[H_CLUSTER, H_MODEL, H_KEY];
 pub const H_SERVED_PROVIDER: &str = "x-switchyard-provider";
 pub const H_SERVED_MODEL: &str = "x-switchyard-model";
 
+/// A header map (or any string map) as the proxy-wasm host serialises it, read in place: a little-endian
+/// u32 count, then a (key length, value length) u32 pair per entry, then each key and value followed by a
+/// NUL. One buffer, no allocation per entry. Malformed input reads as empty.
+#[derive(Default)]
+pub struct Pairs {
+    buf: Vec<u8>,
+    /// (key start, key end, value start, value end) per entry.
+    spans: Vec<(u32, u32, u32, u32)>,
+}
+
+impl Pairs {
+    pub fn parse(buf: Vec<u8>) -> Pairs {
+        let spans = Self::spans(&buf).unwrap_or_default();
+        Pairs { buf, spans }
+    }
+
+    fn spans(buf: &[u8]) -> Option<Vec<(u32, u32, u32, u32)>> {
+        let word = |at: usize| -> Option<usize> {
+            let b = buf.get(at..at + 4)?;
+            Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+        };
+        let n = word(0)?;
+        // Each entry takes at least 10 bytes (two lengths and two NULs): a count past that is malformed.
+        if n > buf.len() / 10 {
+            return None;
+        }
+        let mut spans = Vec::with_capacity(n);
+        let mut at = 4 + 8 * n;
+        for i in 0..n {
+            let (klen, vlen) = (word(4 + 8 * i)?, word(8 + 8 * i)?);
+            let k = at;
+            let v = k.checked_add(klen)?.checked_add(1)?;
+            at = v.checked_add(vlen)?.checked_add(1)?;
+            if at > buf.len() {
+                return None;
+            }
+            spans.push((k as u32, (k + klen) as u32, v as u32, (v + vlen) as u32));
+        }
+        Some(spans)
+    }
+
+    fn text(&self, from: u32, to: u32) -> &str {
+        self.buf.get(from as usize..to as usize).and_then(|b| std::str::from_utf8(b).ok()).unwrap_or("")
+    }
+
+    /// The first value under `name` (exact match: Envoy keeps header names in lower case).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.spans.iter().find(|s| self.text(s.0, s.1) == name).map(|s| self.text(s.2, s.3))
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.spans.iter().any(|s| self.text(s.0, s.1) == name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+impl Headers for Pairs {
+    fn get(&self, name: &str) -> Option<String> {
+        self.value(name).map(str::to_string)
+    }
+}
+
 #[cfg(test)]
 pub mod testing {
     use super::Headers;
@@ -119,5 +186,50 @@ pub mod testing {
         fn get(&self, name: &str) -> Option<String> {
             self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pairs;
+
+    fn encode(pairs: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (k, v) in pairs {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (k, v) in pairs {
+            out.extend_from_slice(k.as_bytes());
+            out.push(0);
+            out.extend_from_slice(v.as_bytes());
+            out.push(0);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_the_host_serialisation_in_place() {
+        let p = Pairs::parse(encode(&[(":path", "/v1/chat/completions"), ("x-empty", ""), ("a", "1"), ("a", "2")]));
+        assert_eq!(p.value(":path"), Some("/v1/chat/completions"));
+        assert_eq!(p.value("x-empty"), Some(""));
+        assert_eq!(p.value("a"), Some("1"));
+        assert!(p.has("a") && !p.has("b") && !p.is_empty());
+        assert_eq!(p.value("missing"), None);
+        assert!(Pairs::parse(encode(&[])).is_empty());
+    }
+
+    #[test]
+    fn malformed_input_reads_as_empty() {
+        let good = encode(&[("key", "value"), ("k2", "v2")]);
+        for cut in 0..good.len() {
+            assert!(Pairs::parse(good[..cut].to_vec()).is_empty(), "cut at {cut}");
+        }
+        let mut huge = good.clone();
+        huge[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Pairs::parse(huge).is_empty());
+        let mut long = good;
+        long[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(Pairs::parse(long).is_empty());
     }
 }

@@ -7,7 +7,8 @@ use crate::anthropic_input;
 use crate::config::{Config, Key, Price, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, INTERNAL_HEADERS,
+    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_SERVED_MODEL,
+    H_SERVED_PROVIDER, INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
 use crate::observe::Record;
@@ -34,6 +35,8 @@ pub struct RouteFilter {
     served: Option<(String, String)>,
     started_ns: u64,
     first_byte_ns: Option<u64>,
+    /// The client's `:path`.
+    path: String,
     done: bool,
     /// Opt-in body logging: the start of the response, kept up to the configured size.
     response_sample: Vec<u8>,
@@ -94,6 +97,7 @@ impl RouteFilter {
             served: None,
             started_ns: 0,
             first_byte_ns: None,
+            path: String::new(),
             done: false,
             response_sample: Vec::new(),
         }
@@ -126,6 +130,7 @@ impl RouteFilter {
             Err(e) => return self.fail(e),
         };
         self.op = Some(op);
+        self.path = path;
 
         let Some(secret) = presented_key(h) else { return self.fail(ApiError::missing_key()) };
         let Some(key_index) = self.cfg.key_index(&secret) else {
@@ -140,7 +145,7 @@ impl RouteFilter {
                 return Decision::respond(LocalResponse::json(200, body));
             }
             Operation::RetrieveModel => {
-                let id = request::retrieve_model_id(&path);
+                let id = request::retrieve_model_id(&self.path);
                 let found = self.cfg.models.get(&id).filter(|_| key.may_use(&id));
                 return match found {
                     Some(m) => {
@@ -333,7 +338,12 @@ impl RouteFilter {
                 Err(e) => return self.fail(e),
             }
         }
-        d.register = self.op.map(|op| RequestInfo { op, alias: model.name.clone(), body_ready: d.body.is_some() });
+        d.register = self.op.map(|op| RequestInfo {
+            op,
+            alias: model.name.clone(),
+            body_ready: d.body.is_some(),
+            path: self.path.clone(),
+        });
         d
     }
 
@@ -348,7 +358,17 @@ impl RouteFilter {
         self.status = status;
         self.served_price = self.price_of(served);
         self.served = served.map(|(p, m)| (p.to_string(), m.to_string()));
-        let Some(f) = &self.forwarded else { return Vec::new() };
+        // The upstream role names what served only when it had a choice to make or a response to
+        // translate; a model's only target is known here.
+        let mut named = Vec::new();
+        if self.served.is_none() {
+            self.served = self.only_target();
+            if let Some((p, m)) = &self.served {
+                named.push((H_SERVED_PROVIDER, p.clone()));
+                named.push((H_SERVED_MODEL, m.clone()));
+            }
+        }
+        let Some(f) = &self.forwarded else { return named };
         let sse = content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let json = content_type.is_some_and(|c| c.starts_with("application/json"));
         let anthropic = self.op == Some(Operation::Messages);
@@ -363,7 +383,18 @@ impl RouteFilter {
             let strip = sse && !anthropic && f.stream && !f.client_wants_usage;
             self.sniffer = Some(Sniffer::new(format, strip));
         }
-        self.reservation.as_ref().map(|r| r.headers.clone()).unwrap_or_default()
+        if let Some(r) = &self.reservation {
+            named.extend(r.headers.iter().cloned());
+        }
+        named
+    }
+
+    /// (provider, model) of the forwarded model's only target, unless that is the mock provider.
+    fn only_target(&self) -> Option<(String, String)> {
+        let model = self.cfg.models.get(&self.forwarded.as_ref()?.alias)?;
+        let [t] = model.targets.as_slice() else { return None };
+        let p = self.cfg.provider(t.provider).filter(|p| p.kind != ProviderKind::Mock)?;
+        Some((p.name.clone(), t.model.clone()))
     }
 
     /// The price of the target that served: the one the upstream role named, else the only one.
@@ -581,7 +612,12 @@ mod tests {
         assert_eq!(d.set(crate::http::H_MODEL), None, "the model travels in the registry, not in a header");
         assert_eq!(
             d.register,
-            Some(RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true })
+            Some(RequestInfo {
+                op: Operation::ChatCompletions,
+                alias: "gpt-prod".into(),
+                body_ready: true,
+                path: "/v1/chat/completions".into()
+            })
         );
         let v: serde_json::Value = serde_json::from_slice(&d.body.unwrap()).unwrap();
         assert_eq!(v["model"], "prod-deployment", "a single OpenAI-format target gets its body here");

@@ -5,12 +5,20 @@
 use crate::config::{Config, ProviderId};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER,
+    Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER,
     INTERNAL_HEADERS,
 };
 use crate::providers::{self, BodyMode, ResponseTranslator};
 use crate::request::{self, Operation};
 use std::rc::Rc;
+
+struct NoHeaders;
+
+impl Headers for NoHeaders {
+    fn get(&self, _name: &str) -> Option<String> {
+        None
+    }
+}
 
 /// What Envoy's chosen endpoint says about itself, from its `filter_metadata.switchyard`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +39,9 @@ pub struct UpstreamFilter {
     model: String,
     response: Option<Box<dyn ResponseTranslator>>,
     mode: Option<BodyMode>,
+    /// Header-only attempt (see [`UpstreamFilter::on_ready_request`]): the response passes untouched and
+    /// the route role names what served it.
+    quiet: bool,
 }
 
 /// What to change on the request once its body is complete.
@@ -62,7 +73,37 @@ impl UpstreamFilter {
             model: String::new(),
             response: None,
             mode: None,
+            quiet: false,
         }
+    }
+
+    /// The fast path for an attempt whose body the route role already wrote for the model's only target
+    /// (`info.body_ready`): decided from the registry and the endpoint's metadata alone, with no look at
+    /// the request headers (the route role removed the client's credentials and `content-length`; only
+    /// its routing header is left to drop). `None`: this attempt needs the general path
+    /// ([`UpstreamFilter::on_request_headers`]).
+    pub fn on_ready_request(&mut self, meta: &EndpointMeta, info: &RequestInfo) -> Option<Decision> {
+        if !info.body_ready {
+            return None;
+        }
+        match self.plan(&NoHeaders, meta, Some(info)) {
+            Ok(mut d) if self.body_ready => {
+                d.remove.clear();
+                d.remove.push(H_CLUSTER);
+                self.quiet = true;
+                Some(d)
+            }
+            Ok(_) => None,
+            Err(e) => {
+                log::warn!("upstream attempt refused: {}", e.message);
+                Some(Decision::respond(e))
+            }
+        }
+    }
+
+    /// The response passes through untouched (no headers to read or add).
+    pub fn passes_response(&self) -> bool {
+        self.quiet
     }
 
     /// `info` is what the route-level filter registered for this request (present from the second attempt
@@ -139,7 +180,9 @@ impl UpstreamFilter {
             if let (Some(op), Some(p)) = (self.op, self.cfg.provider(target.0)) {
                 let call = providers::plan(p, op, &self.model)?;
                 d.step = Step::Continue;
-                d.set.push((":path", call.path));
+                if info.is_none_or(|i| i.path != call.path) {
+                    d.set.push((":path", call.path));
+                }
                 d.set.extend(call.auth);
                 self.body_ready = true;
             }
@@ -283,7 +326,12 @@ mod tests {
     fn a_retry_uses_what_the_route_filter_registered() {
         // The first attempt rewrote the headers for its provider and removed the internal ones.
         let after_first = MapHeaders::new(&[(":method", "POST"), (":path", "/openai/deployments/x/chat/completions")]);
-        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-4o-mini".into(), body_ready: false };
+        let info = RequestInfo {
+            op: Operation::ChatCompletions,
+            alias: "gpt-4o-mini".into(),
+            body_ready: false,
+            path: "/v1/chat/completions".into(),
+        };
         let mut f = filter();
         let meta = EndpointMeta { provider: Some("openai".into()), model: None };
         assert_eq!(f.on_request_headers(&after_first, &meta, Some(&info)).step, Step::NeedBody);
@@ -294,13 +342,42 @@ mod tests {
     #[test]
     fn a_ready_body_needs_only_path_and_credential() {
         let after_first = MapHeaders::new(&[(":method", "POST"), (":path", "/v1/chat/completions")]);
-        let info = RequestInfo { op: Operation::ChatCompletions, alias: "gpt-prod".into(), body_ready: true };
+        let info = RequestInfo {
+            op: Operation::ChatCompletions,
+            alias: "gpt-prod".into(),
+            body_ready: true,
+            path: "/v1/chat/completions".into(),
+        };
+        let azure_path = "/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21";
         let mut f = filter();
         let d = f.on_request_headers(&after_first, &EndpointMeta::default(), Some(&info));
         assert_eq!(d.step, Step::Continue);
-        assert_eq!(d.set(":path"), Some("/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21"));
+        assert_eq!(d.set(":path"), Some(azure_path));
         assert_eq!(d.set("api-key"), Some("az-inline"));
         assert!(!f.wants_body());
+        assert!(!f.passes_response());
+        // The fast path: the same, without the request headers, and the response left alone.
+        let mut f = filter();
+        let d = f.on_ready_request(&EndpointMeta::default(), &info).unwrap();
+        assert_eq!(d.step, Step::Continue);
+        assert_eq!(d.set(":path"), Some(azure_path));
+        assert_eq!(d.set("api-key"), Some("az-inline"));
+        assert_eq!(d.remove, vec![H_CLUSTER]);
+        assert!(!f.wants_body() && f.passes_response());
+        // A provider path equal to the client's is not set again.
+        let openai = RequestInfo { alias: "gpt-4o-mini".into(), ..info.clone() };
+        let d = filter().on_ready_request(&EndpointMeta::default(), &openai).unwrap();
+        assert_eq!(d.set(":path"), None);
+        assert_eq!(d.set("authorization"), Some("Bearer sk-openai-secret"));
+        // Not ready, or an endpoint pinning another model name: the general path.
+        assert!(filter()
+            .on_ready_request(&EndpointMeta::default(), &RequestInfo { body_ready: false, ..info.clone() })
+            .is_none());
+        let pinned = EndpointMeta { provider: Some("azure".into()), model: Some("other-deployment".into()) };
+        assert!(filter().on_ready_request(&pinned, &info).is_none());
+        // An endpoint of a provider the model does not use is refused there too.
+        let wrong = EndpointMeta { provider: Some("openai".into()), model: None };
+        assert_eq!(filter().on_ready_request(&wrong, &info).map(|d| matches!(d.step, Step::Respond(_))), Some(true));
         // An endpoint that pins another model name gets its body rewritten per attempt.
         let mut f = filter();
         let meta = EndpointMeta { provider: Some("azure".into()), model: Some("other-deployment".into()) };
