@@ -158,4 +158,47 @@ fn main() {
     bench("virtual key lookup (sha256 + map)", 200_000, || {
         black_box(cfg.key_index(black_box(KEY)));
     });
+    let record = switchyard::observe::Record {
+        key_id: Some("bench".into()),
+        requested_model: Some("gpt-4o-mini".into()),
+        served_model: Some("gpt-4o-mini-2024-07-18".into()),
+        provider: Some("openai".into()),
+        operation: "chat",
+        status: 200,
+        usage: Some(switchyard::providers::Usage { prompt_tokens: 250, completion_tokens: 40, cached_tokens: 0 }),
+        cost_micros: 61,
+        ttft_ms: Some(3),
+        duration_ms: 3,
+        attempts: 1,
+        ..Default::default()
+    };
+    let telemetry = Metrics::default();
+    bench("request record: metrics by name + access-log record", 200_000, || {
+        switchyard::observe::emit(black_box(&record), &telemetry);
+    });
+}
+
+/// Metric ids by name, as the adapter keeps them.
+#[derive(Default)]
+struct Metrics(RefCell<HashMap<String, u32>>);
+impl Metrics {
+    fn id(&self, name: &str) -> u32 {
+        if let Some(id) = self.0.borrow().get(name) {
+            return *id;
+        }
+        let id = self.0.borrow().len() as u32;
+        self.0.borrow_mut().insert(name.to_string(), id);
+        id
+    }
+}
+impl switchyard::observe::Telemetry for Metrics {
+    fn counter(&self, name: &str, value: u64) {
+        black_box((self.id(name), value));
+    }
+    fn histogram(&self, name: &str, value: u64) {
+        black_box((self.id(name), value));
+    }
+    fn log_record(&self, record: &[u8]) {
+        black_box(record);
+    }
 }

@@ -258,6 +258,9 @@ struct RouteHttp {
 impl RouteHttp {
     /// Ends the request once: settles limits, emits its metrics and access-log fields.
     fn finish(&mut self) {
+        if self.core.is_done() {
+            return;
+        }
         let now = now_ns(self);
         let attempts =
             self.registered.as_ref().and_then(|id| REQUESTS.with(|m| m.borrow().get(id).map(|(_, n)| *n))).unwrap_or(0);
@@ -311,7 +314,8 @@ impl HttpContext for RouteHttp {
         }
         let seq = self.seq.get().wrapping_add(1);
         self.seq.set(seq);
-        let now = now_ns(self);
+        // Limits and the mock's timestamps use the request's arrival time (one host call less).
+        let now = self.core.started_ns();
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         let ctx = Ctx { clock: Clock { unix_secs: now / 1_000_000_000, seq }, now_ns: now, store: &HostStore };
         let mut d = self.core.on_request_body(&body, &ctx);
@@ -328,11 +332,26 @@ impl HttpContext for RouteHttp {
         let headers = read_map(MapType::HttpResponseHeaders);
         let status = headers.value(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
         let served = headers.value(crate::http::H_SERVED_PROVIDER).zip(headers.value(crate::http::H_SERVED_MODEL));
-        for (name, value) in self.core.on_response_headers(status, headers.value("content-type"), served) {
-            self.set_http_response_header(name, Some(&value));
-        }
-        if self.core.rewrites_body() && headers.has("content-length") {
-            self.set_http_response_header("content-length", None);
+        let set = self.core.on_response_headers(status, headers.value("content-type"), served);
+        let drop_length = self.core.rewrites_body() && headers.has("content-length");
+        if set.len() >= 3 {
+            // Several headers to add (the x-ratelimit-* set): write the whole map in one host call
+            // instead of one call per header.
+            let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + set.len());
+            all.extend(
+                headers
+                    .iter()
+                    .filter(|(k, _)| !(drop_length && *k == "content-length") && !set.iter().any(|(n, _)| n == k)),
+            );
+            all.extend(set.iter().map(|(k, v)| (*k, v.as_str())));
+            self.set_http_response_headers(all);
+        } else {
+            for (name, value) in &set {
+                self.set_http_response_header(name, Some(value));
+            }
+            if drop_length {
+                self.set_http_response_header("content-length", None);
+            }
         }
         if end_of_stream {
             self.finish();
@@ -341,11 +360,12 @@ impl HttpContext for RouteHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let now = if self.core.wants_time() { now_ns(self) } else { 0 };
+        let now = if body_size > 0 && self.core.wants_time() { now_ns(self) } else { 0 };
         if !self.core.watches_body() {
             self.core.count_response_bytes(body_size, now);
         } else {
-            let chunk = self.get_http_response_body(0, body_size).unwrap_or_default();
+            let chunk =
+                if body_size > 0 { self.get_http_response_body(0, body_size).unwrap_or_default() } else { Vec::new() };
             if let Some(out) = self.core.on_response_body(&chunk, end_of_stream, now) {
                 self.set_http_response_body(0, body_size, &out);
             }

@@ -161,6 +161,15 @@ impl Pairs {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Every (name, value), in the host's order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans.iter().map(|s| (self.text(s.0, s.1), self.text(s.2, s.3)))
+    }
 }
 
 impl Headers for Pairs {
@@ -215,6 +224,8 @@ mod tests {
         assert_eq!(p.value("x-empty"), Some(""));
         assert_eq!(p.value("a"), Some("1"));
         assert!(p.has("a") && !p.has("b") && !p.is_empty());
+        assert_eq!(p.len(), 4);
+        assert_eq!(p.iter().nth(3), Some(("a", "2")));
         assert_eq!(p.value("missing"), None);
         assert!(Pairs::parse(encode(&[])).is_empty());
     }

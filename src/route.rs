@@ -121,6 +121,15 @@ impl RouteFilter {
         self.started_ns = now_ns;
     }
 
+    pub fn started_ns(&self) -> u64 {
+        self.started_ns
+    }
+
+    /// Whether [`RouteFilter::on_done`] has run.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
