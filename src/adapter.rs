@@ -338,11 +338,8 @@ impl HttpContext for RouteHttp {
             // Several headers to add (the x-ratelimit-* set): write the whole map in one host call
             // instead of one call per header.
             let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + set.len());
-            all.extend(
-                headers
-                    .iter()
-                    .filter(|(k, _)| !(drop_length && *k == "content-length") && !set.iter().any(|(n, _)| n == k)),
-            );
+            let replaced = |k: &str| set.iter().any(|(n, _)| *n == k) || (drop_length && k == "content-length");
+            all.extend(headers.iter().filter(|(k, _)| !replaced(k)));
             all.extend(set.iter().map(|(k, v)| (*k, v.as_str())));
             self.set_http_response_headers(all);
         } else {
