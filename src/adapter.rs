@@ -76,7 +76,8 @@ impl RootContext for Root {
                     cfg.keys.len()
                 );
                 if self.role == Role::Route {
-                    if !declare_log_record() {
+                    let args = observe::declare_record_args();
+                    if proxy_wasm::hostcalls::call_foreign_function("declare_property", Some(&args)).is_err() {
                         log::warn!("Envoy refused to declare the access-log record type: the log fields stay empty");
                     }
                     crate::limits::create_missing(&HostStore, &crate::limits::shared_keys(&cfg));
@@ -152,28 +153,8 @@ impl Telemetry for HostTelemetry {
     }
 
     fn log_record(&self, record: &[u8]) {
-        let _ = proxy_wasm::hostcalls::set_property(vec![LOG_PROPERTY], Some(record));
+        let _ = proxy_wasm::hostcalls::set_property(vec![observe::LOG_PROPERTY], Some(record));
     }
-}
-
-/// The filter state object (`wasm.` + this) that holds each request's log record.
-const LOG_PROPERTY: &str = "switchyard";
-
-/// Declares the log record's type to Envoy (`declare_property`, arguments are Envoy's
-/// `DeclarePropertyArguments` message): a `google.protobuf.Struct` living as long as the request, so that
-/// the access log can print it as JSON (`:TYPED`).
-fn declare_log_record() -> bool {
-    const SCHEMA: &[u8] = b"type.googleapis.com/google.protobuf.Struct";
-    let mut args = Vec::with_capacity(64);
-    args.push(0x0a); // name = 1
-    args.push(LOG_PROPERTY.len() as u8);
-    args.extend_from_slice(LOG_PROPERTY.as_bytes());
-    args.extend_from_slice(&[0x18, 3]); // type = 3: Protobuf
-    args.push(0x22); // schema = 4
-    args.push(SCHEMA.len() as u8);
-    args.extend_from_slice(SCHEMA);
-    args.extend_from_slice(&[0x28, 1]); // span = 5: DownstreamRequest
-    proxy_wasm::hostcalls::call_foreign_function("declare_property", Some(&args)).is_ok()
 }
 
 /// Requests remembered at once; past this the upstream role falls back to the headers (first attempt only).
@@ -330,25 +311,13 @@ impl HttpContext for RouteHttp {
 
     fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         let headers = read_map(MapType::HttpResponseHeaders);
-        let status = headers.value(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let status = headers.status();
         let served = headers.value(crate::http::H_SERVED_PROVIDER).zip(headers.value(crate::http::H_SERVED_MODEL));
-        let set = self.core.on_response_headers(status, headers.value("content-type"), served);
-        let drop_length = self.core.rewrites_body() && headers.has("content-length");
-        if set.len() >= 3 {
-            // Several headers to add (the x-ratelimit-* set): write the whole map in one host call
-            // instead of one call per header.
-            let mut all: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + set.len());
-            let replaced = |k: &str| set.iter().any(|(n, _)| *n == k) || (drop_length && k == "content-length");
-            all.extend(headers.iter().filter(|(k, _)| !replaced(k)));
-            all.extend(set.iter().map(|(k, v)| (*k, v.as_str())));
-            self.set_http_response_headers(all);
-        } else {
-            for (name, value) in &set {
-                self.set_http_response_header(name, Some(value));
-            }
-            if drop_length {
-                self.set_http_response_header("content-length", None);
-            }
+        for (name, value) in self.core.on_response_headers(status, headers.value("content-type"), served) {
+            self.set_http_response_header(name, Some(&value));
+        }
+        if self.core.rewrites_body() && headers.has("content-length") {
+            self.set_http_response_header("content-length", None);
         }
         if end_of_stream {
             self.finish();
@@ -448,7 +417,7 @@ impl HttpContext for UpstreamHttp {
             return Action::Continue;
         }
         let headers = read_map(MapType::HttpResponseHeaders);
-        let status = headers.value(":status").and_then(|s| s.parse::<u16>().ok()).unwrap_or(0);
+        let status = headers.status();
         let edit = self.core.on_response_headers(status, headers.value("content-type"));
         if let Some(s) = edit.status {
             self.set_http_response_header(":status", Some(&s.to_string()));

@@ -154,21 +154,17 @@ impl Pairs {
         self.spans.iter().find(|s| self.text(s.0, s.1) == name).map(|s| self.text(s.2, s.3))
     }
 
+    /// A response map's `:status` (0 when missing or not a number).
+    pub fn status(&self) -> u16 {
+        self.value(":status").and_then(|s| s.parse().ok()).unwrap_or(0)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.spans.iter().any(|s| self.text(s.0, s.1) == name)
     }
 
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Every (name, value), in the host's order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.spans.iter().map(|s| (self.text(s.0, s.1), self.text(s.2, s.3)))
     }
 }
 
@@ -224,8 +220,8 @@ mod tests {
         assert_eq!(p.value("x-empty"), Some(""));
         assert_eq!(p.value("a"), Some("1"));
         assert!(p.has("a") && !p.has("b") && !p.is_empty());
-        assert_eq!(p.len(), 4);
-        assert_eq!(p.iter().nth(3), Some(("a", "2")));
+        assert_eq!(Pairs::parse(encode(&[(":status", "503")])).status(), 503);
+        assert_eq!(Pairs::parse(encode(&[(":status", "x")])).status(), 0);
         assert_eq!(p.value("missing"), None);
         assert!(Pairs::parse(encode(&[])).is_empty());
     }

@@ -135,6 +135,21 @@ fn len_field(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// The filter state object (`wasm.` + this) that holds each request's log record.
+pub const LOG_PROPERTY: &str = "switchyard";
+
+/// The arguments of Envoy's `declare_property` foreign function (its `DeclarePropertyArguments` message)
+/// that make [`LOG_PROPERTY`] a `google.protobuf.Struct` living as long as the request, so that the access
+/// log can print it as JSON (`:TYPED`).
+pub fn declare_record_args() -> Vec<u8> {
+    let mut args = Vec::with_capacity(64);
+    len_field(&mut args, 0x0a, LOG_PROPERTY.as_bytes()); // name = 1
+    args.extend_from_slice(&[0x18, 3]); // type = 3: Protobuf
+    len_field(&mut args, 0x22, b"type.googleapis.com/google.protobuf.Struct"); // schema = 4
+    args.extend_from_slice(&[0x28, 1]); // span = 5: DownstreamRequest
+    args
+}
+
 /// Protobuf wire encoding of a `google.protobuf.Struct` holding `fields`: Envoy keeps it as the typed
 /// filter state object `wasm.switchyard`, which the access log prints as JSON with
 /// `%FILTER_STATE(wasm.switchyard:TYPED)%` (one host call per request instead of one per field).
@@ -247,5 +262,13 @@ pub mod tests {
         let e = encode_struct(&[("k", Value::Str(&long))]);
         assert_eq!(&e[..3], &[0x0a, 0xd1, 0x01]);
         assert_eq!(e.len(), 3 + 209);
+    }
+
+    #[test]
+    fn declare_property_arguments() {
+        let mut want = b"\x0a\x0aswitchyard\x18\x03\x22\x2a".to_vec();
+        want.extend_from_slice(b"type.googleapis.com/google.protobuf.Struct");
+        want.extend_from_slice(b"\x28\x01");
+        assert_eq!(declare_record_args(), want);
     }
 }

@@ -63,6 +63,10 @@ def plugin() -> dict:
                 {"provider": "openai", "model": "gpt-4o-mini"},
                 {"provider": "anthropic", "model": "claude-haiku"},
             ]},
+            # Single OpenAI-format targets (their body is written by the route filter) behind endpoints
+            # that pin another model name, or that belong to another provider (a misconfiguration).
+            "solo-pinned": {"cluster": "solo-pinned", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
+            "solo-stray": {"cluster": "solo-stray", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             "canary": {"cluster": "canary", "targets": [
                 {"provider": "openai", "model": "gpt-stable"},
                 {"provider": "compat", "model": "gpt-canary"},
@@ -83,6 +87,8 @@ class Stack:
         self.canary = MockUpstream(echo_responder)
         self.broken = MockUpstream(FAILURES["503"])
         self.backup = MockUpstream(anthropic_ok)
+        self.pinned = MockUpstream(echo_responder)
+        self.stray = MockUpstream(echo_responder)
         cfg = demo_config()
         for pc in plugin_configs(cfg):
             pc["configuration"]["value"] = json.dumps(plugin())
@@ -91,10 +97,13 @@ class Stack:
             plain_cluster("ha", [(self.primary.port, {"provider": "openai"}, 0), (self.secondary.port, {"provider": "anthropic"}, 1)], filters),
             plain_cluster("canary", [(self.stable.port, {"provider": "openai"}, 0, 90), (self.canary.port, {"provider": "compat"}, 0, 10)], filters),
             plain_cluster("ejecting", [(self.broken.port, {"provider": "openai"}, 0), (self.backup.port, {"provider": "anthropic"}, 1)], filters),
+            plain_cluster("solo-pinned", [(self.pinned.port, {"provider": "openai", "model": "gpt-4o-pinned"})], filters),
+            plain_cluster("solo-stray", [(self.stray.port, {"provider": "anthropic"})], filters),
         ]
         # The outlier detection of the shipped example, on the cluster whose primary always fails.
         demo_smart = next(c for c in demo_config()["static_resources"]["clusters"] if c["name"] == "smart")
-        cfg["static_resources"]["clusters"][-1]["outlier_detection"] = demo_smart["outlier_detection"]
+        ejecting = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == "ejecting")
+        ejecting["outlier_detection"] = demo_smart["outlier_detection"]
         route = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
         route["route"]["retry_policy"]["per_try_idle_timeout"] = "1s"
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
@@ -104,7 +113,7 @@ class Stack:
 
     def close(self):
         self.envoy.stop()
-        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup):
+        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned, self.stray):
             u.close()
 
 
@@ -202,6 +211,22 @@ def test_outlier_detection_ejects_a_failing_target(stack):
         assert stack.client().chat.completions.create(model="ejecting", messages=MESSAGES).choices[0].message.content == "secondary says hi"
     assert len(stack.broken.requests) == 3, "an ejected endpoint is not tried"
     assert len(stack.backup.requests) == 8
+
+
+def test_single_target_endpoint_metadata_still_counts(stack):
+    # The route filter wrote the body for the only target, but this endpoint pins another model name: the
+    # upstream filter leaves its header-only path and rewrites the body for the endpoint.
+    raw = stack.client().chat.completions.with_raw_response.create(model="solo-pinned", messages=MESSAGES)
+    assert raw.parse().choices[0].message.content
+    rec = stack.pinned.last()
+    assert rec.json()["model"] == "gpt-4o-pinned" and rec.headers["authorization"] == "Bearer sk-openai-fallback-test"
+    assert raw.headers["x-switchyard-provider"] == "openai" and raw.headers["x-switchyard-model"] == "gpt-4o-pinned"
+    # An endpoint of a provider the model does not use never gets the request (nor the credential).
+    with pytest.raises(openai.APIStatusError) as e:
+        stack.client().chat.completions.create(model="solo-stray", messages=MESSAGES)
+    assert e.value.status_code == 502
+    assert "not a target of model 'solo-stray'" in e.value.message
+    assert stack.stray.requests == []
 
 
 def test_weighted_split_90_10(stack):
