@@ -17,7 +17,7 @@ use switchyard::upstream::{EndpointMeta, UpstreamFilter};
 struct NoEnv;
 impl Env for NoEnv {
     fn var(&self, name: &str) -> Option<String> {
-        (name == "OPENAI_API_KEY").then(|| "sk-bench".to_string())
+        matches!(name, "OPENAI_API_KEY" | "ANTHROPIC_API_KEY").then(|| "sk-bench".to_string())
     }
 }
 
@@ -56,8 +56,10 @@ fn config() -> Rc<Config> {
     let digest = switchyard::sha256::to_hex(&switchyard::sha256::digest(KEY.as_bytes()));
     let limited = switchyard::sha256::to_hex(&switchyard::sha256::digest(LIMITED_KEY.as_bytes()));
     let cfg = format!(
-        r#"{{"providers":{{"openai":{{"kind":"openai","api_key":{{"env":"OPENAI_API_KEY"}}}},"local":{{"kind":"mock"}}}},
-            "models":{{"gpt-4o-mini":{{"provider":"openai","model":"gpt-4o-mini-2024-07-18","price":{{"input":0.15,"output":0.6}}}},"echo":{{"provider":"local"}}}},
+        r#"{{"providers":{{"openai":{{"kind":"openai","api_key":{{"env":"OPENAI_API_KEY"}}}},"local":{{"kind":"mock"}},
+                "anthropic":{{"kind":"anthropic","api_key":{{"env":"ANTHROPIC_API_KEY"}}}}}},
+            "models":{{"gpt-4o-mini":{{"provider":"openai","model":"gpt-4o-mini-2024-07-18","price":{{"input":0.15,"output":0.6}}}},"echo":{{"provider":"local"}},
+                "claude":{{"provider":"anthropic","model":"claude-haiku","price":{{"input":0.8,"output":4}}}}}},
             "keys":[{{"id":"bench","sha256":"{digest}","models":["*"]}},
                     {{"id":"limited","sha256":"{limited}","models":["*"],"limits":{{"requests":{{"limit":1000000000,"window_secs":1}},
                       "tokens":{{"limit":1000000000000,"window_secs":1}},"concurrent":1000000,"budget":{{"usd":1000000000,"period":"day"}}}}}}]}}"#
@@ -86,7 +88,12 @@ fn chat_body(size: usize, model: &str, stream: bool) -> Vec<u8> {
         .into_bytes()
 }
 
+/// Runs `f` and prints its time per call; only the benches whose name holds the command line's first
+/// argument, when one is given (`cargo bench --bench hot_paths -- Anthropic`).
 fn bench(name: &str, iters: u32, mut f: impl FnMut()) {
+    if std::env::args().nth(1).is_some_and(|only| !only.starts_with('-') && !name.contains(&only)) {
+        return;
+    }
     for _ in 0..iters / 10 {
         f();
     }
@@ -128,7 +135,12 @@ fn main() {
             let mut f = RouteFilter::new(cfg.clone());
             black_box(f.on_request_headers(&limited_headers, false));
             black_box(f.on_request_body(black_box(&body), &ctx));
-            black_box(f.on_response_headers(200, Some("application/json"), Some(("openai", "gpt-4o-mini-2024-07-18"))));
+            black_box(f.on_response_headers(
+                200,
+                Some("application/json"),
+                Some(("openai", "gpt-4o-mini-2024-07-18")),
+                true,
+            ));
             black_box(f.on_response_body(
                 br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#,
                 true,
@@ -155,6 +167,33 @@ fn main() {
             black_box(f.on_request_body(black_box(&mock_body), &ctx));
         });
     }
+    // One whole request as Envoy drives the core: route role (key, limits, body), the upstream role's
+    // header-only attempt, the answer and the request's record.
+    let body = chat_body(1024, "gpt-4o-mini", false);
+    let claude_body = chat_body(1024, "claude", false);
+    let openai_answer = br#"{"id":"chatcmpl-b","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The city grew along its river."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}}"#;
+    let anthropic_answer = br#"{"id":"msg_b","type":"message","role":"assistant","model":"claude-haiku","content":[{"type":"text","text":"The city grew along its river."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":250,"output_tokens":9}}"#;
+    let telemetry = Metrics::default();
+    for (label, body, answer) in [
+        ("OpenAI passthrough", &body, &openai_answer[..]),
+        ("translated to Anthropic", &claude_body, &anthropic_answer[..]),
+    ] {
+        bench(&format!("whole request, {label} (1KB)"), 20_000, || {
+            let mut f = RouteFilter::new(cfg.clone());
+            black_box(f.on_request_headers(&limited_headers, false));
+            let mut d = f.on_request_body(black_box(body), &ctx);
+            let info = d.register.take();
+            let mut up = UpstreamFilter::new(cfg.clone());
+            if let Some(info) = &info {
+                black_box(up.on_ready_request(&EndpointMeta::default(), info));
+            }
+            black_box(f.on_response_headers(200, Some("application/json"), None, true));
+            black_box(f.on_response_body(black_box(answer), true, 1));
+            if let Some(r) = f.on_done(&store, 1_700_000_000_000_000_000, 1) {
+                switchyard::observe::emit(&r, &telemetry);
+            }
+        });
+    }
     bench("virtual key lookup (sha256 + map)", 200_000, || {
         black_box(cfg.key_index(black_box(KEY)));
     });
@@ -172,7 +211,6 @@ fn main() {
         attempts: 1,
         ..Default::default()
     };
-    let telemetry = Metrics::default();
     bench("request record: metrics by name + access-log record", 200_000, || {
         switchyard::observe::emit(black_box(&record), &telemetry);
     });

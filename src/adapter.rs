@@ -313,8 +313,16 @@ impl HttpContext for RouteHttp {
         let headers = read_map(MapType::HttpResponseHeaders);
         let status = headers.status();
         let served = headers.value(crate::http::H_SERVED_PROVIDER).zip(headers.value(crate::http::H_SERVED_MODEL));
-        for (name, value) in self.core.on_response_headers(status, headers.value("content-type"), served) {
+        // Envoy's own error answers (no upstream, timeouts) are not the provider's to translate.
+        let from_provider = (200..300).contains(&status)
+            || !self.core.translates_response()
+            || self.get_property(vec!["response", "code_details"]).as_deref() == Some(b"via_upstream".as_slice());
+        for (name, value) in self.core.on_response_headers(status, headers.value("content-type"), served, from_provider)
+        {
             self.set_http_response_header(name, Some(&value));
+        }
+        if let Some(s) = self.core.status_change() {
+            self.set_http_response_header(":status", Some(&s.to_string()));
         }
         if self.core.rewrites_body() && headers.has("content-length") {
             self.set_http_response_header("content-length", None);
@@ -326,6 +334,9 @@ impl HttpContext for RouteHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream && self.core.buffers_response() {
+            return Action::Pause;
+        }
         let now = if body_size > 0 && self.core.wants_time() { now_ns(self) } else { 0 };
         if !self.core.watches_body() {
             self.core.count_response_bytes(body_size, now);

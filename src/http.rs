@@ -10,11 +10,24 @@ use crate::request::Operation;
 pub struct RequestInfo {
     pub op: Operation,
     pub alias: String,
-    /// The route-level filter already wrote the body for the model's only target (an OpenAI-format
-    /// provider): an attempt then needs just its path and credential, not the body again.
+    /// The route-level filter already wrote the body for the model's only target: an attempt then needs
+    /// just its path and credential, not the body again.
     pub body_ready: bool,
     /// The client's `:path` (an attempt whose provider path is the same leaves it alone).
     pub path: String,
+    /// Set when the route-level filter translated the body for the model's only target (a provider with
+    /// a format of its own): the attempt's path, and the client's body for an endpoint that pins another
+    /// model (that attempt is prepared again from it).
+    pub translated: Option<std::rc::Rc<Translated>>,
+}
+
+/// A request body the route-level filter translated for a model's only target.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Translated {
+    /// The provider path the translation is for.
+    pub path: String,
+    /// The body as the client sent it.
+    pub client_body: Vec<u8>,
 }
 
 /// Read access to the request or response headers the host holds.

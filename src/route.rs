@@ -7,13 +7,12 @@ use crate::anthropic_input;
 use crate::config::{Config, Key, Price, ProviderKind};
 use crate::error::ApiError;
 use crate::http::{
-    Decision, Headers, LocalResponse, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_SERVED_MODEL,
+    Decision, Headers, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER, H_SERVED_MODEL,
     H_SERVED_PROVIDER, INTERNAL_HEADERS,
 };
 use crate::limits::{Reservation, SharedStore};
 use crate::observe::Record;
-use crate::providers::mock;
-use crate::providers::Usage;
+use crate::providers::{self, mock, Attempt, BodyMode, ResponseTranslator, Usage};
 use crate::request::{self, Operation};
 use crate::usage::{Format, Sniffer};
 use serde_json::json;
@@ -40,6 +39,13 @@ pub struct RouteFilter {
     done: bool,
     /// Opt-in body logging: the start of the response, kept up to the configured size.
     response_sample: Vec<u8>,
+    /// The translator of a request this filter translated for its model's only target: the provider's
+    /// answer comes back untouched by the upstream role and is translated here.
+    solo: Option<Box<dyn ResponseTranslator>>,
+    /// How `solo` takes the response body, once the provider's headers are in.
+    solo_mode: Option<BodyMode>,
+    /// The status the client gets instead of the provider's.
+    status_change: Option<u16>,
 }
 
 /// Host facts a request-body decision needs.
@@ -100,6 +106,9 @@ impl RouteFilter {
             path: String::new(),
             done: false,
             response_sample: Vec::new(),
+            solo: None,
+            solo_mode: None,
+            status_change: None,
         }
     }
 
@@ -306,7 +315,7 @@ impl RouteFilter {
             let mut r = mock_answer(&model.name);
             // The whole answer is known: settle now.
             let content_type = r.headers.iter().find(|(k, _)| *k == "content-type").map(|(_, v)| v.clone());
-            r.headers.extend(self.on_response_headers(r.status, content_type.as_deref(), None));
+            r.headers.extend(self.on_response_headers(r.status, content_type.as_deref(), None, true));
             if let Some(b) = self.on_response_body(&r.body, true, ctx.now_ns) {
                 r.body = b;
             }
@@ -347,29 +356,80 @@ impl RouteFilter {
                 Err(e) => return self.fail(e),
             }
         }
+        // One target of a provider with its own format: translate here too, keep the response translator
+        // for the answer, and leave the upstream role only the path and the credential to set.
+        let mut translated = None;
+        if let (None, [t], Some(op)) = (single, model.targets.as_slice(), self.op) {
+            if let Some(p) = cfg.provider(t.provider).filter(|p| providers::translates_at_route(p)) {
+                let attempt = Attempt {
+                    op,
+                    provider: p,
+                    model: &t.model,
+                    alias: &model.name,
+                    now_unix: ctx.clock.unix_secs,
+                    usage_chunk: true,
+                };
+                match providers::prepare(&attempt, bytes) {
+                    Ok(out) => {
+                        // Credentials are set by the upstream role only (after the router logs headers).
+                        d.set.extend(out.headers.into_iter().filter(|(name, _)| !CREDENTIAL_HEADERS.contains(name)));
+                        d.body = Some(out.body.unwrap_or_else(|| bytes.to_vec()));
+                        self.solo = out.response;
+                        translated = Some(Rc::new(Translated { path: out.path, client_body: bytes.to_vec() }));
+                    }
+                    Err(e) => return self.fail(e),
+                }
+            }
+        }
         d.register = self.op.map(|op| RequestInfo {
             op,
             alias: model.name.clone(),
             body_ready: d.body.is_some(),
             path: self.path.clone(),
+            translated,
         });
         d
     }
 
+    /// Whether a response that is not a success must be told apart as the provider's own or Envoy's
+    /// (`from_provider` of [`RouteFilter::on_response_headers`]): only when this filter translates it.
+    pub fn translates_response(&self) -> bool {
+        self.solo.is_some()
+    }
+
     /// The response headers (from the provider, Envoy or this filter), with what the upstream role said
-    /// served the request (`x-switchyard-provider`, `x-switchyard-model`): returns headers to add.
+    /// served the request (`x-switchyard-provider`, `x-switchyard-model`) and whether the response is the
+    /// provider's (not one Envoy made): returns headers to set. See also
+    /// [`RouteFilter::status_change`].
     pub fn on_response_headers(
         &mut self,
         status: u16,
         content_type: Option<&str>,
         served: Option<(&str, &str)>,
+        from_provider: bool,
     ) -> Vec<(&'static str, String)> {
+        let mut named = Vec::new();
+        // The upstream role named what served: it prepared that attempt and translated its answer.
+        if served.is_some() || !from_provider {
+            self.solo = None;
+        }
+        let (status, content_type) = match self.solo.as_mut() {
+            Some(t) => {
+                let (client_status, mode) = t.on_headers(status, content_type);
+                self.solo_mode = Some(mode);
+                if client_status != status {
+                    self.status_change = Some(client_status);
+                }
+                named.push(("content-type", t.content_type().to_string()));
+                (client_status, Some(t.content_type()))
+            }
+            None => (status, content_type),
+        };
         self.status = status;
         self.served_price = self.price_of(served);
         self.served = served.map(|(p, m)| (p.to_string(), m.to_string()));
         // The upstream role names what served only when it had a choice to make or a response to
         // translate; a model's only target is known here.
-        let mut named = Vec::new();
         if self.served.is_none() {
             self.served = self.only_target();
             if let Some((p, m)) = &self.served {
@@ -419,17 +479,28 @@ impl RouteFilter {
         }
     }
 
+    /// The status the client gets instead of the one the response headers carry.
+    pub fn status_change(&self) -> Option<u16> {
+        self.status_change
+    }
+
     /// Whether the response body may change on its way (then its `content-length` must go).
     pub fn rewrites_body(&self) -> bool {
-        self.forwarded.as_ref().is_some_and(|f| f.stream && !f.client_wants_usage)
-            && self.sniffer.is_some()
-            && self.op != Some(Operation::Messages)
+        self.solo_mode.is_some()
+            || self.forwarded.as_ref().is_some_and(|f| f.stream && !f.client_wants_usage)
+                && self.sniffer.is_some()
+                && self.op != Some(Operation::Messages)
     }
 
     /// Whether the response body must be shown to [`RouteFilter::on_response_body`]; when not, the host
     /// only reports its size to [`RouteFilter::count_response_bytes`].
     pub fn watches_body(&self) -> bool {
-        self.sniffer.is_some() || self.cfg.log_bodies_max_bytes.is_some()
+        self.solo_mode.is_some() || self.sniffer.is_some() || self.cfg.log_bodies_max_bytes.is_some()
+    }
+
+    /// Whether the response body must be held until it is complete, then shown whole.
+    pub fn buffers_response(&self) -> bool {
+        self.solo_mode == Some(BodyMode::Buffer)
     }
 
     /// Whether the next response bytes need the time (only the first ones do: time to first token).
@@ -446,6 +517,25 @@ impl RouteFilter {
 
     /// A piece of the response body: returns the bytes to send instead when they change.
     pub fn on_response_body(&mut self, bytes: &[u8], end: bool, now_ns: u64) -> Option<Vec<u8>> {
+        let translated = match (self.solo.as_mut(), self.solo_mode) {
+            (Some(t), Some(BodyMode::Buffer)) => Some(t.on_body(bytes)),
+            (Some(t), Some(BodyMode::Stream)) => {
+                let mut out = Vec::with_capacity(bytes.len() + 64);
+                t.on_stream(bytes, end, &mut out);
+                Some(out)
+            }
+            _ => None,
+        };
+        let Some(out) = translated else { return self.on_client_body(bytes, end, now_ns) };
+        // A whole answer whose translator read the usage needs no second read of it.
+        if self.solo_mode == Some(BodyMode::Buffer) && self.solo.as_ref().is_some_and(|t| t.usage().is_some()) {
+            self.sniffer = None;
+        }
+        Some(self.on_client_body(&out, end, now_ns).unwrap_or(out))
+    }
+
+    /// The response body as the client gets it: counted, sampled and sniffed for usage.
+    fn on_client_body(&mut self, bytes: &[u8], end: bool, now_ns: u64) -> Option<Vec<u8>> {
         self.count_response_bytes(bytes.len(), now_ns);
         if let Some(max) = self.cfg.log_bodies_max_bytes {
             let room = max.saturating_sub(self.response_sample.len());
@@ -458,7 +548,8 @@ impl RouteFilter {
     /// if one is held. Returns (usage, cost in micro-dollars, whether the provider reported the usage).
     fn settle(&mut self, store: &dyn SharedStore, now_ns: u64) -> (Option<Usage>, u64, bool) {
         let ok = (200..300).contains(&self.status);
-        let reported = self.sniffer.as_ref().and_then(Sniffer::usage);
+        let reported =
+            self.solo.as_ref().and_then(|t| t.usage()).or_else(|| self.sniffer.as_ref().and_then(Sniffer::usage));
         let usage = match (&self.forwarded, ok) {
             (Some(f), true) => Some(reported.unwrap_or(Usage {
                 // Documented estimate when the provider reports no usage: the prompt estimate plus a
@@ -625,7 +716,8 @@ mod tests {
                 op: Operation::ChatCompletions,
                 alias: "gpt-prod".into(),
                 body_ready: true,
-                path: "/v1/chat/completions".into()
+                path: "/v1/chat/completions".into(),
+                translated: None
             })
         );
         let v: serde_json::Value = serde_json::from_slice(&d.body.unwrap()).unwrap();

@@ -42,6 +42,8 @@ pub struct UpstreamFilter {
     /// Header-only attempt (see [`UpstreamFilter::on_ready_request`]): the response passes untouched and
     /// the route role names what served it.
     quiet: bool,
+    /// The route role's translation, when this attempt must be prepared from the client's body instead.
+    client_body: Option<std::rc::Rc<crate::http::Translated>>,
 }
 
 /// What to change on the request once its body is complete.
@@ -74,6 +76,7 @@ impl UpstreamFilter {
             response: None,
             mode: None,
             quiet: false,
+            client_body: None,
         }
     }
 
@@ -176,17 +179,22 @@ impl UpstreamFilter {
         // The route filter wrote the body for this very target: set path and credential now and let the
         // body through untouched (unless this endpoint pins another model name).
         let pinned_other = meta.model.as_ref().is_some_and(|m| Some(m) != model.targets.first().map(|t| &t.model));
-        if info.is_some_and(|i| i.body_ready) && !pinned_other {
-            if let (Some(op), Some(p)) = (self.op, self.cfg.provider(target.0)) {
-                let call = providers::plan(p, op, &self.model)?;
-                d.step = Step::Continue;
-                if info.is_none_or(|i| i.path != call.path) {
-                    d.set.push((":path", call.path));
-                }
-                d.set.extend(call.auth);
-                self.body_ready = true;
+        let ready = info.filter(|i| i.body_ready);
+        if let (Some(info), false, Some(op), Some(p)) = (ready, pinned_other, self.op, self.cfg.provider(target.0)) {
+            let call = match &info.translated {
+                Some(t) => providers::UpstreamCall { path: t.path.clone(), auth: providers::credential(p) },
+                None => providers::plan(p, op, &self.model)?,
+            };
+            d.step = Step::Continue;
+            if info.path != call.path {
+                d.set.push((":path", call.path));
             }
+            d.set.extend(call.auth);
+            self.body_ready = true;
         }
+        // A body translated for the model's target, at an endpoint that pins another model: this attempt
+        // is prepared again from the client's body.
+        self.client_body = info.and_then(|i| i.translated.clone()).filter(|_| !self.body_ready);
         Ok(d)
     }
 
@@ -201,7 +209,8 @@ impl UpstreamFilter {
         let provider = self.cfg.provider(pid).ok_or_else(|| ApiError::gateway("unknown provider"))?;
         let attempt =
             providers::Attempt { op, provider, model: &self.model, alias: &self.alias, now_unix, usage_chunk: true };
-        let out = providers::prepare(&attempt, bytes)?;
+        let body = self.client_body.as_ref().map_or(bytes, |t| t.client_body.as_slice());
+        let out = providers::prepare(&attempt, body)?;
         self.response = out.response;
         let mut set = vec![(":path", out.path)];
         set.extend(out.headers);
@@ -331,6 +340,7 @@ mod tests {
             alias: "gpt-4o-mini".into(),
             body_ready: false,
             path: "/v1/chat/completions".into(),
+            translated: None,
         };
         let mut f = filter();
         let meta = EndpointMeta { provider: Some("openai".into()), model: None };
@@ -347,6 +357,7 @@ mod tests {
             alias: "gpt-prod".into(),
             body_ready: true,
             path: "/v1/chat/completions".into(),
+            translated: None,
         };
         let azure_path = "/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21";
         let mut f = filter();

@@ -39,6 +39,7 @@ use crate::{sha256, sse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether the config may accept this provider kind.
@@ -62,6 +63,20 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         }
         _ => return Err(ApiError::gateway("this operation has no Anthropic chat translation")),
     }
+    let mut headers = Vec::with_capacity(3);
+    if let Some(c) = &a.provider.credential {
+        headers.push(("x-api-key", c.expose().to_string()));
+    }
+    headers.push(("anthropic-version", version.clone()));
+    headers.push(("content-type", "application/json".to_string()));
+    if let Some(simple) = translate_simple(body, a.model, *default_max_tokens) {
+        return Ok(Outgoing {
+            path: PATH.to_string(),
+            headers,
+            body: Some(simple.body),
+            response: Some(Box::new(Translator::new(a, simple.stream, a.usage_chunk || simple.include_usage))),
+        });
+    }
     let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))?;
     let Some(req) = req.as_object() else {
         return Err(ApiError::invalid_request("The request body must be a JSON object.", None));
@@ -72,12 +87,6 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     let stream = req.get("stream").and_then(Value::as_bool) == Some(true);
     let include_usage = a.usage_chunk
         || req.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool) == Some(true);
-    let mut headers = Vec::with_capacity(3);
-    if let Some(c) = &a.provider.credential {
-        headers.push(("x-api-key", c.expose().to_string()));
-    }
-    headers.push(("anthropic-version", version.clone()));
-    headers.push(("content-type", "application/json".to_string()));
     Ok(Outgoing {
         path: PATH.to_string(),
         headers,
@@ -95,6 +104,152 @@ fn bad(message: impl Into<String>, param: &str) -> ApiError {
 
 fn text_block(text: &str) -> Value {
     json!({"type": "text", "text": text})
+}
+
+/// The common request, read in place: text-only turns and no fields beyond these. Anything else (or
+/// anything invalid) goes the general way, [`translate_request`], which gives the same body for these.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimpleRequest<'a> {
+    #[serde(borrow, rename = "model")]
+    _model: &'a RawValue,
+    #[serde(borrow)]
+    messages: Vec<SimpleMessage<'a>>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
+    #[serde(default)]
+    max_completion_tokens: Option<u64>,
+    #[serde(borrow, default)]
+    temperature: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    top_p: Option<&'a RawValue>,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<SimpleStreamOptions>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimpleMessage<'a> {
+    #[serde(borrow)]
+    role: std::borrow::Cow<'a, str>,
+    /// A JSON string, copied to the output as it stands (escapes and all).
+    #[serde(borrow)]
+    content: &'a RawValue,
+}
+
+#[derive(Deserialize)]
+struct SimpleStreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+struct SimpleOut {
+    body: Vec<u8>,
+    stream: bool,
+    include_usage: bool,
+}
+
+/// The body of a common request (see [`SimpleRequest`]), written straight from the client's bytes: no
+/// tree of values, no string decoded and encoded again. `None`: not that kind of request.
+fn translate_simple(body: &[u8], model: &str, default_max_tokens: u32) -> Option<SimpleOut> {
+    let req: SimpleRequest = serde_json::from_slice(body).ok()?;
+    let string = |r: &RawValue| r.get().starts_with('"');
+    let empty = |r: &RawValue| r.get() == "\"\"";
+    let (temperature, top_p) = (raw_number(req.temperature)?, raw_number(req.top_p)?);
+    let mut system: Vec<&str> = Vec::new();
+    // Turns as (role, texts); consecutive messages of one role make one turn.
+    let mut turns: Vec<(&str, Vec<&str>)> = Vec::new();
+    for m in &req.messages {
+        if !string(m.content) {
+            return None;
+        }
+        let role = match m.role.as_ref() {
+            "system" | "developer" => {
+                if !empty(m.content) {
+                    system.push(m.content.get());
+                }
+                continue;
+            }
+            "user" => "user",
+            // An empty assistant text is no block at all.
+            "assistant" if empty(m.content) => continue,
+            "assistant" => "assistant",
+            _ => return None,
+        };
+        match turns.last_mut() {
+            Some((r, texts)) if *r == role => texts.push(m.content.get()),
+            _ => turns.push((role, vec![m.content.get()])),
+        }
+    }
+    if turns.is_empty() {
+        return None;
+    }
+    let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(u64::from(default_max_tokens));
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.extend_from_slice(b"{\"model\":");
+    serde_json::to_writer(&mut out, model).ok()?;
+    let text_blocks = |out: &mut Vec<u8>, texts: &[&str]| {
+        out.push(b'[');
+        for (i, t) in texts.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"type\":\"text\",\"text\":");
+            out.extend_from_slice(t.as_bytes());
+            out.push(b'}');
+        }
+        out.push(b']');
+    };
+    match system.as_slice() {
+        [] => {}
+        [one] => {
+            out.extend_from_slice(b",\"system\":");
+            out.extend_from_slice(one.as_bytes());
+        }
+        many => {
+            out.extend_from_slice(b",\"system\":");
+            text_blocks(&mut out, many);
+        }
+    }
+    out.extend_from_slice(b",\"messages\":[");
+    for (i, (role, texts)) in turns.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"role\":\"");
+        out.extend_from_slice(role.as_bytes());
+        out.extend_from_slice(b"\",\"content\":");
+        match texts.as_slice() {
+            [one] => out.extend_from_slice(one.as_bytes()),
+            many => text_blocks(&mut out, many),
+        }
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"max_tokens\":");
+    out.extend_from_slice(max_tokens.to_string().as_bytes());
+    for (name, value) in [("temperature", temperature), ("top_p", top_p)] {
+        if let Some(v) = value {
+            out.extend_from_slice(format!(",\"{name}\":{v}").as_bytes());
+        }
+    }
+    let stream = req.stream == Some(true);
+    if stream {
+        out.extend_from_slice(b",\"stream\":true");
+    }
+    out.push(b'}');
+    let include_usage = req.stream_options.and_then(|o| o.include_usage) == Some(true);
+    Some(SimpleOut { body: out, stream, include_usage })
+}
+
+/// A number as written (`Some(Some)`), or absent / `null` (`Some(None)`); `None` for anything else.
+fn raw_number(r: Option<&RawValue>) -> Option<Option<&str>> {
+    match r.map(RawValue::get) {
+        None | Some("null") => Some(None),
+        Some(t) if t.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => Some(Some(t)),
+        Some(_) => None,
+    }
 }
 
 /// The request body Anthropic gets.
@@ -854,32 +1009,31 @@ impl Translator {
                 _ => {}
             }
         }
-        let mut message = Map::new();
-        message.insert("role".into(), Value::String("assistant".into()));
-        let content = if !text.is_empty() || calls.is_empty() { Value::String(text) } else { Value::Null };
-        message.insert("content".into(), content);
-        if !calls.is_empty() {
-            message.insert("tool_calls".into(), Value::Array(calls));
+        // Written field by field (a tree of values first would cost more than the translation).
+        let mut out = Vec::with_capacity(body.len() + 256);
+        let id = msg.id.as_deref().unwrap_or(&self.id);
+        out.extend_from_slice(br#"{"id":"#);
+        let _ = serde_json::to_writer(&mut out, id);
+        let _ = write!(out, r#","object":"chat.completion","created":{},"model":"#, self.created);
+        let _ = serde_json::to_writer(&mut out, &self.model);
+        out.extend_from_slice(br#","choices":[{"index":0,"message":{"role":"assistant","content":"#);
+        if !text.is_empty() || calls.is_empty() {
+            let _ = serde_json::to_writer(&mut out, &text);
+        } else {
+            out.extend_from_slice(b"null");
         }
-        let mut out = json!({
-            "id": msg.id.unwrap_or_else(|| self.id.clone()),
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": message,
-                "logprobs": null,
-                "finish_reason": finish_reason(msg.stop_reason.as_deref()),
-            }],
-        });
+        if !calls.is_empty() {
+            out.extend_from_slice(br#","tool_calls":"#);
+            let _ = serde_json::to_writer(&mut out, &calls);
+        }
+        let _ = write!(out, r#"}},"logprobs":null,"finish_reason":"{}"}}]"#, finish_reason(msg.stop_reason.as_deref()));
         if let Some(u) = msg.usage {
             self.usage = Some(u);
-            if let Some(o) = out.as_object_mut() {
-                o.insert("usage".into(), usage_json(&u.usage()));
-            }
+            out.extend_from_slice(br#","usage":"#);
+            let _ = serde_json::to_writer(&mut out, &usage_json(&u.usage()));
         }
-        out.to_string().into_bytes()
+        out.push(b'}');
+        out
     }
 
     fn chunk(&self, delta: Value, finish: Option<&str>) -> String {
@@ -1080,6 +1234,48 @@ mod tests {
 
     fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
         Attempt { op, provider: p, model: "claude-sonnet-4-5", alias: "claude", now_unix: NOW, usage_chunk: false }
+    }
+
+    /// The fast path writes what the general path writes (compared as JSON), and leaves everything else
+    /// to it.
+    #[test]
+    fn simple_requests_translate_as_the_general_path_does() {
+        let same = [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"a \"quoted\" \u00e9 line\nbreak"}],"max_tokens":50,"temperature":0.70,"top_p":1}"#,
+            r#"{"model":"m","messages":[{"role":"developer","content":"one"},{"role":"system","content":""},{"role":"system","content":"two"},{"role":"user","content":"x"},{"role":"user","content":""},{"role":"assistant","content":""},{"role":"assistant","content":"y"},{"role":"assistant","content":"z"},{"role":"user","content":"w"}],"max_completion_tokens":7,"max_tokens":9,"temperature":null}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"s"}],"stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"s"}],"stream":false,"stream_options":null,"top_p":-0.5e0}"#,
+        ];
+        for body in same {
+            let fast = translate_simple(body.as_bytes(), "claude-x", 1024).expect(body);
+            let req: Value = serde_json::from_str(body).unwrap();
+            let general = translate_request(req.as_object().unwrap(), "claude-x", 1024).unwrap();
+            assert_eq!(json_of(&fast.body, body), general, "{body}");
+            assert_eq!(fast.stream, req["stream"] == true);
+        }
+        let general_only = [
+            // Other fields, other content shapes, other roles, invalid values, no turns.
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"stop":"END"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","name":"bob"}]}"#,
+            r#"{"model":"m","messages":[{"role":"tool","content":"hi"}]}"#,
+            r#"{"model":"m","messages":[{"role":"assistant","content":null}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"temperature":"hot"}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":-1}"#,
+            r#"{"model":"m","messages":[{"role":"system","content":"only"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[]}"#,
+            r#"[1]"#,
+        ];
+        for body in general_only {
+            assert!(translate_simple(body.as_bytes(), "claude-x", 1024).is_none(), "{body}");
+        }
+        // Through `prepare`: the same request either way.
+        let p = provider();
+        let out = prepare(&attempt(&p, Operation::ChatCompletions), same[1].as_bytes()).unwrap();
+        let v = json_of(out.body.as_deref().unwrap(), "body");
+        assert_eq!(v["system"], "Be brief.");
+        assert_eq!(v["messages"][0]["content"], "a \"quoted\" \u{e9} line\nbreak");
     }
 
     fn prep(body: &[u8]) -> Result<Outgoing, ApiError> {

@@ -118,6 +118,29 @@ pub fn plan(provider: &Provider, op: Operation, model: &str) -> Result<UpstreamC
     }
 }
 
+/// Whether a model's only target of this provider can have its request translated by the route-level
+/// filter (the upstream role then sets only the path and the credential). Bedrock signs the final body
+/// with the credential, so its attempts are prepared where the credential is set.
+pub fn translates_at_route(p: &Provider) -> bool {
+    !matches!(p.kind, ProviderKind::Bedrock { .. } | ProviderKind::Mock)
+}
+
+/// The credential header of a provider whose attempt was prepared without it (by the route-level
+/// filter, which never sets credentials: Envoy's router would log them). The same header the
+/// provider's `prepare` sets.
+pub fn credential(p: &Provider) -> Option<(&'static str, String)> {
+    let c = p.credential.as_ref()?;
+    Some(match &p.kind {
+        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible { .. } | ProviderKind::Vertex { .. } => {
+            ("authorization", format!("Bearer {}", c.expose()))
+        }
+        ProviderKind::AzureOpenAi { .. } => ("api-key", c.expose().to_string()),
+        ProviderKind::Anthropic { .. } => ("x-api-key", c.expose().to_string()),
+        ProviderKind::Gemini { .. } => ("x-goog-api-key", c.expose().to_string()),
+        ProviderKind::Bedrock { .. } | ProviderKind::Mock => return None,
+    })
+}
+
 fn mock_has_no_upstream(p: &Provider) -> ApiError {
     ApiError::gateway(format!(
         "provider '{}' is a mock; it answers in the route-level filter and has no upstream",

@@ -67,6 +67,8 @@ def plugin() -> dict:
             # that pin another model name, or that belong to another provider (a misconfiguration).
             "solo-pinned": {"cluster": "solo-pinned", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             "solo-stray": {"cluster": "solo-stray", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
+            # A single Anthropic target (translated by the route filter) behind an endpoint pinning another name.
+            "solo-claude": {"cluster": "solo-claude", "targets": [{"provider": "anthropic", "model": "claude-haiku"}]},
             "canary": {"cluster": "canary", "targets": [
                 {"provider": "openai", "model": "gpt-stable"},
                 {"provider": "compat", "model": "gpt-canary"},
@@ -89,6 +91,7 @@ class Stack:
         self.backup = MockUpstream(anthropic_ok)
         self.pinned = MockUpstream(echo_responder)
         self.stray = MockUpstream(echo_responder)
+        self.claude_pinned = MockUpstream(anthropic_ok)
         cfg = demo_config()
         for pc in plugin_configs(cfg):
             pc["configuration"]["value"] = json.dumps(plugin())
@@ -99,6 +102,7 @@ class Stack:
             plain_cluster("ejecting", [(self.broken.port, {"provider": "openai"}, 0), (self.backup.port, {"provider": "anthropic"}, 1)], filters),
             plain_cluster("solo-pinned", [(self.pinned.port, {"provider": "openai", "model": "gpt-4o-pinned"})], filters),
             plain_cluster("solo-stray", [(self.stray.port, {"provider": "anthropic"})], filters),
+            plain_cluster("solo-claude", [(self.claude_pinned.port, {"provider": "anthropic", "model": "claude-pinned"})], filters),
         ]
         # The outlier detection of the shipped example, on the cluster whose primary always fails.
         demo_smart = next(c for c in demo_config()["static_resources"]["clusters"] if c["name"] == "smart")
@@ -113,7 +117,8 @@ class Stack:
 
     def close(self):
         self.envoy.stop()
-        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned, self.stray):
+        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned, self.stray,
+                  self.claude_pinned):
             u.close()
 
 
@@ -227,6 +232,28 @@ def test_single_target_endpoint_metadata_still_counts(stack):
     assert e.value.status_code == 502
     assert "not a target of model 'solo-stray'" in e.value.message
     assert stack.stray.requests == []
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_single_translated_target_behind_a_pinning_endpoint(stack, stream):
+    # The route filter translated the body for claude-haiku; this endpoint pins claude-pinned, so the
+    # attempt is prepared again from the client's body (not from the translation) and its answer is
+    # translated once.
+    kw = {"stream": True, "stream_options": {"include_usage": True}} if stream else {}
+    messages = [{"role": "system", "content": "Be brief."}, *MESSAGES]
+    raw = stack.client().chat.completions.with_raw_response.create(model="solo-claude", messages=messages, stop=["END"], **kw)
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
+    else:
+        text = raw.parse().choices[0].message.content
+    assert text == "secondary says hi"
+    rec = stack.claude_pinned.last()
+    body = rec.json()
+    assert rec.path == "/v1/messages" and body["model"] == "claude-pinned" and body["messages"][0]["role"] == "user"
+    assert body.get("stream", False) == stream
+    assert body["system"] in ("Be brief.", [{"type": "text", "text": "Be brief."}]) and body["stop_sequences"] == ["END"]
+    assert rec.headers["x-api-key"] == "sk-ant-fallback-test" and "authorization" not in rec.headers
+    assert raw.headers["x-switchyard-provider"] == "anthropic" and raw.headers["x-switchyard-model"] == "claude-pinned"
 
 
 def test_weighted_split_90_10(stack):

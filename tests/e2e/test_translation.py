@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, sha256_hex, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, free_port, plain_cluster, plugin_configs, sha256_hex, upstream_filters
 from openai_wire import chat_completion, chunk
 from provider_wire import (
     anthropic_error,
@@ -56,6 +56,8 @@ def plugin() -> dict:
             "vertex-flash": {"provider": "vertex", "model": "gemini-2.0-flash"},
             "bedrock-claude": {"provider": "bedrock", "model": BEDROCK_MODEL},
             "mistral": {"provider": "compat", "model": "mistral-large-latest"},
+            # Its cluster's only endpoint listens nowhere: every answer is Envoy's own.
+            "claude-down": {"provider": "anthropic", "model": "claude-sonnet-4-5", "cluster": "anthropic-down"},
         },
         "keys": [{"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]}],
     }
@@ -89,6 +91,7 @@ class Stack:
             if name == "bedrock":
                 c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = BEDROCK_HOST
             clusters.append(c)
+        clusters.append(plain_cluster("anthropic-down", [(free_port(), {"provider": "anthropic"})], filters))
         cfg["static_resources"]["clusters"] = clusters
         env = {"ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET, "VERTEX_TOKEN": VERTEX_TOKEN,
                "AWS_ACCESS_KEY_ID": AWS_AK, "AWS_SECRET_ACCESS_KEY": AWS_SK, "AWS_SESSION_TOKEN": AWS_TOKEN}
@@ -328,6 +331,20 @@ def test_provider_errors_map_to_openai_shape(stack, respond):
     with pytest.raises(openai.BadRequestError) as e:
         stack.oai().chat.completions.create(model="gemini-flash", messages=MESSAGES)
     assert "Invalid JSON payload" in e.value.body["message"]
+
+
+def test_envoy_errors_are_not_taken_for_the_providers(stack):
+    # A model's only target is translated for by the route-level filter, which also translates the answer;
+    # an answer Envoy made itself (provider unreachable) is not the provider's and passes as Envoy's
+    # local-reply config shaped it, for both client APIs.
+    with pytest.raises(openai.APIStatusError) as e:
+        stack.oai().chat.completions.create(model="claude-down", messages=MESSAGES)
+    assert e.value.status_code == 502
+    assert e.value.body["code"] == "upstream_unavailable", e.value.body
+    assert e.value.response.headers["x-switchyard-provider"] == "anthropic"
+    with pytest.raises(anthropic.APIStatusError) as e:
+        stack.ant().messages.create(model="claude-down", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert e.value.status_code == 502 and "could not be reached" in str(e.value.body)
 
 
 def test_error_mid_stream_is_a_well_formed_event(stack, respond):
