@@ -174,6 +174,7 @@ fn main() {
     let openai_answer = br#"{"id":"chatcmpl-b","object":"chat.completion","created":1700000000,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"The city grew along its river."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":250,"completion_tokens":9,"total_tokens":259}}"#;
     let anthropic_answer = br#"{"id":"msg_b","type":"message","role":"assistant","model":"claude-haiku","content":[{"type":"text","text":"The city grew along its river."}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":250,"output_tokens":9}}"#;
     let telemetry = Metrics::default();
+    let mut ids = switchyard::observe::MetricIds::default();
     for (label, body, answer) in [
         ("OpenAI passthrough", &body, &openai_answer[..]),
         ("translated to Anthropic", &claude_body, &anthropic_answer[..]),
@@ -190,7 +191,7 @@ fn main() {
             black_box(f.on_response_headers(200, Some("application/json"), None, true));
             black_box(f.on_response_body(black_box(answer), true, 1));
             if let Some(r) = f.on_done(&store, 1_700_000_000_000_000_000, 1) {
-                switchyard::observe::emit(&r, &telemetry);
+                switchyard::observe::emit(&r, &mut ids, &telemetry);
             }
         });
     }
@@ -211,30 +212,21 @@ fn main() {
         attempts: 1,
         ..Default::default()
     };
-    bench("request record: metrics by name + access-log record", 200_000, || {
-        switchyard::observe::emit(black_box(&record), &telemetry);
+    bench("request record: metrics + access-log record", 200_000, || {
+        switchyard::observe::emit(black_box(&record), &mut ids, &telemetry);
     });
 }
 
-/// Metric ids by name, as the adapter keeps them.
+/// The host's side of the metrics: ids handed out by name, as Envoy does.
 #[derive(Default)]
 struct Metrics(RefCell<HashMap<String, u32>>);
-impl Metrics {
-    fn id(&self, name: &str) -> u32 {
-        if let Some(id) = self.0.borrow().get(name) {
-            return *id;
-        }
-        let id = self.0.borrow().len() as u32;
-        self.0.borrow_mut().insert(name.to_string(), id);
-        id
-    }
-}
 impl switchyard::observe::Telemetry for Metrics {
-    fn counter(&self, name: &str, value: u64) {
-        black_box((self.id(name), value));
+    fn define(&self, _kind: switchyard::observe::Kind, name: &str) -> Option<u32> {
+        let id = self.0.borrow().len() as u32;
+        Some(*self.0.borrow_mut().entry(name.to_string()).or_insert(id))
     }
-    fn histogram(&self, name: &str, value: u64) {
-        black_box((self.id(name), value));
+    fn add(&self, kind: switchyard::observe::Kind, id: u32, value: u64) {
+        black_box((kind, id, value));
     }
     fn log_record(&self, record: &[u8]) {
         black_box(record);

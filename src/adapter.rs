@@ -115,8 +115,8 @@ thread_local! {
     /// attempts (both roles of one worker thread run in this VM: same vm_id, code and VM config), with the
     /// number of attempts made so far.
     static REQUESTS: RefCell<hashbrown::HashMap<String, (RequestInfo, u32)>> = RefCell::new(hashbrown::HashMap::new());
-    /// Metric ids by name (names come from the config, so this stays small).
-    static METRICS: RefCell<hashbrown::HashMap<String, u32>> = RefCell::new(hashbrown::HashMap::new());
+    /// Metric ids by series (names come from the config, so this stays small).
+    static METRICS: RefCell<observe::MetricIds> = RefCell::new(observe::MetricIds::default());
 }
 
 /// Envoy's stats (`define_metric` once per name) and the request's log record. Envoy lets a Wasm filter
@@ -125,31 +125,20 @@ thread_local! {
 /// `%FILTER_STATE(wasm.switchyard:TYPED)%`.
 struct HostTelemetry;
 
-impl HostTelemetry {
-    fn metric(kind: MetricType, name: &str) -> Option<u32> {
-        if let Some(id) = METRICS.with(|m| m.borrow().get(name).copied()) {
-            return Some(id);
-        }
-        let id = proxy_wasm::hostcalls::define_metric(kind, name).ok()?;
-        METRICS.with(|m| m.borrow_mut().insert(name.to_string(), id));
-        Some(id)
-    }
-}
-
 impl Telemetry for HostTelemetry {
-    fn counter(&self, name: &str, value: u64) {
-        // Defined even when there is nothing to add, so that the series exists from the first request.
-        if let Some(id) = Self::metric(MetricType::Counter, name) {
-            if value > 0 {
-                let _ = proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64);
-            }
-        }
+    fn define(&self, kind: observe::Kind, name: &str) -> Option<u32> {
+        let kind = match kind {
+            observe::Kind::Counter => MetricType::Counter,
+            observe::Kind::Histogram => MetricType::Histogram,
+        };
+        proxy_wasm::hostcalls::define_metric(kind, name).ok()
     }
 
-    fn histogram(&self, name: &str, value: u64) {
-        if let Some(id) = Self::metric(MetricType::Histogram, name) {
-            let _ = proxy_wasm::hostcalls::record_metric(id, value);
-        }
+    fn add(&self, kind: observe::Kind, id: u32, value: u64) {
+        let _ = match kind {
+            observe::Kind::Counter => proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64),
+            observe::Kind::Histogram => proxy_wasm::hostcalls::record_metric(id, value),
+        };
     }
 
     fn log_record(&self, record: &[u8]) {
@@ -246,7 +235,7 @@ impl RouteHttp {
         let attempts =
             self.registered.as_ref().and_then(|id| REQUESTS.with(|m| m.borrow().get(id).map(|(_, n)| *n))).unwrap_or(0);
         if let Some(record) = self.core.on_done(&HostStore, now, attempts) {
-            observe::emit(&record, &HostTelemetry);
+            METRICS.with(|ids| observe::emit(&record, &mut ids.borrow_mut(), &HostTelemetry));
         }
     }
 

@@ -4,10 +4,20 @@
 
 use crate::providers::Usage;
 
+/// A metric's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Histogram,
+}
+
 /// The host's metrics and per-request log fields.
 pub trait Telemetry {
-    fn counter(&self, name: &str, value: u64);
-    fn histogram(&self, name: &str, value: u64);
+    /// Defines a metric and returns the host's id for it (`None`: refused). Called once per name and VM
+    /// ([`MetricIds`] keeps the ids).
+    fn define(&self, kind: Kind, name: &str) -> Option<u32>;
+    /// Adds to a counter, or records a histogram value.
+    fn add(&self, kind: Kind, id: u32, value: u64);
     /// The request's access-log record: a serialised `google.protobuf.Struct` (see [`encode_struct`]),
     /// published in one host call.
     fn log_record(&self, record: &[u8]);
@@ -60,29 +70,105 @@ pub fn segment(s: &str) -> String {
     s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
+/// The outcome classes of [`outcome`], in a fixed order.
+const OUTCOMES: [&str; 6] = ["ok", "denied", "limited", "client_error", "aborted", "upstream_error"];
+
+/// The metric ids of one (model, provider, key) series, defined as they are first needed.
+struct Series {
+    model: String,
+    provider: String,
+    key: String,
+    requests: [Option<u32>; OUTCOMES.len()],
+    input: Option<u32>,
+    output: Option<u32>,
+    cached: Option<u32>,
+    cost: Option<u32>,
+    latency: Option<u32>,
+    ttft: Option<u32>,
+    fallbacks: Option<u32>,
+}
+
+/// Metric ids by series, kept per VM: a request's metrics cost a lookup, not names built and hashed.
+/// The series are bounded by the config (its models, providers and keys, and "none").
+#[derive(Default)]
+pub struct MetricIds {
+    series: hashbrown::HashTable<Series>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// The id in `slot`, defining the metric named by `name` the first time.
+fn id(slot: &mut Option<u32>, t: &dyn Telemetry, kind: Kind, name: impl FnOnce() -> String) -> Option<u32> {
+    if slot.is_none() {
+        *slot = t.define(kind, &name());
+    }
+    *slot
+}
+
 /// Emits a record's metrics and access-log fields.
-pub fn emit(r: &Record, t: &dyn Telemetry) {
-    let model = segment(r.requested_model.as_deref().unwrap_or("none"));
-    let provider = segment(r.provider.as_deref().unwrap_or("none"));
-    let key = segment(r.key_id.as_deref().unwrap_or("none"));
-    let tags = format!("model.{model}.provider.{provider}.key.{key}");
-    t.counter(&format!("switchyard.requests.{tags}.outcome.{}", outcome(r.status)), 1);
+pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
+    use std::hash::BuildHasher;
+    let model = r.requested_model.as_deref().unwrap_or("none");
+    let provider = r.provider.as_deref().unwrap_or("none");
+    let key = r.key_id.as_deref().unwrap_or("none");
+    let hash = ids.hasher.hash_one((model, provider, key));
+    let matches = |s: &Series| s.model == model && s.provider == provider && s.key == key;
+    if ids.series.find(hash, matches).is_none() {
+        let series = Series {
+            model: model.to_string(),
+            provider: provider.to_string(),
+            key: key.to_string(),
+            requests: [None; OUTCOMES.len()],
+            input: None,
+            output: None,
+            cached: None,
+            cost: None,
+            latency: None,
+            ttft: None,
+            fallbacks: None,
+        };
+        let hasher = &ids.hasher;
+        ids.series.insert_unique(hash, series, |s| hasher.hash_one((&s.model, &s.provider, &s.key)));
+    }
+    let Some(s) = ids.series.find_mut(hash, matches) else { return };
+    let (model, provider, key) = (segment(model), segment(provider), segment(key));
+    let tags = || format!("model.{model}.provider.{provider}.key.{key}");
+    // Counters are defined even when there is nothing to add, so that the series exists from the first
+    // request.
+    let counter = |slot: &mut Option<u32>, name: &dyn Fn() -> String, value: u64| {
+        if let Some(id) = id(slot, t, Kind::Counter, name) {
+            if value > 0 {
+                t.add(Kind::Counter, id, value);
+            }
+        }
+    };
+    let class = outcome(r.status);
+    if let Some(i) = OUTCOMES.iter().position(|o| *o == class) {
+        if let Some(slot) = s.requests.get_mut(i) {
+            counter(slot, &|| format!("switchyard.requests.{}.outcome.{class}", tags()), 1);
+        }
+    }
     if let Some(u) = r.usage {
-        t.counter(&format!("switchyard.input_tokens.{tags}"), u.prompt_tokens);
-        t.counter(&format!("switchyard.output_tokens.{tags}"), u.completion_tokens);
-        t.counter(&format!("switchyard.cached_tokens.{tags}"), u.cached_tokens);
+        counter(&mut s.input, &|| format!("switchyard.input_tokens.{}", tags()), u.prompt_tokens);
+        counter(&mut s.output, &|| format!("switchyard.output_tokens.{}", tags()), u.completion_tokens);
+        counter(&mut s.cached, &|| format!("switchyard.cached_tokens.{}", tags()), u.cached_tokens);
     }
     if r.cost_micros > 0 {
-        t.counter(&format!("switchyard.cost_micro_usd.{tags}"), r.cost_micros);
+        counter(&mut s.cost, &|| format!("switchyard.cost_micro_usd.{}", tags()), r.cost_micros);
     }
     if r.provider.is_some() {
-        t.histogram(&format!("switchyard.latency_ms.model.{model}.provider.{provider}"), r.duration_ms);
+        let name = || format!("switchyard.latency_ms.model.{model}.provider.{provider}");
+        if let Some(id) = id(&mut s.latency, t, Kind::Histogram, name) {
+            t.add(Kind::Histogram, id, r.duration_ms);
+        }
         if let Some(ttft) = r.ttft_ms {
-            t.histogram(&format!("switchyard.ttft_ms.model.{model}.provider.{provider}"), ttft);
+            let name = || format!("switchyard.ttft_ms.model.{model}.provider.{provider}");
+            if let Some(id) = id(&mut s.ttft, t, Kind::Histogram, name) {
+                t.add(Kind::Histogram, id, ttft);
+            }
         }
     }
     if r.attempts > 1 {
-        t.counter(&format!("switchyard.fallbacks.model.{model}"), u64::from(r.attempts - 1));
+        counter(&mut s.fallbacks, &|| format!("switchyard.fallbacks.model.{model}"), u64::from(r.attempts - 1));
     }
 
     t.log_record(&encode_struct(&log_fields(r)));
@@ -184,17 +270,27 @@ pub mod tests {
 
     #[derive(Default)]
     pub struct Recorder {
+        /// Defined metrics; an id is a position here.
+        pub defined: RefCell<Vec<(Kind, String)>>,
         pub counters: RefCell<Vec<(String, u64)>>,
         pub histograms: RefCell<Vec<(String, u64)>>,
         pub records: RefCell<Vec<Vec<u8>>>,
     }
 
     impl Telemetry for Recorder {
-        fn counter(&self, name: &str, value: u64) {
-            self.counters.borrow_mut().push((name.into(), value));
+        fn define(&self, kind: Kind, name: &str) -> Option<u32> {
+            let mut d = self.defined.borrow_mut();
+            assert!(!d.iter().any(|(_, n)| n == name), "{name} defined twice");
+            d.push((kind, name.to_string()));
+            Some(d.len() as u32 - 1)
         }
-        fn histogram(&self, name: &str, value: u64) {
-            self.histograms.borrow_mut().push((name.into(), value));
+        fn add(&self, kind: Kind, id: u32, value: u64) {
+            let (defined_kind, name) = self.defined.borrow()[id as usize].clone();
+            assert_eq!(defined_kind, kind, "{name}");
+            match kind {
+                Kind::Counter => self.counters.borrow_mut().push((name, value)),
+                Kind::Histogram => self.histograms.borrow_mut().push((name, value)),
+            }
         }
         fn log_record(&self, record: &[u8]) {
             self.records.borrow_mut().push(record.to_vec());
@@ -219,8 +315,13 @@ pub mod tests {
             ..Default::default()
         };
         let t = Recorder::default();
-        emit(&r, &t);
+        let mut ids = MetricIds::default();
+        emit(&r, &mut ids, &t);
+        // The second request of the series defines nothing again (the recorder checks) and adds the same.
+        emit(&r, &mut ids, &t);
+        assert_eq!(t.defined.borrow().len(), 8);
         let c = t.counters.borrow();
+        assert_eq!(c.len(), 12);
         let tags = "model.gpt-4_1.provider.anthropic.key.team_a";
         assert!(c.contains(&(format!("switchyard.requests.{tags}.outcome.ok"), 1)));
         assert!(c.contains(&(format!("switchyard.input_tokens.{tags}"), 10)));
@@ -230,18 +331,27 @@ pub mod tests {
         assert!(c.contains(&("switchyard.fallbacks.model.gpt-4_1".to_string(), 1)));
         let h = t.histograms.borrow();
         assert!(h.contains(&("switchyard.ttft_ms.model.gpt-4_1.provider.anthropic".to_string(), 40)));
+        assert!(h.contains(&("switchyard.latency_ms.model.gpt-4_1.provider.anthropic".to_string(), 90)));
+        // Another outcome of the same series, and a zero count: defined, nothing added.
+        let failed = Record { status: 502, usage: Some(Usage::default()), ..r.clone() };
+        drop((c, h));
+        emit(&failed, &mut ids, &t);
+        let names: Vec<String> = t.defined.borrow().iter().map(|(_, n)| n.clone()).collect();
+        assert!(names.contains(&format!("switchyard.requests.{tags}.outcome.upstream_error")));
+        assert!(!t.counters.borrow().contains(&(format!("switchyard.input_tokens.{tags}"), 0)));
         let f = log_fields(&r);
         assert!(f.contains(&("gen_ai.response.model", Value::Str("claude-sonnet-4-5"))));
         assert!(f.contains(&("cost_usd", Value::Num(0.001234))));
         assert!(f.contains(&("gen_ai.usage.cache_read.input_tokens", Value::Num(2.0))));
-        assert_eq!(t.records.borrow().as_slice(), &[encode_struct(&f)]);
+        assert_eq!(t.records.borrow().len(), 3);
+        assert_eq!(t.records.borrow()[0], encode_struct(&f));
     }
 
     #[test]
     fn a_refused_request_has_bounded_names() {
         let r = Record { status: 401, operation: "chat", ..Default::default() };
         let t = Recorder::default();
-        emit(&r, &t);
+        emit(&r, &mut MetricIds::default(), &t);
         assert_eq!(
             t.counters.borrow().as_slice(),
             &[("switchyard.requests.model.none.provider.none.key.none.outcome.denied".to_string(), 1)]
