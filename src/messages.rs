@@ -13,9 +13,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     let req = anthropic_input::parse(body)?;
     if let ProviderKind::Anthropic { version, .. } = &a.provider.kind {
         let mut headers = vec![("anthropic-version", version.clone())];
-        if let Some(c) = &a.provider.credential {
-            headers.push(("x-api-key", c.expose().to_string()));
-        }
+        headers.extend(providers::credential(a.provider));
         return Ok(Outgoing {
             path: "/v1/messages".to_string(),
             headers,

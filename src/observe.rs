@@ -74,6 +74,7 @@ pub fn segment(s: &str) -> String {
 const OUTCOMES: [&str; 6] = ["ok", "denied", "limited", "client_error", "aborted", "upstream_error"];
 
 /// The metric ids of one (model, provider, key) series, defined as they are first needed.
+#[derive(Default)]
 struct Series {
     model: String,
     provider: String,
@@ -110,26 +111,21 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
     let model = r.requested_model.as_deref().unwrap_or("none");
     let provider = r.provider.as_deref().unwrap_or("none");
     let key = r.key_id.as_deref().unwrap_or("none");
-    let hash = ids.hasher.hash_one((model, provider, key));
-    let matches = |s: &Series| s.model == model && s.provider == provider && s.key == key;
-    if ids.series.find(hash, matches).is_none() {
-        let series = Series {
+    let hasher = &ids.hasher;
+    let s = ids
+        .series
+        .entry(
+            hasher.hash_one((model, provider, key)),
+            |s| s.model == model && s.provider == provider && s.key == key,
+            |s| hasher.hash_one((&s.model, &s.provider, &s.key)),
+        )
+        .or_insert_with(|| Series {
             model: model.to_string(),
             provider: provider.to_string(),
             key: key.to_string(),
-            requests: [None; OUTCOMES.len()],
-            input: None,
-            output: None,
-            cached: None,
-            cost: None,
-            latency: None,
-            ttft: None,
-            fallbacks: None,
-        };
-        let hasher = &ids.hasher;
-        ids.series.insert_unique(hash, series, |s| hasher.hash_one((&s.model, &s.provider, &s.key)));
-    }
-    let Some(s) = ids.series.find_mut(hash, matches) else { return };
+            ..Series::default()
+        })
+        .into_mut();
     let (model, provider, key) = (segment(model), segment(provider), segment(key));
     let tags = || format!("model.{model}.provider.{provider}.key.{key}");
     // Counters are defined even when there is nothing to add, so that the series exists from the first

@@ -64,9 +64,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         _ => return Err(ApiError::gateway("this operation has no Anthropic chat translation")),
     }
     let mut headers = Vec::with_capacity(3);
-    if let Some(c) = &a.provider.credential {
-        headers.push(("x-api-key", c.expose().to_string()));
-    }
+    headers.extend(super::credential(a.provider));
     headers.push(("anthropic-version", version.clone()));
     headers.push(("content-type", "application/json".to_string()));
     if let Some(simple) = translate_simple(body, a.model, *default_max_tokens) {

@@ -14,7 +14,7 @@ pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &
     } else {
         format!("/openai/deployments/{}{suffix}?api-version={api_version}", encode_segment(deployment))
     };
-    let auth = provider.credential.as_ref().map(|c| ("api-key", c.expose().to_string()));
+    let auth = super::credential(provider);
     Ok(UpstreamCall { path, auth })
 }
 

@@ -62,7 +62,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
             let method = if stream { "streamGenerateContent?alt=sse" } else { "generateContent" };
             Ok(Outgoing {
                 path: model_path(&a.provider.kind, a.model, method)?,
-                headers: auth(a.provider),
+                headers: super::credential(a.provider).into_iter().collect(),
                 body: Some(to_bytes(&out)?),
                 response: Some(Box::new(Translator::new(a, Mode::Chat { stream, include_usage }, fallback_id))),
             })
@@ -77,7 +77,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
             let (out, base64) = embeddings_request(&req, a.model)?;
             Ok(Outgoing {
                 path: model_path(&a.provider.kind, a.model, "batchEmbedContents")?,
-                headers: auth(a.provider),
+                headers: super::credential(a.provider).into_iter().collect(),
                 body: Some(to_bytes(&out)?),
                 response: Some(Box::new(Translator::new(a, Mode::Embeddings { base64 }, fallback_id))),
             })
@@ -121,14 +121,6 @@ fn encode_segment(s: &str) -> String {
         }
     }
     out
-}
-
-fn auth(p: &Provider) -> Vec<(&'static str, String)> {
-    let Some(c) = p.credential.as_ref() else { return Vec::new() };
-    match p.kind {
-        ProviderKind::Vertex { .. } => vec![("authorization", format!("Bearer {}", c.expose()))],
-        _ => vec![("x-goog-api-key", c.expose().to_string())],
-    }
 }
 
 fn bad(message: impl Into<String>, param: &str) -> ApiError {

@@ -125,9 +125,9 @@ pub fn translates_at_route(p: &Provider) -> bool {
     !matches!(p.kind, ProviderKind::Bedrock { .. } | ProviderKind::Mock)
 }
 
-/// The credential header of a provider whose attempt was prepared without it (by the route-level
-/// filter, which never sets credentials: Envoy's router would log them). The same header the
-/// provider's `prepare` sets.
+/// A provider's credential header (all kinds but Bedrock, which signs instead). Every `prepare` and
+/// `plan` sets it from here, and so does the upstream role for a body the route-level filter prepared
+/// without it (the route-level filter never sets credentials: Envoy's router would log them).
 pub fn credential(p: &Provider) -> Option<(&'static str, String)> {
     let c = p.credential.as_ref()?;
     Some(match &p.kind {
@@ -157,10 +157,6 @@ pub(crate) fn openai_suffix(op: Operation) -> Result<&'static str, ApiError> {
             Err(ApiError::gateway("this operation has no OpenAI-format upstream path"))
         }
     }
-}
-
-pub(crate) fn bearer(provider: &Provider) -> Option<(&'static str, String)> {
-    provider.credential.as_ref().map(|c| ("authorization", format!("Bearer {}", c.expose())))
 }
 
 /// The OpenAI `usage` object of translated responses and usage chunks.

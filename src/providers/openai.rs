@@ -1,7 +1,7 @@
 //! OpenAI: the unified API is OpenAI's own, so requests pass through with the model name replaced and the
 //! gateway's credential in place of the caller's. Responses and streams pass through untouched.
 
-use super::{bearer, openai_suffix, UpstreamCall};
+use super::{credential, openai_suffix, UpstreamCall};
 use crate::config::Provider;
 use crate::error::ApiError;
 use crate::request::Operation;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 pub fn plan(provider: &Provider, op: Operation) -> Result<UpstreamCall, ApiError> {
-    Ok(UpstreamCall { path: format!("/v1{}", openai_suffix(op)?), auth: bearer(provider) })
+    Ok(UpstreamCall { path: format!("/v1{}", openai_suffix(op)?), auth: credential(provider) })
 }
 
 #[derive(Deserialize)]

@@ -1,13 +1,13 @@
 //! Any OpenAI-style server (Mistral, Groq, DeepSeek, Together, Ollama, vLLM, ...): the OpenAI wire format
 //! under a configurable base path, with an optional bearer key.
 
-use super::{bearer, openai_suffix, UpstreamCall};
+use super::{credential, openai_suffix, UpstreamCall};
 use crate::config::Provider;
 use crate::error::ApiError;
 use crate::request::Operation;
 
 pub fn plan(provider: &Provider, base_path: &str, op: Operation) -> Result<UpstreamCall, ApiError> {
-    Ok(UpstreamCall { path: format!("{base_path}{}", openai_suffix(op)?), auth: bearer(provider) })
+    Ok(UpstreamCall { path: format!("{base_path}{}", openai_suffix(op)?), auth: credential(provider) })
 }
 
 #[cfg(test)]
