@@ -22,7 +22,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         });
     }
     let pivot = anthropic_input::to_openai(body)?;
-    let chat = Attempt { op: Operation::ChatCompletions, ..*a };
+    let chat = Attempt { op: Operation::ChatCompletions, chat: None, ..*a };
     let mut out = providers::prepare(&chat, &pivot)?;
     if out.body.is_none() {
         out.body = Some(pivot);

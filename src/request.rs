@@ -77,37 +77,149 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Message<'a> {
-    #[serde(borrow)]
     pub role: Cow<'a, str>,
-    #[serde(borrow, default)]
     pub content: Option<&'a RawValue>,
+    /// The message has fields beyond `role` and `content`.
+    pub other_fields: bool,
 }
 
-/// What the gateway reads of a chat completion request.
-#[derive(Debug, Deserialize)]
+/// What the gateway reads of a chat completion request. One pass over the body reads all of it that
+/// any path needs (translators' fast paths too), so the body is parsed once per request.
+#[derive(Debug)]
 pub struct ChatRequest<'a> {
     /// Filled from `model_raw` once parsed.
-    #[serde(skip)]
     pub model: Cow<'a, str>,
     /// The `model` value as it stands in the body (its position lets the body be rewritten without a
     /// second parse).
-    #[serde(borrow, rename = "model")]
     pub model_raw: &'a RawValue,
-    #[serde(borrow)]
     pub messages: Vec<Message<'a>>,
-    #[serde(default)]
     pub stream: Option<bool>,
     /// `stream_options` as it stands in the body, when present (also when `null`).
-    #[serde(borrow, default, rename = "stream_options", deserialize_with = "present")]
     pub stream_options_raw: Option<&'a RawValue>,
-    #[serde(skip)]
     pub stream_options: Option<StreamOptions>,
-    #[serde(default)]
     pub max_tokens: Option<u64>,
-    #[serde(default)]
     pub max_completion_tokens: Option<u64>,
+    /// As written (`null` reads as absent).
+    pub temperature: Option<&'a RawValue>,
+    pub top_p: Option<&'a RawValue>,
+    /// Only the fields above are present, and messages have only `role` and `content`: a translator
+    /// may write its body from this alone.
+    pub plain: bool,
+}
+
+/// An object key, borrowed from the body unless it holds escapes.
+#[derive(Deserialize)]
+#[serde(transparent)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn once<'de, T: Deserialize<'de>, A: serde::de::MapAccess<'de>>(
+    slot: &mut Option<T>,
+    map: &mut A,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+/// `Some(value)` for a present field (`null` included), once.
+fn once_raw<'de: 'a, 'a, A: serde::de::MapAccess<'de>>(
+    slot: &mut Option<Option<&'a RawValue>>,
+    map: &mut A,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(serde::de::Error::duplicate_field(name));
+    }
+    *slot = Some(Some(map.next_value::<&'de RawValue>()?));
+    Ok(())
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Message<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a message object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Message<'a>, A::Error> {
+                let (mut role, mut content, mut other_fields) = (None::<Key<'a>>, None, false);
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    match k.as_ref() {
+                        "role" => once(&mut role, &mut map, "role")?,
+                        "content" => once_raw(&mut content, &mut map, "content")?,
+                        _ => {
+                            other_fields = true;
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let role = role.ok_or_else(|| serde::de::Error::missing_field("role"))?.0;
+                // `"content": null` reads as no content, as an absent field does.
+                let content = content.flatten().filter(|c| c.get() != "null");
+                Ok(Message { role, content, other_fields })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ChatRequest<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = ChatRequest<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a chat completion request object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest<'a>, A::Error> {
+                let (mut model, mut messages, mut stream, mut stream_options) =
+                    (None, None::<Vec<Message<'a>>>, None, None);
+                let (mut max_tokens, mut max_completion_tokens, mut temperature, mut top_p) = (None, None, None, None);
+                let mut plain = true;
+                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+                    match k.as_ref() {
+                        "model" => once_raw(&mut model, &mut map, "model")?,
+                        "messages" => once(&mut messages, &mut map, "messages")?,
+                        "stream" => once::<Option<bool>, _>(&mut stream, &mut map, "stream")?,
+                        "stream_options" => once_raw(&mut stream_options, &mut map, "stream_options")?,
+                        "max_tokens" => once::<Option<u64>, _>(&mut max_tokens, &mut map, "max_tokens")?,
+                        "max_completion_tokens" => {
+                            once::<Option<u64>, _>(&mut max_completion_tokens, &mut map, "max_completion_tokens")?
+                        }
+                        "temperature" => once_raw(&mut temperature, &mut map, "temperature")?,
+                        "top_p" => once_raw(&mut top_p, &mut map, "top_p")?,
+                        _ => {
+                            plain = false;
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let model_raw = model.flatten().ok_or_else(|| serde::de::Error::missing_field("model"))?;
+                let messages = messages.ok_or_else(|| serde::de::Error::missing_field("messages"))?;
+                plain &= !messages.iter().any(|m| m.other_fields);
+                Ok(ChatRequest {
+                    model: Cow::Borrowed(""),
+                    model_raw,
+                    messages,
+                    stream: stream.flatten(),
+                    stream_options_raw: stream_options.flatten(),
+                    stream_options: None,
+                    max_tokens: max_tokens.flatten(),
+                    max_completion_tokens: max_completion_tokens.flatten(),
+                    temperature: temperature.flatten().filter(|v| v.get() != "null"),
+                    top_p: top_p.flatten().filter(|v| v.get() != "null"),
+                    plain,
+                })
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 impl ChatRequest<'_> {
@@ -133,11 +245,6 @@ pub struct EmbeddingsRequest<'a> {
 }
 
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
-
-/// Some(raw) whenever the field is present, `null` included.
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
 
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     let mut req: ChatRequest = match serde_json::from_slice(body) {
@@ -346,6 +453,32 @@ mod tests {
         assert!(r.is_stream() && r.include_usage());
         assert_eq!(content_text(r.messages[1].content), "a\nb");
         assert_eq!(content_text(r.messages[0].content), "s");
+        assert_eq!(r.temperature.map(RawValue::get), Some("0.2"));
+    }
+
+    /// `plain` says whether the fields read are all there is; keys with escapes are still known;
+    /// duplicates are refused as serde's derived parsers refuse them.
+    #[test]
+    fn chat_plainness_and_keys() {
+        let table: &[(&str, Option<bool>)] = &[
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#, Some(true)),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":null}],"max_tokens":null,"temperature":1,"top_p":null,"stream":null,"stream_options":null,"max_completion_tokens":3}"#,
+                Some(true),
+            ),
+            (r#"{"mod\u0065l":"m","messages":[{"r\u006fle":"user","content":"x"}]}"#, Some(true)),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stop":"y"}"#, Some(false)),
+            (r#"{"model":"m","messages":[{"role":"user","content":"x","name":"bob"}]}"#, Some(false)),
+            (r#"{"model":"m","model":"n","messages":[{"role":"user"}]}"#, None),
+            (r#"{"model":"m","messages":[{"role":"user","role":"user"}]}"#, None),
+            (r#"{"model":"m","messages":[{"role":"user"}],"max_tokens":-1}"#, None),
+        ];
+        for (body, plain) in table {
+            assert_eq!(parse_chat(body.as_bytes()).ok().map(|r| r.plain), *plain, "{body}");
+        }
+        let r = parse_chat(table[1].0.as_bytes()).unwrap();
+        assert!(r.messages[0].content.is_none() && r.stream_options_raw.is_some() && r.top_p.is_none());
+        assert_eq!(r.max_completion_tokens, Some(3));
     }
 
     #[test]

@@ -368,6 +368,7 @@ impl RouteFilter {
                     alias: &model.name,
                     now_unix: ctx.clock.unix_secs,
                     usage_chunk: true,
+                    chat: ask.chat,
                 };
                 match providers::prepare(&attempt, bytes) {
                     Ok(out) => {

@@ -207,8 +207,15 @@ impl UpstreamFilter {
     pub fn on_request_body(&mut self, bytes: &[u8], now_unix: u64) -> Result<BodyEdit, ApiError> {
         let (Some(op), Some(pid)) = (self.op, self.provider) else { return Ok(BodyEdit::default()) };
         let provider = self.cfg.provider(pid).ok_or_else(|| ApiError::gateway("unknown provider"))?;
-        let attempt =
-            providers::Attempt { op, provider, model: &self.model, alias: &self.alias, now_unix, usage_chunk: true };
+        let attempt = providers::Attempt {
+            op,
+            provider,
+            model: &self.model,
+            alias: &self.alias,
+            now_unix,
+            usage_chunk: true,
+            chat: None,
+        };
         let body = self.client_body.as_ref().map_or(bytes, |t| t.client_body.as_slice());
         let out = providers::prepare(&attempt, body)?;
         self.response = out.response;

@@ -34,7 +34,7 @@ use super::{client_status_for_provider_error, provider_error_body, Attempt, Body
 use super::{ResponseTranslator, Usage};
 use crate::config::{Provider, ProviderKind};
 use crate::error::{quote, ApiError};
-use crate::request::Operation;
+use crate::request::{self, ChatRequest, Operation};
 use crate::{sha256, sse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -67,7 +67,15 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     headers.extend(super::credential(a.provider));
     headers.push(("anthropic-version", version.clone()));
     headers.push(("content-type", "application/json".to_string()));
-    if let Some(simple) = translate_simple(body, a.model, *default_max_tokens) {
+    let parsed;
+    let chat = match a.chat {
+        Some(c) => Some(c),
+        None => {
+            parsed = request::parse_chat(body).ok();
+            parsed.as_ref()
+        }
+    };
+    if let Some(simple) = chat.and_then(|c| translate_simple(c, a.model, *default_max_tokens)) {
         return Ok(Outgoing {
             path: PATH.to_string(),
             headers,
@@ -104,88 +112,58 @@ fn text_block(text: &str) -> Value {
     json!({"type": "text", "text": text})
 }
 
-/// The common request, read in place: text-only turns and no fields beyond these. Anything else (or
-/// anything invalid) goes the general way, [`translate_request`], which gives the same body for these.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimpleRequest<'a> {
-    #[serde(borrow, rename = "model")]
-    _model: &'a RawValue,
-    #[serde(borrow)]
-    messages: Vec<SimpleMessage<'a>>,
-    #[serde(default)]
-    max_tokens: Option<u64>,
-    #[serde(default)]
-    max_completion_tokens: Option<u64>,
-    #[serde(borrow, default)]
-    temperature: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    top_p: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<SimpleStreamOptions>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimpleMessage<'a> {
-    #[serde(borrow)]
-    role: std::borrow::Cow<'a, str>,
-    /// A JSON string, copied to the output as it stands (escapes and all).
-    #[serde(borrow)]
-    content: &'a RawValue,
-}
-
-#[derive(Deserialize)]
-struct SimpleStreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
-}
-
 struct SimpleOut {
     body: Vec<u8>,
     stream: bool,
     include_usage: bool,
 }
 
-/// The body of a common request (see [`SimpleRequest`]), written straight from the client's bytes: no
-/// tree of values, no string decoded and encoded again. `None`: not that kind of request.
-fn translate_simple(body: &[u8], model: &str, default_max_tokens: u32) -> Option<SimpleOut> {
-    let req: SimpleRequest = serde_json::from_slice(body).ok()?;
+/// The body of a common request, written straight from the client's bytes as the route role parsed them:
+/// text-only turns and no fields beyond those [`ChatRequest`] reads (`plain`). No tree of values, no
+/// string decoded and encoded again. `None`: not that kind of request; the general way,
+/// [`translate_request`], gives the same body for these.
+fn translate_simple(req: &ChatRequest, model: &str, default_max_tokens: u32) -> Option<SimpleOut> {
+    if !req.plain {
+        return None;
+    }
     let string = |r: &RawValue| r.get().starts_with('"');
     let empty = |r: &RawValue| r.get() == "\"\"";
     let (temperature, top_p) = (raw_number(req.temperature)?, raw_number(req.top_p)?);
     let mut system: Vec<&str> = Vec::new();
-    // Turns as (role, texts); consecutive messages of one role make one turn.
-    let mut turns: Vec<(&str, Vec<&str>)> = Vec::new();
+    // Turns as (role, number of texts), the texts in order in `texts`; consecutive messages of one role
+    // make one turn.
+    let mut turns: Vec<(&str, usize)> = Vec::new();
+    let mut texts: Vec<&str> = Vec::with_capacity(req.messages.len());
     for m in &req.messages {
-        if !string(m.content) {
+        let content = m.content?;
+        if !string(content) {
             return None;
         }
         let role = match m.role.as_ref() {
             "system" | "developer" => {
-                if !empty(m.content) {
-                    system.push(m.content.get());
+                if !empty(content) {
+                    system.push(content.get());
                 }
                 continue;
             }
             "user" => "user",
             // An empty assistant text is no block at all.
-            "assistant" if empty(m.content) => continue,
+            "assistant" if empty(content) => continue,
             "assistant" => "assistant",
             _ => return None,
         };
         match turns.last_mut() {
-            Some((r, texts)) if *r == role => texts.push(m.content.get()),
-            _ => turns.push((role, vec![m.content.get()])),
+            Some((r, n)) if *r == role => *n += 1,
+            _ => turns.push((role, 1)),
         }
+        texts.push(content.get());
     }
     if turns.is_empty() {
         return None;
     }
     let max_tokens = req.max_completion_tokens.or(req.max_tokens).unwrap_or(u64::from(default_max_tokens));
-    let mut out = Vec::with_capacity(body.len() + 128);
+    let size: usize = system.iter().chain(&texts).map(|t| t.len() + 32).sum();
+    let mut out = Vec::with_capacity(size + model.len() + 160);
     out.extend_from_slice(b"{\"model\":");
     serde_json::to_writer(&mut out, model).ok()?;
     let text_blocks = |out: &mut Vec<u8>, texts: &[&str]| {
@@ -212,32 +190,36 @@ fn translate_simple(body: &[u8], model: &str, default_max_tokens: u32) -> Option
         }
     }
     out.extend_from_slice(b",\"messages\":[");
-    for (i, (role, texts)) in turns.iter().enumerate() {
+    let mut rest = texts.as_slice();
+    for (i, (role, n)) in turns.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"role\":\"");
         out.extend_from_slice(role.as_bytes());
         out.extend_from_slice(b"\",\"content\":");
-        match texts.as_slice() {
+        let (turn, after) = rest.split_at(*n);
+        rest = after;
+        match turn {
             [one] => out.extend_from_slice(one.as_bytes()),
             many => text_blocks(&mut out, many),
         }
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"max_tokens\":");
-    out.extend_from_slice(max_tokens.to_string().as_bytes());
-    for (name, value) in [("temperature", temperature), ("top_p", top_p)] {
+    write!(out, "{max_tokens}").ok()?;
+    for (name, value) in [(&b",\"temperature\":"[..], temperature), (&b",\"top_p\":"[..], top_p)] {
         if let Some(v) = value {
-            out.extend_from_slice(format!(",\"{name}\":{v}").as_bytes());
+            out.extend_from_slice(name);
+            out.extend_from_slice(v.as_bytes());
         }
     }
-    let stream = req.stream == Some(true);
+    let stream = req.is_stream();
     if stream {
         out.extend_from_slice(b",\"stream\":true");
     }
     out.push(b'}');
-    let include_usage = req.stream_options.and_then(|o| o.include_usage) == Some(true);
+    let include_usage = req.include_usage();
     Some(SimpleOut { body: out, stream, include_usage })
 }
 
@@ -1231,7 +1213,15 @@ mod tests {
     }
 
     fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
-        Attempt { op, provider: p, model: "claude-sonnet-4-5", alias: "claude", now_unix: NOW, usage_chunk: false }
+        Attempt {
+            op,
+            provider: p,
+            model: "claude-sonnet-4-5",
+            alias: "claude",
+            now_unix: NOW,
+            usage_chunk: false,
+            chat: None,
+        }
     }
 
     /// The fast path writes what the general path writes (compared as JSON), and leaves everything else
@@ -1246,7 +1236,8 @@ mod tests {
             r#"{"model":"m","messages":[{"role":"user","content":"s"}],"stream":false,"stream_options":null,"top_p":-0.5e0}"#,
         ];
         for body in same {
-            let fast = translate_simple(body.as_bytes(), "claude-x", 1024).expect(body);
+            let chat = request::parse_chat(body.as_bytes()).expect(body);
+            let fast = translate_simple(&chat, "claude-x", 1024).expect(body);
             let req: Value = serde_json::from_str(body).unwrap();
             let general = translate_request(req.as_object().unwrap(), "claude-x", 1024).unwrap();
             assert_eq!(json_of(&fast.body, body), general, "{body}");
@@ -1266,7 +1257,8 @@ mod tests {
             r#"[1]"#,
         ];
         for body in general_only {
-            assert!(translate_simple(body.as_bytes(), "claude-x", 1024).is_none(), "{body}");
+            let chat = request::parse_chat(body.as_bytes());
+            assert!(chat.is_err() || translate_simple(&chat.unwrap(), "claude-x", 1024).is_none(), "{body}");
         }
         // Through `prepare`: the same request either way.
         let p = provider();

@@ -827,7 +827,7 @@ mod tests {
     }
 
     fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
-        Attempt { op, provider: p, model: MODEL, alias: "claude", now_unix: NOW, usage_chunk: false }
+        Attempt { op, provider: p, model: MODEL, alias: "claude", now_unix: NOW, usage_chunk: false, chat: None }
     }
 
     fn run(body: &str) -> Result<Outgoing, ApiError> {

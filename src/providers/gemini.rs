@@ -1001,7 +1001,7 @@ mod tests {
     }
 
     fn attempt<'a>(p: &'a Provider, op: Operation, model: &'a str) -> Attempt<'a> {
-        Attempt { op, provider: p, model, alias: "alias", now_unix: NOW, usage_chunk: false }
+        Attempt { op, provider: p, model, alias: "alias", now_unix: NOW, usage_chunk: false, chat: None }
     }
 
     fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {

@@ -29,6 +29,9 @@ pub struct Attempt<'a> {
     /// stream (limits, accounting) and the route-level filter drops the chunk for clients that did not
     /// ask for it.
     pub usage_chunk: bool,
+    /// The client's chat request as the route role parsed it, when this attempt is prepared there (one
+    /// parse per request); translators parse the body themselves when it is `None`.
+    pub chat: Option<&'a crate::request::ChatRequest<'a>>,
 }
 
 /// Token counts as the provider reported them.
