@@ -156,6 +156,8 @@ pub struct KeyLimits {
     pub concurrent: Option<u64>,
     pub budget: Option<Budget>,
     pub per_model: HashMap<String, ModelLimits>,
+    /// The shared-data record of the key's own limits (named once, at load).
+    pub record: std::rc::Rc<str>,
 }
 
 impl KeyLimits {
@@ -172,6 +174,8 @@ impl KeyLimits {
 pub struct ModelLimits {
     pub requests: Option<Rate>,
     pub tokens: Option<Rate>,
+    /// The shared-data record of this key × model (named once, at load).
+    pub record: std::rc::Rc<str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -654,10 +658,11 @@ impl Config {
                 })
                 .collect();
             let models_json = models_list_json(&visible, &models, &providers);
-            let limits = match ko.get("limits") {
+            let mut limits = match ko.get("limits") {
                 None => KeyLimits::default(),
                 Some(v) => parse_limits(v, &join(&path, "limits"), models_v)?,
             };
+            crate::limits::name_records(id, &mut limits);
             keys.push(Key { id: id.to_string(), allowed, limits, models_json });
         }
 

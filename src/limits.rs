@@ -8,6 +8,7 @@
 //! whole reservation when no usage is known because the attempt failed.
 
 use std::fmt;
+use std::rc::Rc;
 
 /// Shared data of the host (Envoy's `proxy_get_shared_data` / `proxy_set_shared_data`).
 pub trait SharedStore {
@@ -34,17 +35,17 @@ impl fmt::Display for StoreError {
 
 /// Applies `f` to the value under `key` with compare-and-swap, retrying on conflict. `f` returns the new
 /// value and a result, or `Err` to leave the value unchanged.
-pub fn update<T, E>(
+pub fn update<T, E, V: AsRef<[u8]>>(
     store: &dyn SharedStore,
     key: &str,
-    mut f: impl FnMut(Option<&[u8]>) -> Result<(Vec<u8>, T), E>,
+    mut f: impl FnMut(Option<&[u8]>) -> Result<(V, T), E>,
 ) -> Result<Result<T, E>, StoreError> {
     for _ in 0..CAS_RETRIES {
         let (value, cas) = store.get(key);
         match f(value.as_deref()) {
             Err(e) => return Ok(Err(e)),
             Ok((new, out)) => {
-                if store.set(key, &new, cas).is_ok() {
+                if store.set(key, new.as_ref(), cas).is_ok() {
                     return Ok(Ok(out));
                 }
             }
@@ -65,8 +66,25 @@ fn read_u64s<const N: usize>(v: Option<&[u8]>) -> [u64; N] {
     out
 }
 
-fn write_u64s(vals: &[u64]) -> Vec<u8> {
-    vals.iter().flat_map(|v| v.to_le_bytes()).collect()
+/// Up to five counters as a record's bytes (little-endian), without a heap allocation.
+struct Packed {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl AsRef<[u8]> for Packed {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+fn write_u64s(vals: &[u64]) -> Packed {
+    let mut p = Packed { buf: [0; 40], len: 0 };
+    for (chunk, v) in p.buf.chunks_exact_mut(8).zip(vals) {
+        chunk.copy_from_slice(&v.to_le_bytes());
+        p.len += 8;
+    }
+    p
 }
 
 /// A rate: `max` units per `window_secs`, with a burst of `max` (a full window's worth at once).
@@ -363,9 +381,9 @@ pub struct Reservation {
     tokens: u64,
     cost_micros: u64,
     /// The key's record, when the key has key-level limits, and what of it this request took.
-    key_record: Option<(String, KeyParts)>,
+    key_record: Option<(Rc<str>, KeyParts)>,
     /// The key × model record, when the key limits this model.
-    model_record: Option<(String, ModelParts)>,
+    model_record: Option<(Rc<str>, ModelParts)>,
     reserved_at_secs: u64,
     /// `x-ratelimit-*` headers for the response.
     pub headers: Vec<(&'static str, String)>,
@@ -397,6 +415,14 @@ fn model_record(key_id: &str, model: &str) -> String {
     format!("switchyard/limits/{key_id}/model/{model}")
 }
 
+/// Names the records of key `key_id`'s limits (at config load, so requests never format them).
+pub fn name_records(key_id: &str, limits: &mut crate::config::KeyLimits) {
+    limits.record = key_record(key_id).into();
+    for (model, ml) in limits.per_model.iter_mut() {
+        ml.record = model_record(key_id, model).into();
+    }
+}
+
 /// Every shared-data key the limits of `cfg` use. The route-level filter creates them (empty) when it
 /// loads, before traffic: Envoy ignores the CAS token when a key does not exist yet, so two workers
 /// creating the same key at once could lose an update; once a key exists every write is checked.
@@ -405,12 +431,12 @@ pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
     for k in &cfg.keys {
         let l = &k.limits;
         if l.concurrent.is_some() || l.requests.is_some() || l.tokens.is_some() || l.budget.is_some() {
-            out.push(key_record(&k.id));
+            out.push(l.record.to_string());
         }
         let mut models: Vec<&String> = l.per_model.keys().collect();
         models.sort();
         for m in models {
-            out.push(model_record(&k.id, m));
+            out.extend(l.per_model.get(m).map(|ml| ml.record.to_string()));
         }
     }
     out
@@ -447,8 +473,9 @@ fn too_many(kind: &'static str, message: String, retry_ns: u64, headers: &[(&'st
     e
 }
 
-/// Bucket states by kind ("requests" or "tokens"), for the `x-ratelimit-*` headers.
-type States = Vec<(&'static str, RateState)>;
+/// Bucket states by kind ("requests" or "tokens"), for the `x-ratelimit-*` headers: a key's or a key ×
+/// model record's request and token buckets.
+type States = [Option<(&'static str, RateState)>; 2];
 
 /// Takes one request and `tokens` tokens from the request and token buckets that apply (either may be
 /// absent): the new TATs and the buckets' states, or the first refusal.
@@ -460,11 +487,11 @@ fn take_rates(
     tokens: u64,
     now_ns: u64,
 ) -> Result<(u64, u64, States), Refusal> {
-    let mut st = Vec::new();
+    let mut st: States = [None, None];
     let rq = match requests {
         Some(rate) => {
             let (t, s) = gcra_step(rq, rate, 1, now_ns).map_err(|e| Refusal::Requests(rate, e))?;
-            st.push(("requests", s));
+            st[0] = Some(("requests", s));
             t
         }
         None => rq,
@@ -472,7 +499,7 @@ fn take_rates(
     let tk = match tokens_rate {
         Some(rate) => {
             let (t, s) = gcra_step(tk, rate, tokens, now_ns).map_err(|e| Refusal::Tokens(rate, e))?;
-            st.push(("tokens", s));
+            st[1] = Some(("tokens", s));
             t
         }
         None => tk,
@@ -501,11 +528,12 @@ impl Reservation {
     ) -> Result<Reservation, ApiError> {
         let mut r = Reservation { tokens, cost_micros, reserved_at_secs: now_ns / 1_000_000_000, ..Default::default() };
         let l = &key.limits;
-        let mut states: Vec<(&'static str, RateState)> = Vec::new();
+        // The model record's states, then the key's.
+        let mut states: [Option<(&'static str, RateState)>; 4] = [None; 4];
 
         if let Some(ml) = l.per_model.get(model) {
             let parts = ModelParts { requests: ml.requests, tokens: ml.tokens };
-            let name = model_record(&key.id, model);
+            let name = ml.record.clone();
             let taken = update(store, &name, |v| {
                 let [rq, tk] = read_u64s::<2>(v);
                 let (rq, tk, st) = take_rates(rq, tk, parts.requests, parts.tokens, tokens, now_ns)?;
@@ -514,7 +542,7 @@ impl Reservation {
             .map_err(|_| contention())?;
             match taken {
                 Ok(st) => {
-                    states.extend(st);
+                    states[..2].copy_from_slice(&st);
                     r.model_record = Some((name, parts));
                 }
                 Err(refusal) => return Err(r.refused(refusal, &states)),
@@ -523,7 +551,7 @@ impl Reservation {
 
         let parts = KeyParts { concurrent: l.concurrent, requests: l.requests, tokens: l.tokens, budget: l.budget };
         if parts.concurrent.is_some() || parts.requests.is_some() || parts.tokens.is_some() || parts.budget.is_some() {
-            let name = key_record(&key.id);
+            let name = l.record.clone();
             let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, r.reserved_at_secs));
             let taken = update(store, &name, |v| {
                 let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
@@ -550,7 +578,7 @@ impl Reservation {
             .map_err(|_| contention());
             match taken {
                 Ok(Ok(st)) => {
-                    states.extend(st);
+                    states[2..].copy_from_slice(&st);
                     r.key_record = Some((name, parts));
                 }
                 Ok(Err(refusal)) => {
@@ -564,15 +592,16 @@ impl Reservation {
             }
         }
         // Headers: the key's own limits where it has them (they come last), else the model's.
-        for (kind, s) in states {
+        r.headers.reserve_exact(6);
+        for (kind, s) in states.into_iter().flatten() {
             rate_headers(&mut r.headers, kind, s);
         }
         Ok(r)
     }
 
     /// The 429 for a refusal (headers: what is known so far plus the refusing limit's state).
-    fn refused(&mut self, refusal: Refusal, states: &[(&'static str, RateState)]) -> ApiError {
-        for (kind, s) in states {
+    fn refused(&mut self, refusal: Refusal, states: &[Option<(&'static str, RateState)>]) -> ApiError {
+        for (kind, s) in states.iter().flatten() {
             rate_headers(&mut self.headers, kind, *s);
         }
         match refusal {
@@ -678,7 +707,8 @@ mod reservation_tests {
     use super::*;
     use crate::config::{Allowed, Budget, KeyLimits, ModelLimits};
 
-    fn key(limits: KeyLimits) -> Key {
+    fn key(mut limits: KeyLimits) -> Key {
+        name_records("k", &mut limits);
         Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new() }
     }
     const S: u64 = 1_000_000_000;
@@ -728,7 +758,7 @@ mod reservation_tests {
         let mut limits = KeyLimits { requests: Some(Rate { max: 2, window_secs: 60 }), ..Default::default() };
         limits
             .per_model
-            .insert("m".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), tokens: None });
+            .insert("m".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), ..Default::default() });
         let k = key(limits);
         Reservation::reserve(&st, &k, "m", 0, 0, T).unwrap();
         for _ in 0..5 {
@@ -807,9 +837,10 @@ mod reservation_tests {
     fn per_model_limits_apply_to_that_model_only() {
         let st = MemStore::default();
         let mut limits = KeyLimits::default();
-        limits
-            .per_model
-            .insert("big".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), tokens: None });
+        limits.per_model.insert(
+            "big".into(),
+            ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), ..Default::default() },
+        );
         let k = key(limits);
         Reservation::reserve(&st, &k, "big", 1, 0, T).unwrap();
         assert!(Reservation::reserve(&st, &k, "big", 1, 0, T).is_err());

@@ -126,8 +126,8 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
             ..Series::default()
         })
         .into_mut();
-    let (model, provider, key) = (segment(model), segment(provider), segment(key));
-    let tags = || format!("model.{model}.provider.{provider}.key.{key}");
+    // Names are made only when a series' metric is first defined.
+    let tags = || format!("model.{}.provider.{}.key.{}", segment(model), segment(provider), segment(key));
     // Counters are defined even when there is nothing to add, so that the series exists from the first
     // request.
     let counter = |slot: &mut Option<u32>, name: &dyn Fn() -> String, value: u64| {
@@ -152,19 +152,23 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
         counter(&mut s.cost, &|| format!("switchyard.cost_micro_usd.{}", tags()), r.cost_micros);
     }
     if r.provider.is_some() {
-        let name = || format!("switchyard.latency_ms.model.{model}.provider.{provider}");
+        let name = || format!("switchyard.latency_ms.model.{}.provider.{}", segment(model), segment(provider));
         if let Some(id) = id(&mut s.latency, t, Kind::Histogram, name) {
             t.add(Kind::Histogram, id, r.duration_ms);
         }
         if let Some(ttft) = r.ttft_ms {
-            let name = || format!("switchyard.ttft_ms.model.{model}.provider.{provider}");
+            let name = || format!("switchyard.ttft_ms.model.{}.provider.{}", segment(model), segment(provider));
             if let Some(id) = id(&mut s.ttft, t, Kind::Histogram, name) {
                 t.add(Kind::Histogram, id, ttft);
             }
         }
     }
     if r.attempts > 1 {
-        counter(&mut s.fallbacks, &|| format!("switchyard.fallbacks.model.{model}"), u64::from(r.attempts - 1));
+        counter(
+            &mut s.fallbacks,
+            &|| format!("switchyard.fallbacks.model.{}", segment(model)),
+            u64::from(r.attempts - 1),
+        );
     }
 
     t.log_record(&encode_struct(&log_fields(r)));
@@ -236,25 +240,32 @@ pub fn declare_record_args() -> Vec<u8> {
 /// filter state object `wasm.switchyard`, which the access log prints as JSON with
 /// `%FILTER_STATE(wasm.switchyard:TYPED)%` (one host call per request instead of one per field).
 pub fn encode_struct(fields: &[(&str, Value)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(fields.len() * 40);
-    let mut entry = Vec::with_capacity(64);
-    let mut value = Vec::with_capacity(48);
+    fn varint_len(v: usize) -> usize {
+        (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize
+    }
+    let mut out = Vec::with_capacity(fields.len() * 48);
     for (name, v) in fields {
-        value.clear();
+        // Value: number_value = 2 (fixed64), string_value = 3, bool_value = 4.
+        let value_len = match v {
+            Value::Num(_) => 9,
+            Value::Str(s) => 1 + varint_len(s.len()) + s.len(),
+            Value::Bool(_) => 2,
+        };
+        // Struct.fields = 1: map entries { key = 1, value = 2 }, written in place (sizes known ahead).
+        let entry_len = 1 + varint_len(name.len()) + name.len() + 1 + varint_len(value_len) + value_len;
+        out.push(0x0a);
+        varint(&mut out, entry_len as u64);
+        len_field(&mut out, 0x0a, name.as_bytes());
+        out.push(0x12);
+        varint(&mut out, value_len as u64);
         match v {
-            // Value: number_value = 2 (fixed64), string_value = 3, bool_value = 4.
             Value::Num(n) => {
-                value.push(0x11);
-                value.extend_from_slice(&n.to_le_bytes());
+                out.push(0x11);
+                out.extend_from_slice(&n.to_le_bytes());
             }
-            Value::Str(s) => len_field(&mut value, 0x1a, s.as_bytes()),
-            Value::Bool(b) => value.extend_from_slice(&[0x20, u8::from(*b)]),
+            Value::Str(s) => len_field(&mut out, 0x1a, s.as_bytes()),
+            Value::Bool(b) => out.extend_from_slice(&[0x20, u8::from(*b)]),
         }
-        // Struct.fields = 1: map entries { key = 1, value = 2 }.
-        entry.clear();
-        len_field(&mut entry, 0x0a, name.as_bytes());
-        len_field(&mut entry, 0x12, &value);
-        len_field(&mut out, 0x0a, &entry);
     }
     out
 }
@@ -363,6 +374,19 @@ pub mod tests {
         n.extend_from_slice(&1.0f64.to_le_bytes());
         assert_eq!(encode_struct(&[("n", Value::Num(1.0))]), n);
         assert_eq!(encode_struct(&[("b", Value::Bool(true))]), b"\x0a\x07\x0a\x01b\x12\x02\x20\x01");
+        // Lengths past one varint byte: a 200-byte and a 20,000-byte string, nested as protoc nests them.
+        for len in [126, 200, 20_000] {
+            let text = "x".repeat(len);
+            let mut value = vec![0x1a];
+            varint(&mut value, len as u64);
+            value.extend_from_slice(text.as_bytes());
+            let mut entry = Vec::new();
+            len_field(&mut entry, 0x0a, b"k");
+            len_field(&mut entry, 0x12, &value);
+            let mut want = Vec::new();
+            len_field(&mut want, 0x0a, &entry);
+            assert_eq!(encode_struct(&[("k", Value::Str(&text))]), want, "{len}");
+        }
         // Lengths past 127 take two varint bytes.
         let long = "m".repeat(200);
         let e = encode_struct(&[("k", Value::Str(&long))]);

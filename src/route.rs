@@ -409,7 +409,7 @@ impl RouteFilter {
         served: Option<(&str, &str)>,
         from_provider: bool,
     ) -> Vec<(&'static str, String)> {
-        let mut named = Vec::new();
+        let mut named = Vec::with_capacity(3 + self.reservation.as_ref().map_or(0, |r| r.headers.len()));
         // The upstream role named what served: it prepared that attempt and translated its answer.
         if served.is_some() || !from_provider {
             self.solo = None;
@@ -453,8 +453,9 @@ impl RouteFilter {
             let strip = sse && !anthropic && f.stream && !f.client_wants_usage;
             self.sniffer = Some(Sniffer::new(format, strip));
         }
-        if let Some(r) = &self.reservation {
-            named.extend(r.headers.iter().cloned());
+        // The response's only use of them: moved, not copied.
+        if let Some(r) = self.reservation.as_mut() {
+            named.append(&mut r.headers);
         }
         named
     }

@@ -1010,7 +1010,7 @@ impl Translator {
         if let Some(u) = msg.usage {
             self.usage = Some(u);
             out.extend_from_slice(br#","usage":"#);
-            let _ = serde_json::to_writer(&mut out, &usage_json(&u.usage()));
+            super::write_usage(&mut out, &u.usage());
         }
         out.push(b'}');
         out

@@ -172,6 +172,19 @@ pub(crate) fn usage_json(u: &Usage) -> serde_json::Value {
     })
 }
 
+/// [`usage_json`] written straight into `out` (same fields, same order).
+pub(crate) fn write_usage(out: &mut Vec<u8>, u: &Usage) {
+    use std::io::Write;
+    let _ = write!(
+        out,
+        r#"{{"completion_tokens":{},"prompt_tokens":{},"prompt_tokens_details":{{"cached_tokens":{}}},"total_tokens":{}}}"#,
+        u.completion_tokens,
+        u.prompt_tokens,
+        u.cached_tokens,
+        u.prompt_tokens.saturating_add(u.completion_tokens)
+    );
+}
+
 /// One OpenAI `chat.completion.chunk` (choice 0), as translated streams write them. With `usage_null`
 /// (the stream will end with a usage chunk) it carries `"usage": null`, as OpenAI's do.
 pub(crate) fn chunk_json(
@@ -230,4 +243,15 @@ pub fn provider_error_body(
     let text = format!("{} ({}): {}", provider.name, provider_status, message);
     let body = serde_json::json!({"error": {"message": text, "type": kind, "param": null, "code": code}});
     (status, body.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn usage_written_as_its_json() {
+        let u = super::Usage { prompt_tokens: 7, completion_tokens: 5, cached_tokens: 2 };
+        let mut out = Vec::new();
+        super::write_usage(&mut out, &u);
+        assert_eq!(out, serde_json::to_vec(&super::usage_json(&u)).unwrap());
+    }
 }
