@@ -32,7 +32,7 @@
 use super::usage_json;
 use super::{client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing};
 use super::{ResponseTranslator, Usage};
-use crate::config::{Provider, ProviderKind};
+use crate::config::ProviderKind;
 use crate::error::{quote, ApiError};
 use crate::request::{self, ChatRequest, Operation};
 use crate::{sha256, sse};
@@ -910,8 +910,8 @@ fn fallback_id(now: u64) -> String {
 
 /// Response and stream translation for one attempt.
 struct Translator {
-    /// For error messages (the name); holds no credential.
-    provider: Provider,
+    /// The provider's name, for error messages.
+    provider: String,
     model: String,
     created: u64,
     stream: bool,
@@ -934,14 +934,8 @@ struct Translator {
 
 impl Translator {
     fn new(a: &Attempt, stream: bool, include_usage: bool) -> Self {
-        let provider = Provider {
-            name: a.provider.name.clone(),
-            kind: a.provider.kind.clone(),
-            cluster: a.provider.cluster.clone(),
-            credential: None,
-        };
         Translator {
-            provider,
+            provider: a.provider.name.clone(),
             model: a.model.to_string(),
             created: a.now_unix,
             stream,
@@ -950,7 +944,8 @@ impl Translator {
             streaming: false,
             usage: None,
             decoder: sse::Decoder::new(),
-            id: fallback_id(a.now_unix),
+            // Made when first needed (providers send their own id).
+            id: String::new(),
             started: false,
             open_tools: Vec::new(),
             next_tool: 0,
@@ -991,6 +986,9 @@ impl Translator {
         }
         // Written field by field (a tree of values first would cost more than the translation).
         let mut out = Vec::with_capacity(body.len() + 256);
+        if msg.id.is_none() && self.id.is_empty() {
+            self.id = fallback_id(self.created);
+        }
         let id = msg.id.as_deref().unwrap_or(&self.id);
         out.extend_from_slice(br#"{"id":"#);
         let _ = serde_json::to_writer(&mut out, id);
@@ -1027,6 +1025,10 @@ impl Translator {
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
+            // No `message_start` named the message: an id of our own, as with no id in an answer.
+            if self.id.is_empty() {
+                self.id = fallback_id(self.created);
+            }
             self.emit(out, json!({"role": "assistant", "content": ""}));
         }
     }
@@ -1172,7 +1174,7 @@ impl ResponseTranslator for Translator {
         }
         if end && !self.done {
             let body = json!({"error": {
-                "message": format!("{}: the stream ended before message_stop", self.provider.name),
+                "message": format!("{}: the stream ended before message_stop", self.provider),
                 "type": "server_error",
                 "param": null,
                 "code": "provider_stream_incomplete",
@@ -1197,7 +1199,7 @@ impl ResponseTranslator for Translator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{Provider, Secret};
     use std::path::Path;
 
     const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic");

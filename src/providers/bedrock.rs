@@ -559,12 +559,12 @@ impl Translator {
             }
             .map(str::to_string)
         });
-        provider_error_body(&self.provider, self.status, &msg, kind.as_deref()).1
+        provider_error_body(&self.provider.name, self.status, &msg, kind.as_deref()).1
     }
 
     fn completion(&mut self, body: &[u8]) -> Vec<u8> {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            let (_, b) = provider_error_body(&self.provider, 502, "the Converse response is not JSON", None);
+            let (_, b) = provider_error_body(&self.provider.name, 502, "the Converse response is not JSON", None);
             return b;
         };
         let mut text = String::new();

@@ -767,7 +767,7 @@ impl Translator {
 
     fn error_body(&self, status: u16, body: &[u8]) -> Vec<u8> {
         let (message, kind) = provider_message(body);
-        provider_error_body(&self.provider, status, &message, kind.as_deref()).1
+        provider_error_body(&self.provider.name, status, &message, kind.as_deref()).1
     }
 
     /// An error of the gateway's own about the provider's answer (not a provider error object).
@@ -807,7 +807,7 @@ impl Translator {
         if let Some(err) = v.get("error") {
             let status = err.get("code").and_then(Value::as_u64).filter(|c| (400..600).contains(c)).unwrap_or(500);
             let (message, kind) = error_fields(err);
-            let body = provider_error_body(&self.provider, status as u16, &message, kind.as_deref()).1;
+            let body = provider_error_body(&self.provider.name, status as u16, &message, kind.as_deref()).1;
             return self.fail(out, &String::from_utf8_lossy(&body));
         }
         if !self.started {

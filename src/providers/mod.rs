@@ -226,7 +226,7 @@ pub fn client_status_for_provider_error(status: u16) -> u16 {
 
 /// An OpenAI-shaped error body for a provider's error, keeping the provider's message.
 pub fn provider_error_body(
-    provider: &Provider,
+    provider: &str,
     provider_status: u16,
     message: &str,
     provider_type: Option<&str>,
@@ -240,7 +240,7 @@ pub fn provider_error_body(
         502 if provider_status == 401 || provider_status == 403 => ("upstream_error", Some("provider_auth_error")),
         _ => ("server_error", Some("provider_error")),
     };
-    let text = format!("{} ({}): {}", provider.name, provider_status, message);
+    let text = format!("{provider} ({provider_status}): {message}");
     let body = serde_json::json!({"error": {"message": text, "type": kind, "param": null, "code": code}});
     (status, body.to_string().into_bytes())
 }
