@@ -486,6 +486,8 @@ mod tests {
         let table: &[(&str, u16, Option<&str>, &str)] = &[
             ("{", 400, None, "not valid JSON"),
             ("[1]", 400, None, "must be a JSON object"),
+            // Serde's derived parsers took a struct as a sequence; a chat request is an object only.
+            (r#"["m",[{"role":"user","content":"x"}]]"#, 400, None, "must be a JSON object"),
             (r#"{"messages":[]}"#, 400, Some("model"), "provide a 'model'"),
             (r#"{"model":7,"messages":[]}"#, 400, Some("model"), "must be a string"),
             (r#"{"model":"","messages":[{"role":"user","content":"x"}]}"#, 400, Some("model"), "must not be empty"),
