@@ -126,99 +126,105 @@ fn once<'de, T: Deserialize<'de>, A: serde::de::MapAccess<'de>>(
     Ok(())
 }
 
-/// `Some(value)` for a present field (`null` included), once.
-fn once_raw<'de: 'a, 'a, A: serde::de::MapAccess<'de>>(
-    slot: &mut Option<Option<&'a RawValue>>,
-    map: &mut A,
-    name: &'static str,
-) -> Result<(), A::Error> {
-    if slot.is_some() {
-        return Err(serde::de::Error::duplicate_field(name));
+/// A raw value, with `null` read as absent.
+fn non_null(v: Option<&RawValue>) -> Option<&RawValue> {
+    v.filter(|v| v.get() != "null")
+}
+
+/// A type read from a JSON object key by key (see [`ObjectVisitor`]).
+trait FromObject<'de>: Sized {
+    const EXPECTING: &'static str;
+    fn from_object<A: serde::de::MapAccess<'de>>(map: A) -> Result<Self, A::Error>;
+}
+
+/// The serde visitor of every [`FromObject`] type: objects only (serde's derived parsers also take a
+/// struct written as an array).
+struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+
+impl<'de, T: FromObject<'de>> serde::de::Visitor<'de> for ObjectVisitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(T::EXPECTING)
     }
-    *slot = Some(Some(map.next_value::<&'de RawValue>()?));
-    Ok(())
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+        T::from_object(map)
+    }
+}
+
+impl<'de: 'a, 'a> FromObject<'de> for Message<'a> {
+    const EXPECTING: &'static str = "a message object";
+    fn from_object<A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let (mut role, mut content, mut other_fields) = (None::<Key<'a>>, None::<&'a RawValue>, false);
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match k.as_ref() {
+                "role" => once(&mut role, &mut map, "role")?,
+                "content" => once(&mut content, &mut map, "content")?,
+                _ => {
+                    other_fields = true;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let role = role.ok_or_else(|| serde::de::Error::missing_field("role"))?.0;
+        // `"content": null` reads as no content, as an absent field does.
+        Ok(Message { role, content: non_null(content), other_fields })
+    }
+}
+
+impl<'de: 'a, 'a> FromObject<'de> for ChatRequest<'a> {
+    const EXPECTING: &'static str = "a chat completion request object";
+    fn from_object<A: serde::de::MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
+        let (mut model, mut messages, mut stream, mut stream_options) =
+            (None::<&'a RawValue>, None::<Vec<Message<'a>>>, None, None::<&'a RawValue>);
+        let (mut max_tokens, mut max_completion_tokens) = (None, None);
+        let (mut temperature, mut top_p) = (None::<&'a RawValue>, None::<&'a RawValue>);
+        let mut plain = true;
+        while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
+            match k.as_ref() {
+                "model" => once(&mut model, &mut map, "model")?,
+                "messages" => once(&mut messages, &mut map, "messages")?,
+                "stream" => once::<Option<bool>, _>(&mut stream, &mut map, "stream")?,
+                "stream_options" => once(&mut stream_options, &mut map, "stream_options")?,
+                "max_tokens" => once::<Option<u64>, _>(&mut max_tokens, &mut map, "max_tokens")?,
+                "max_completion_tokens" => {
+                    once::<Option<u64>, _>(&mut max_completion_tokens, &mut map, "max_completion_tokens")?
+                }
+                "temperature" => once(&mut temperature, &mut map, "temperature")?,
+                "top_p" => once(&mut top_p, &mut map, "top_p")?,
+                _ => {
+                    plain = false;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        let model_raw = model.ok_or_else(|| serde::de::Error::missing_field("model"))?;
+        let messages = messages.ok_or_else(|| serde::de::Error::missing_field("messages"))?;
+        plain &= !messages.iter().any(|m| m.other_fields);
+        Ok(ChatRequest {
+            model: Cow::Borrowed(""),
+            model_raw,
+            messages,
+            stream: stream.flatten(),
+            stream_options_raw: stream_options,
+            stream_options: None,
+            max_tokens: max_tokens.flatten(),
+            max_completion_tokens: max_completion_tokens.flatten(),
+            temperature: non_null(temperature),
+            top_p: non_null(top_p),
+            plain,
+        })
+    }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = Message<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a message object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Message<'a>, A::Error> {
-                let (mut role, mut content, mut other_fields) = (None::<Key<'a>>, None, false);
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    match k.as_ref() {
-                        "role" => once(&mut role, &mut map, "role")?,
-                        "content" => once_raw(&mut content, &mut map, "content")?,
-                        _ => {
-                            other_fields = true;
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                let role = role.ok_or_else(|| serde::de::Error::missing_field("role"))?.0;
-                // `"content": null` reads as no content, as an absent field does.
-                let content = content.flatten().filter(|c| c.get() != "null");
-                Ok(Message { role, content, other_fields })
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
     }
 }
 
 impl<'de: 'a, 'a> Deserialize<'de> for ChatRequest<'a> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
-            type Value = ChatRequest<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a chat completion request object")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<ChatRequest<'a>, A::Error> {
-                let (mut model, mut messages, mut stream, mut stream_options) =
-                    (None, None::<Vec<Message<'a>>>, None, None);
-                let (mut max_tokens, mut max_completion_tokens, mut temperature, mut top_p) = (None, None, None, None);
-                let mut plain = true;
-                while let Some(Key(k)) = map.next_key::<Key<'de>>()? {
-                    match k.as_ref() {
-                        "model" => once_raw(&mut model, &mut map, "model")?,
-                        "messages" => once(&mut messages, &mut map, "messages")?,
-                        "stream" => once::<Option<bool>, _>(&mut stream, &mut map, "stream")?,
-                        "stream_options" => once_raw(&mut stream_options, &mut map, "stream_options")?,
-                        "max_tokens" => once::<Option<u64>, _>(&mut max_tokens, &mut map, "max_tokens")?,
-                        "max_completion_tokens" => {
-                            once::<Option<u64>, _>(&mut max_completion_tokens, &mut map, "max_completion_tokens")?
-                        }
-                        "temperature" => once_raw(&mut temperature, &mut map, "temperature")?,
-                        "top_p" => once_raw(&mut top_p, &mut map, "top_p")?,
-                        _ => {
-                            plain = false;
-                            map.next_value::<serde::de::IgnoredAny>()?;
-                        }
-                    }
-                }
-                let model_raw = model.flatten().ok_or_else(|| serde::de::Error::missing_field("model"))?;
-                let messages = messages.ok_or_else(|| serde::de::Error::missing_field("messages"))?;
-                plain &= !messages.iter().any(|m| m.other_fields);
-                Ok(ChatRequest {
-                    model: Cow::Borrowed(""),
-                    model_raw,
-                    messages,
-                    stream: stream.flatten(),
-                    stream_options_raw: stream_options.flatten(),
-                    stream_options: None,
-                    max_tokens: max_tokens.flatten(),
-                    max_completion_tokens: max_completion_tokens.flatten(),
-                    temperature: temperature.flatten().filter(|v| v.get() != "null"),
-                    top_p: top_p.flatten().filter(|v| v.get() != "null"),
-                    plain,
-                })
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
+        d.deserialize_map(ObjectVisitor(std::marker::PhantomData))
     }
 }
 

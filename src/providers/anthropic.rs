@@ -986,8 +986,8 @@ impl Translator {
         }
         // Written field by field (a tree of values first would cost more than the translation).
         let mut out = Vec::with_capacity(body.len() + 256);
-        if msg.id.is_none() && self.id.is_empty() {
-            self.id = fallback_id(self.created);
+        if msg.id.is_none() {
+            self.ensure_id();
         }
         let id = msg.id.as_deref().unwrap_or(&self.id);
         out.extend_from_slice(br#"{"id":"#);
@@ -1022,13 +1022,18 @@ impl Translator {
         sse::write_event(out, None, &self.chunk(delta, None));
     }
 
+    /// An id of our own, for answers and streams the provider sent none for (made only then).
+    fn ensure_id(&mut self) {
+        if self.id.is_empty() {
+            self.id = fallback_id(self.created);
+        }
+    }
+
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
             self.started = true;
             // No `message_start` named the message: an id of our own, as with no id in an answer.
-            if self.id.is_empty() {
-                self.id = fallback_id(self.created);
-            }
+            self.ensure_id();
             self.emit(out, json!({"role": "assistant", "content": ""}));
         }
     }
@@ -1543,5 +1548,41 @@ mod tests {
         let v = json_of(&t.on_body(b"not json"), "body");
         assert_eq!(v["error"]["code"], "provider_error");
         assert_eq!(t.usage(), None);
+    }
+
+    /// The provider's message id is the answer's; one of our own only when it sent none, in answers and
+    /// in streams alike.
+    #[test]
+    fn ids_are_the_providers_or_made_when_missing() {
+        let client = br#"{"model":"c","messages":[{"role":"user","content":"x"}]}"#;
+        let answer = |body: &[u8]| {
+            let mut t = prep(client).unwrap().response.unwrap();
+            t.on_headers(200, Some("application/json"));
+            json_of(&t.on_body(body), "answer")["id"].as_str().unwrap_or("").to_string()
+        };
+        let text = r#""type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn","usage":{"input_tokens":1,"output_tokens":1}"#;
+        assert_eq!(answer(format!("{{\"id\":\"msg_1\",{text}}}").as_bytes()), "msg_1");
+        let made = answer(format!("{{{text}}}").as_bytes());
+        assert!(made.starts_with("chatcmpl-") && made.len() > "chatcmpl-".len(), "{made}");
+
+        let stream_ids = |stream: &str| {
+            let mut t = stream_translator(br#"{"model":"c","messages":[{"role":"user","content":"x"}],"stream":true}"#);
+            let mut out = Vec::new();
+            t.on_stream(stream.as_bytes(), true, &mut out);
+            let ids: Vec<String> = sse::Decoder::new()
+                .events(&out, true)
+                .into_iter()
+                .filter(|e| e.data != "[DONE]")
+                .map(|e| json_of(e.data.as_bytes(), "chunk")["id"].as_str().unwrap_or("").to_string())
+                .collect();
+            ids
+        };
+        let delta = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"content\":[],\"usage\":{\"input_tokens\":1,\"output_tokens\":0}}}\n\n";
+        let named = stream_ids(&format!("{start}{delta}"));
+        assert!(named.len() > 1 && named.iter().all(|id| id == "msg_s"), "{named:?}");
+        let unnamed = stream_ids(delta);
+        assert!(unnamed.len() > 1 && unnamed[0].starts_with("chatcmpl-"), "{unnamed:?}");
+        assert!(unnamed.iter().all(|id| *id == unnamed[0]), "{unnamed:?}");
     }
 }
