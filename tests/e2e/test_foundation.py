@@ -310,6 +310,8 @@ ERROR_CASES = [
     ("disabled model", "POST", "/v1/chat/completions", json.dumps({"model": "ghost", "messages": [{"role": "user", "content": "x"}]}), {}, 404, "model_not_found", "model"),
     ("malformed json", "POST", "/v1/chat/completions", '{"model": "gpt-4o-mini", "messages": [', {}, 400, "invalid_json", None),
     ("not an object", "POST", "/v1/chat/completions", "[1,2]", {}, 400, None, None),
+    # Fields in order as an array (a struct as a sequence) is not a chat request either.
+    ("struct as array", "POST", "/v1/chat/completions", json.dumps(["gpt-4o-mini", [{"role": "user", "content": "x"}]]), {}, 400, None, None),
     ("missing model", "POST", "/v1/chat/completions", json.dumps({"messages": [{"role": "user", "content": "x"}]}), {}, 400, None, "model"),
     ("model wrong type", "POST", "/v1/chat/completions", json.dumps({"model": 42, "messages": []}), {}, 400, None, "model"),
     ("messages missing", "POST", "/v1/chat/completions", json.dumps({"model": "gpt-4o-mini"}), {}, 400, None, "messages"),
