@@ -100,6 +100,7 @@ impl RootContext for Root {
                 seq: self.seq.clone(),
                 registered: None,
                 request_id: None,
+                held_headers: false,
             }),
             Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg) }),
         })
@@ -223,6 +224,8 @@ struct RouteHttp {
     registered: Option<String>,
     /// The request's `x-request-id` as the client's headers had it.
     request_id: Option<String>,
+    /// The response headers wait for the rewritten body (whose length they then get).
+    held_headers: bool,
 }
 
 impl RouteHttp {
@@ -314,6 +317,12 @@ impl HttpContext for RouteHttp {
             self.set_http_response_header(":status", Some(&s.to_string()));
         }
         if self.core.rewrites_body() && headers.has("content-length") {
+            if self.core.buffers_response() && !end_of_stream {
+                // The whole answer is rewritten at its end: hold the headers until then and give the
+                // client the new body's length (not a chunked answer).
+                self.held_headers = true;
+                return Action::Pause;
+            }
             self.set_http_response_header("content-length", None);
         }
         if end_of_stream {
@@ -334,6 +343,9 @@ impl HttpContext for RouteHttp {
                 if body_size > 0 { self.get_http_response_body(0, body_size).unwrap_or_default() } else { Vec::new() };
             if let Some(out) = self.core.on_response_body(&chunk, end_of_stream, now) {
                 self.set_http_response_body(0, body_size, &out);
+                if self.held_headers {
+                    self.set_http_response_header("content-length", Some(&out.len().to_string()));
+                }
             }
         }
         // Settle before the last bytes reach the client, so its next request sees the real usage.

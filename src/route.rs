@@ -197,8 +197,9 @@ impl RouteFilter {
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
-        // The body may be rewritten (here or per attempt).
-        d.remove.push("content-length");
+        // `content-length` stays until the body is in: then it is set to the length of the body written
+        // here, or left for the upstream role to drop when it rewrites an attempt's body. A request with a
+        // length goes upstream with one, not chunked.
         d
     }
 
@@ -381,6 +382,9 @@ impl RouteFilter {
                     Err(e) => return self.fail(e),
                 }
             }
+        }
+        if let Some(b) = &d.body {
+            d.set.push(("content-length", b.len().to_string()));
         }
         d.register = self.op.map(|op| RequestInfo {
             op,
@@ -722,7 +726,9 @@ mod tests {
                 translated: None
             })
         );
-        let v: serde_json::Value = serde_json::from_slice(&d.body.unwrap()).unwrap();
+        let body = d.body.clone().unwrap();
+        assert_eq!(d.set("content-length"), Some(body.len().to_string().as_str()), "the written body's length");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["model"], "prod-deployment", "a single OpenAI-format target gets its body here");
     }
 
@@ -734,6 +740,7 @@ mod tests {
         for h in ["authorization", "x-api-key", "api-key", H_CLUSTER, crate::http::H_MODEL, crate::http::H_KEY] {
             assert!(d.remove.contains(&h), "{h}");
         }
+        assert!(!d.remove.contains(&"content-length"), "kept until the body is in (then set to its length)");
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl UpstreamFilter {
 
     /// The fast path for an attempt whose body the route role already wrote for the model's only target
     /// (`info.body_ready`): decided from the registry and the endpoint's metadata alone, with no look at
-    /// the request headers (the route role removed the client's credentials and `content-length`; only
+    /// the request headers (the route role removed the client's credentials and set `content-length`; only
     /// its routing header is left to drop). `None`: this attempt needs the general path
     /// ([`UpstreamFilter::on_request_headers`]).
     pub fn on_ready_request(&mut self, meta: &EndpointMeta, info: &RequestInfo) -> Option<Decision> {
@@ -175,7 +175,6 @@ impl UpstreamFilter {
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
-        d.remove.push("content-length");
         // The route filter wrote the body for this very target: set path and credential now and let the
         // body through untouched (unless this endpoint pins another model name).
         let pinned_other = meta.model.as_ref().is_some_and(|m| Some(m) != model.targets.first().map(|t| &t.model));
@@ -191,6 +190,10 @@ impl UpstreamFilter {
             }
             d.set.extend(call.auth);
             self.body_ready = true;
+        }
+        // This attempt's body is written below: its length is not the one the headers say.
+        if !self.body_ready {
+            d.remove.push("content-length");
         }
         // A body translated for the model's target, at an endpoint that pins another model: this attempt
         // is prepared again from the client's body.

@@ -177,6 +177,8 @@ def test_openai_chat_both_sides(stack):
     assert body["model"] == "gpt-4o-mini-2024-07-18"
     assert body["temperature"] == 0.3 and body["messages"] == [{"role": "user", "content": "hi"}]
     assert_clean_upstream_request(rec, "authorization", f"Bearer {OPENAI_SECRET}")
+    # The body the filter wrote goes with its own length, not chunked.
+    assert rec.headers.get("content-length") == str(len(rec.body)) and "transfer-encoding" not in rec.headers
 
 
 @pytest.mark.parametrize("alias,upstream,served", [
@@ -409,8 +411,10 @@ def test_chunked_body_in_pieces_is_read_whole(stack):
     assert resp.status == 200, resp.read()
     assert json.loads(resp.read())["choices"][0]["message"]["content"] == "served by gpt-4o-mini-2024-07-18"
     conn.close()
-    sent = stack.up["openai"].last().json()
+    rec = stack.up["openai"].last()
+    sent = rec.json()
     assert sent["messages"][0]["content"] == "pieces " * 200 and sent["model"] == "gpt-4o-mini-2024-07-18"
+    assert rec.headers.get("content-length") == str(len(rec.body)) and "transfer-encoding" not in rec.headers
 
 
 def test_chunked_body_over_limit_is_413(stack):

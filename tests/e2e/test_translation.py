@@ -143,7 +143,10 @@ MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "conten
 
 
 def test_anthropic_plain(stack):
-    r = stack.oai().chat.completions.create(model="claude", messages=MESSAGES, temperature=0.5)
+    raw = stack.oai().chat.completions.with_raw_response.create(model="claude", messages=MESSAGES, temperature=0.5)
+    r = raw.parse()
+    # The translated answer goes to the client with its own length, not chunked.
+    assert raw.headers.get("content-length") == str(len(raw.content)) and "transfer-encoding" not in raw.headers
     assert r.choices[0].message.content == "claude says hi"
     assert r.choices[0].finish_reason == "stop"
     assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (12, 5, 17)
@@ -155,6 +158,7 @@ def test_anthropic_plain(stack):
     assert body["model"] == "claude-sonnet-4-5" and body["max_tokens"] == 1000
     assert body["system"] in ("Be brief.", [{"type": "text", "text": "Be brief."}])
     assert body["messages"][0]["role"] == "user" and body["temperature"] == 0.5
+    assert rec.headers.get("content-length") == str(len(rec.body)) and "transfer-encoding" not in rec.headers
     no_client_key(rec)
 
 
