@@ -80,6 +80,7 @@ bench-tools: setup ## Install the benchmark's tools: wrk and nginx (Debian), Lit
 	@$(VENV)/bin/pip install -q --disable-pip-version-check -r bench/requirements.txt
 
 bench: bench-tools build bench-native ## Side-by-side benchmark: direct, plain Envoy, Switchyard, LiteLLM, Portkey -> bench/results.md
+	cargo build --release --quiet --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/floor
 	BENCH_TOOLS=$(BENCH_TOOLS) $(PY) bench/run.py
 
 bench-native: ## Micro-benchmark of the hot paths, natively (no Envoy): ns per operation
