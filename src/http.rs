@@ -179,6 +179,16 @@ impl Pairs {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Every entry as (name, value bytes), in order; values as they are (not only UTF-8). Names that are
+    /// not UTF-8 come out empty (Envoy's are lower-case ASCII).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.spans.iter().map(|s| (self.text(s.0, s.1), self.buf.get(s.2 as usize..s.3 as usize).unwrap_or_default()))
+    }
 }
 
 impl Headers for Pairs {
@@ -237,6 +247,18 @@ mod tests {
         assert_eq!(Pairs::parse(encode(&[(":status", "x")])).status(), 0);
         assert_eq!(p.value("missing"), None);
         assert!(Pairs::parse(encode(&[])).is_empty());
+    }
+
+    #[test]
+    fn entries_keep_order_repeats_and_raw_values() {
+        // A value in Latin-1 (not UTF-8) is kept byte for byte: the whole map may be written back.
+        let mut buf = encode(&[("a", "1"), ("x-latin", "caf?"), ("a", "2")]);
+        let at = buf.iter().rposition(|&b| b == b'?').unwrap();
+        buf[at] = 0xE9;
+        let p = Pairs::parse(buf);
+        let got: Vec<(&str, &[u8])> = p.entries().collect();
+        assert_eq!(got, vec![("a", &b"1"[..]), ("x-latin", &b"caf\xE9"[..]), ("a", &b"2"[..])]);
+        assert_eq!(p.len(), 3);
     }
 
     #[test]

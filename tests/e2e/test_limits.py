@@ -36,7 +36,8 @@ def usage_responder(rec):
         chunks.append("data: [DONE]\n\n")
         return Reply(headers={"content-type": "text/event-stream"}, chunks=chunks)
     r = chat_completion(model, "ok", PROMPT, COMPLETION)
-    return Reply(body=json.dumps(r).encode())
+    # A provider header of its own, with a byte that is not UTF-8 (the mock writes headers as Latin-1).
+    return Reply(body=json.dumps(r).encode(), headers={"content-type": "application/json", "x-provider-trace": "caf\u00e9-1"})
 
 
 def plugin() -> dict:
@@ -103,6 +104,9 @@ def test_requests_limit_is_exact_across_workers(stack):
     for status, headers, body in results:
         assert headers["x-ratelimit-limit-requests"] == "5"
         assert "x-ratelimit-remaining-requests" in headers and "x-ratelimit-reset-requests" in headers
+        if status == 200:
+            # The filter adds its headers to the provider's, which reach the client byte for byte.
+            assert headers["x-provider-trace"] == "caf\u00e9-1" and headers["content-type"] == "application/json"
         if status == 429:
             err = json.loads(body)["error"]
             assert err["code"] == "rate_limit_exceeded" and err["type"] == "requests"
