@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable, Iterable
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -309,6 +310,25 @@ class Envoy:
                 self.proc.kill()
                 self.proc.wait()
         self.log_file.close()
+
+
+def shut(envoy: Envoy, *mocks: MockUpstream) -> None:
+    """Stops a test module's Envoy, then its mock upstreams."""
+    envoy.stop()
+    for u in mocks:
+        u.close()
+
+
+def module_stack(make: Callable[[], object]):
+    """A test module's `stack` fixture: `make()` before its first test, the stack's `close()` after its last."""
+
+    @pytest.fixture(scope="module", name="stack")
+    def fixture():
+        s = make()
+        yield s
+        s.close()
+
+    return fixture
 
 
 def request(method: str, url: str, body: bytes | str | None = None, headers: dict | None = None, timeout: float = 10):

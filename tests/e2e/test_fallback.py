@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
 from openai_wire import chat_completion, chunk, echo_responder
 from provider_wire import anthropic_error, anthropic_message, anthropic_stream
 
@@ -116,17 +116,11 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=20)
 
     def close(self):
-        self.envoy.stop()
-        for u in (self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned, self.stray,
-                  self.claude_pinned):
-            u.close()
+        shut(self.envoy, self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned,
+             self.stray, self.claude_pinned)
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack()
-    yield s
-    s.close()
+stack = module_stack(Stack)
 
 
 @pytest.fixture

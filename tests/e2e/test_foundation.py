@@ -17,10 +17,12 @@ from harness import (
     Reply,
     demo_config,
     free_port,
+    module_stack,
     plain_cluster,
     plugin_configs,
     request,
     sha256_hex,
+    shut,
     upstream_filters,
 )
 from openai_wire import chat_completion, chunk, echo_responder, error
@@ -93,16 +95,10 @@ class Stack:
         return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15, **kw)
 
     def close(self):
-        self.envoy.stop()
-        for u in self.up.values():
-            u.close()
+        shut(self.envoy, *self.up.values())
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack()
-    yield s
-    s.close()
+stack = module_stack(Stack)
 
 
 def assert_clean_upstream_request(rec, credential_header: str, credential: str):

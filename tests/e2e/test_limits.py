@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
 from openai_wire import chat_completion, chunk
 
 KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel", "ant", "one"]}
@@ -84,15 +84,10 @@ class Stack:
                        {"authorization": f"Bearer {KEYS[name]}", "content-type": "application/json"}, timeout=20)
 
     def close(self):
-        self.envoy.stop()
-        self.up.close()
+        shut(self.envoy, self.up)
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack()
-    yield s
-    s.close()
+stack = module_stack(Stack)
 
 
 def test_requests_limit_is_exact_across_workers(stack):

@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, plain_cluster, plugin_configs, request, sha256_hex, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
 from openai_wire import chat_completion, chunk
 from provider_wire import anthropic_message
 
@@ -90,18 +90,17 @@ class Stack:
         self.client(K1).chat.completions.create(model="fb", messages=msgs)
 
     def close(self):
-        self.envoy.stop()
-        for u in (self.openai, self.anthropic, self.broken):
-            u.close()
+        shut(self.envoy, self.openai, self.anthropic, self.broken)
 
 
-@pytest.fixture(scope="module")
-def stack():
+def scripted_stack() -> Stack:
     s = Stack()
     s.script()
     time.sleep(2.5)  # histograms reach the admin endpoint at the next stats flush (1s here)
-    yield s
-    s.close()
+    return s
+
+
+stack = module_stack(scripted_stack)
 
 
 def prom_samples(text: str) -> dict:

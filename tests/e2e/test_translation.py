@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, free_port, plain_cluster, plugin_configs, sha256_hex, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, free_port, module_stack, plain_cluster, plugin_configs, sha256_hex, shut, upstream_filters
 from openai_wire import chat_completion, chunk
 from provider_wire import (
     anthropic_error,
@@ -106,16 +106,10 @@ class Stack:
         return anthropic.Anthropic(base_url=self.envoy.base, api_key=KEY, max_retries=0, timeout=15)
 
     def close(self):
-        self.envoy.stop()
-        for u in self.up.values():
-            u.close()
+        shut(self.envoy, *self.up.values())
 
 
-@pytest.fixture(scope="module")
-def stack():
-    s = Stack()
-    yield s
-    s.close()
+stack = module_stack(Stack)
 
 
 @pytest.fixture
