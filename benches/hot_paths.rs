@@ -74,8 +74,8 @@ impl SharedStore for Store {
 }
 
 fn config() -> Rc<Config> {
-    let digest = switchyard::sha256::to_hex(&switchyard::sha256::digest(KEY.as_bytes()));
-    let limited = switchyard::sha256::to_hex(&switchyard::sha256::digest(LIMITED_KEY.as_bytes()));
+    let digest = switchyard::codec::sha256::to_hex(&switchyard::codec::sha256::digest(KEY.as_bytes()));
+    let limited = switchyard::codec::sha256::to_hex(&switchyard::codec::sha256::digest(LIMITED_KEY.as_bytes()));
     let cfg = format!(
         r#"{{"providers":{{"openai":{{"kind":"openai","api_key":{{"env":"OPENAI_API_KEY"}}}},"local":{{"kind":"mock"}},
                 "anthropic":{{"kind":"anthropic","api_key":{{"env":"ANTHROPIC_API_KEY"}}}}}},

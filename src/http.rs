@@ -1,7 +1,7 @@
 //! Small HTTP vocabulary shared by the core: header access, header edits and local responses.
 
-use crate::error::ApiError;
-use crate::request::Operation;
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 
 /// What the route-level filter decided for a forwarded request, kept by the host for the upstream role's
 /// attempts: Envoy hands every retry the request headers as the previous attempt left them (rewritten

@@ -3,9 +3,10 @@
 //! model, answers what it can itself (model lists, the mock provider, every error), and otherwise names the
 //! Envoy cluster that serves the model in a routing header the route matches on.
 
-use crate::anthropic_input;
+use crate::api::anthropic as anthropic_input;
+use crate::api::error::ApiError;
+use crate::api::openai::{self as request, Operation};
 use crate::config::{Config, Key, Price, ProviderKind};
-use crate::error::ApiError;
 use crate::http::{
     Decision, Headers, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER, H_SERVED_MODEL,
     H_SERVED_PROVIDER, INTERNAL_HEADERS,
@@ -13,7 +14,6 @@ use crate::http::{
 use crate::limits::{Reservation, SharedStore};
 use crate::observe::Record;
 use crate::providers::{self, mock, Attempt, BodyMode, ResponseTranslator, Usage};
-use crate::request::{self, Operation};
 use crate::usage::{Format, Sniffer};
 use serde_json::json;
 use std::rc::Rc;

@@ -2,14 +2,14 @@
 //! after Envoy has picked the endpoint. It reads which provider that endpoint is (endpoint metadata), and
 //! rewrites the attempt for it: path, credential, body. Responses get headers naming what served them.
 
+use crate::api::error::ApiError;
+use crate::api::openai::{self as request, Operation};
 use crate::config::{Config, ProviderId};
-use crate::error::ApiError;
 use crate::http::{
     Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER,
     INTERNAL_HEADERS,
 };
 use crate::providers::{self, BodyMode, ResponseTranslator};
-use crate::request::{self, Operation};
 use std::rc::Rc;
 
 struct NoHeaders;

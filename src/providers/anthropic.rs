@@ -32,10 +32,10 @@
 use super::usage_json;
 use super::{client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing};
 use super::{ResponseTranslator, Usage};
+use crate::api::error::{quote, ApiError};
+use crate::api::openai::{self as request, ChatRequest, Operation};
+use crate::codec::{sha256, sse};
 use crate::config::ProviderKind;
-use crate::error::{quote, ApiError};
-use crate::request::{self, ChatRequest, Operation};
-use crate::{sha256, sse};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};

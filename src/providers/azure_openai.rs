@@ -3,9 +3,9 @@
 //! (`/openai/v1/...`, model in the body, no `api-version` parameter).
 
 use super::{openai_suffix, UpstreamCall};
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 use crate::config::Provider;
-use crate::error::ApiError;
-use crate::request::Operation;
 
 pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &str) -> Result<UpstreamCall, ApiError> {
     let suffix = openai_suffix(op)?;

@@ -33,12 +33,12 @@ use super::usage_json;
 use super::{
     client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage,
 };
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
+use crate::codec::eventstream::{self, DecodeError, Message};
+use crate::codec::sigv4;
+use crate::codec::sse;
 use crate::config::{Provider, ProviderKind};
-use crate::error::ApiError;
-use crate::eventstream::{self, DecodeError, Message};
-use crate::request::Operation;
-use crate::sigv4;
-use crate::sse;
 use serde_json::{json, Map, Value};
 
 /// Whether the config may accept this provider kind.

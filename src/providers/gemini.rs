@@ -35,10 +35,10 @@
 use super::{
     client_status_for_provider_error, provider_error_body, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage,
 };
+use crate::api::error::{quote, ApiError};
+use crate::api::openai::Operation;
+use crate::codec::{sha256, sse};
 use crate::config::{Provider, ProviderKind};
-use crate::error::{quote, ApiError};
-use crate::request::Operation;
-use crate::{sha256, sse};
 use base64::Engine;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;

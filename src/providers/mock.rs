@@ -2,9 +2,9 @@
 //! upstream at all. Chat echoes the last user message; embeddings are deterministic unit vectors derived
 //! from the input. Usage is estimated the documented way (`request::estimate_tokens`).
 
+use crate::api::openai::{content_text, estimate_tokens, ChatRequest, EmbeddingsRequest};
+use crate::codec::sha256;
 use crate::http::LocalResponse;
-use crate::request::{content_text, estimate_tokens, ChatRequest, EmbeddingsRequest};
-use crate::sha256;
 use base64::Engine;
 use serde_json::{json, Value};
 
@@ -201,7 +201,7 @@ pub fn embeddings(req: &EmbeddingsRequest, alias: &str) -> LocalResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::{parse_chat, parse_embeddings};
+    use crate::api::openai::{parse_chat, parse_embeddings};
 
     const CLOCK: Clock = Clock { unix_secs: 1_700_000_000, seq: 7 };
 

@@ -10,9 +10,9 @@ pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
 
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 use crate::config::{Provider, ProviderKind};
-use crate::error::ApiError;
-use crate::request::Operation;
 
 /// One upstream attempt, as the upstream role knows it when the request body is complete.
 #[derive(Debug, Clone, Copy)]
@@ -31,7 +31,7 @@ pub struct Attempt<'a> {
     pub usage_chunk: bool,
     /// The client's chat request as the route role parsed it, when this attempt is prepared there (one
     /// parse per request); translators parse the body themselves when it is `None`.
-    pub chat: Option<&'a crate::request::ChatRequest<'a>>,
+    pub chat: Option<&'a crate::api::openai::ChatRequest<'a>>,
 }
 
 /// Token counts as the provider reported them.
@@ -92,7 +92,7 @@ pub struct UpstreamCall {
 /// Prepares an attempt from the OpenAI-format request body.
 pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     if a.op == Operation::Messages {
-        return crate::messages::prepare(a, body);
+        return crate::api::anthropic::upstream::prepare(a, body);
     }
     match &a.provider.kind {
         ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => {

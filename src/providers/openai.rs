@@ -2,9 +2,9 @@
 //! gateway's credential in place of the caller's. Responses and streams pass through untouched.
 
 use super::{credential, openai_suffix, UpstreamCall};
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 use crate::config::Provider;
-use crate::error::ApiError;
-use crate::request::Operation;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

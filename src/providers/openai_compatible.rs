@@ -2,9 +2,9 @@
 //! under a configurable base path, with an optional bearer key.
 
 use super::{credential, openai_suffix, UpstreamCall};
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 use crate::config::Provider;
-use crate::error::ApiError;
-use crate::request::Operation;
 
 pub fn plan(provider: &Provider, base_path: &str, op: Operation) -> Result<UpstreamCall, ApiError> {
     Ok(UpstreamCall { path: format!("{base_path}{}", openai_suffix(op)?), auth: credential(provider) })

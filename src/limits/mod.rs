@@ -373,8 +373,8 @@ pub mod tests {
 
 // ------------------------------------------------------------------------------------ per-request use
 
+use crate::api::error::ApiError;
 use crate::config::Key;
-use crate::error::ApiError;
 /// What one admitted request holds until its response ends.
 #[derive(Debug, Clone, Default)]
 pub struct Reservation {

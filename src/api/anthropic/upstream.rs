@@ -2,11 +2,11 @@
 //! through (model name and credential replaced); for every other provider the request is converted to the
 //! OpenAI pivot format, translated for the provider, and the answer converted back to Anthropic's format.
 
-use crate::anthropic_input::{self, StreamToAnthropic};
+use crate::api::anthropic::{self as anthropic_input, StreamToAnthropic};
+use crate::api::error::ApiError;
+use crate::api::openai::Operation;
 use crate::config::ProviderKind;
-use crate::error::ApiError;
 use crate::providers::{self, openai, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
-use crate::request::Operation;
 
 /// Prepares one attempt of a `/v1/messages` request.
 pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {

@@ -1,7 +1,7 @@
 //! The unified API as clients send it: which operation a method and path name, and a validating parse of
 //! the body that reads only what the gateway needs (the rest is passed on untouched).
 
-use crate::error::{quote, ApiError};
+use crate::api::error::{quote, ApiError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;

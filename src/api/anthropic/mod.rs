@@ -29,9 +29,11 @@
 //!
 //! Response rules: see [`response_from_openai`], [`error_from_openai`] and [`StreamToAnthropic`].
 
-use crate::error::ApiError;
-use crate::request::{kind, wrong_type};
-use crate::sse;
+pub mod upstream;
+
+use crate::api::error::ApiError;
+use crate::api::openai::{kind, wrong_type};
+use crate::codec::sse;
 use serde_json::{json, Map, Value};
 
 /// What the gateway needs to route an Anthropic Messages request.
@@ -195,7 +197,7 @@ fn check(o: &Map<String, Value>) -> Result<MessagesRequest, ApiError> {
                 return Err(ApiError::invalid_request(
                     format!(
                         "Invalid role {} in {field}; expected one of {}.",
-                        crate::error::quote(r),
+                        crate::api::error::quote(r),
                         ROLES.join(", ")
                     ),
                     Some(&format!("{field}.role")),
@@ -267,7 +269,7 @@ fn unsupported_block(t: &str, role: &str, field: &str) -> ApiError {
     ApiError::invalid_request(
         format!(
             "Content blocks of type {} are not supported in {role} messages by this gateway.",
-            crate::error::quote(t)
+            crate::api::error::quote(t)
         ),
         Some(field),
     )
@@ -448,7 +450,7 @@ fn convert_tools(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
                 return Err(ApiError::invalid_request(
                     format!(
                         "Tool type {} (an Anthropic server tool) is not supported by this gateway.",
-                        crate::error::quote(s)
+                        crate::api::error::quote(s)
                     ),
                     Some(&format!("{tf}.type")),
                 ))
@@ -511,7 +513,7 @@ fn message_id(openai_id: Option<&str>, seed: &[u8]) -> String {
     match openai_id.filter(|s| !s.is_empty()) {
         Some(id) => format!("msg_{}", id.strip_prefix("chatcmpl-").unwrap_or(id)),
         None => {
-            let hex = crate::sha256::to_hex(&crate::sha256::digest(seed));
+            let hex = crate::codec::sha256::to_hex(&crate::codec::sha256::digest(seed));
             format!("msg_{}", hex.get(..24).unwrap_or(&hex))
         }
     }

@@ -1,8 +1,8 @@
 //! Plugin configuration: parsed once when Envoy loads the filter, validated completely, and turned into
 //! lookup structures the request path only reads. Every rejection names the field that is wrong.
 
+use crate::codec::sha256;
 use crate::limits::{Period, Rate};
-use crate::sha256;
 use hashbrown::{HashMap, HashSet};
 use serde_json::{Map, Value};
 use std::fmt;

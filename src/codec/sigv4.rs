@@ -5,7 +5,7 @@
 //! which is already percent-encoded as sent, is URI-encoded once more (`%3A` becomes `%253A`). The payload
 //! is always hashed into the canonical request; no `x-amz-content-sha256` header is added.
 
-use crate::sha256;
+use crate::codec::sha256;
 
 /// Long-term or temporary AWS credentials. Never logged.
 #[derive(Clone, Copy)]
