@@ -11,8 +11,8 @@ use switchyard::config::{Config, Env};
 use switchyard::http::{Headers, Step};
 use switchyard::limits::SharedStore;
 use switchyard::providers::mock::Clock;
-use switchyard::route::Ctx;
-use switchyard::route::RouteFilter;
+use switchyard::pipeline::Ctx;
+use switchyard::pipeline::Pipeline as RouteFilter;
 use switchyard::upstream::{EndpointMeta, UpstreamFilter};
 
 /// The system allocator, counting allocations so each bench reports them per operation (the filter's
@@ -165,11 +165,11 @@ fn main() {
                 true,
             ));
             black_box(f.on_response_body(
-                br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#,
+                br#"{"choices":[],"usage":{"prompt_tokens":250,"completion_tokens":40}}"#.to_vec(),
                 true,
                 1,
             ));
-            black_box(f.on_done(&store, 1_700_000_000_000_000_000, 1));
+            black_box(f.on_done(&ctx, 1));
         });
         let up_headers = H(vec![
             (":method", "POST".into()),
@@ -212,8 +212,8 @@ fn main() {
                 black_box(up.on_ready_request(&EndpointMeta::default(), info));
             }
             black_box(f.on_response_headers(200, Some("application/json"), None, true));
-            black_box(f.on_response_body(black_box(answer), true, 1));
-            if let Some(r) = f.on_done(&store, 1_700_000_000_000_000_000, 1) {
+            black_box(f.on_response_body(black_box(answer).to_vec(), true, 1));
+            if let Some(r) = f.on_done(&ctx, 1) {
                 switchyard::observe::emit(&r, &mut ids, &telemetry);
             }
         });

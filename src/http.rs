@@ -74,6 +74,8 @@ pub enum Step {
     NeedBody,
     /// Answer locally and stop the stream.
     Respond(LocalResponse),
+    /// Hold the request and make this call; the outcome goes to the pipeline's `on_callout`.
+    Callout(crate::pipeline::Callout),
 }
 
 /// A callback's outcome: header edits to apply, then the step.

@@ -9,10 +9,10 @@ pub mod config;
 pub mod http;
 pub mod limits;
 pub mod observe;
+pub mod pipeline;
 pub mod providers;
-pub mod route;
+pub mod role;
 pub mod upstream;
-pub mod usage;
 
 #[cfg(target_arch = "wasm32")]
 mod host;

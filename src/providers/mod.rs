@@ -121,6 +121,18 @@ pub fn plan(provider: &Provider, op: Operation, model: &str) -> Result<UpstreamC
     }
 }
 
+/// Whether the provider takes OpenAI-format requests as they are (only the model name and path change).
+pub fn speaks_openai(kind: &ProviderKind) -> bool {
+    match kind {
+        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => true,
+        ProviderKind::Mock
+        | ProviderKind::Anthropic { .. }
+        | ProviderKind::Gemini { .. }
+        | ProviderKind::Vertex { .. }
+        | ProviderKind::Bedrock { .. } => false,
+    }
+}
+
 /// Whether a model's only target of this provider can have its request translated by the route-level
 /// filter (the upstream role then sets only the path and the credential). Bedrock signs the final body
 /// with the credential, so its attempts are prepared where the credential is set.

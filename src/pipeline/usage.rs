@@ -1,9 +1,12 @@
-//! Reads token usage out of the response the client gets (OpenAI or Anthropic format, JSON or SSE) as it
-//! passes through the route-level filter, without holding the stream back. Optionally drops the OpenAI
-//! usage-only chunk the gateway asked the provider for when the client did not ask for it.
+//! Usage: the response stage that measures the answer as the client gets it: bytes, time to first
+//! byte, an opt-in sample for the log, and the token usage read out of the response (OpenAI or Anthropic
+//! format, JSON or SSE) as it passes, without holding the stream back. It drops the OpenAI usage-only
+//! chunk the gateway asked the provider for when the client did not ask for it.
 
+use super::{cut, BodyNeeds, Chunk, Ctx, Exchange, ResponseHead, Stage};
+use crate::api::openai::Operation;
 use crate::providers::anthropic::RawUsage as AnthropicUsage;
-use crate::providers::Usage;
+use crate::providers::{BodyMode, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
@@ -253,6 +256,76 @@ impl Sniffer {
                 let usage_only = chunk.choices.is_some_and(|c| c.is_empty());
                 !(self.strip_usage_chunk && usage_only)
             }
+        }
+    }
+}
+
+/// The usage stage: a [`Sniffer`] over the client's answer, and the body sample for the log.
+#[derive(Default)]
+pub struct UsageStage {
+    sniffer: Option<Sniffer>,
+    /// Opt-in body logging: the start of the response, kept up to the configured size.
+    sample: Vec<u8>,
+}
+
+impl Stage for UsageStage {
+    fn name(&self) -> &'static str {
+        "usage"
+    }
+
+    fn on_response_headers(&mut self, x: &mut Exchange, head: &mut ResponseHead) {
+        let Some(ask) = x.ask.as_ref().filter(|_| x.forwarded) else { return };
+        let sse = head.content_type.is_some_and(|c| c.starts_with("text/event-stream"));
+        let json = head.content_type.is_some_and(|c| c.starts_with("application/json"));
+        let anthropic = x.op == Some(Operation::Messages);
+        if (200..300).contains(&head.status) && (sse || json) {
+            let format = match (anthropic, sse) {
+                (false, true) => Format::OpenAiSse,
+                (false, false) => Format::OpenAiJson,
+                (true, true) => Format::AnthropicSse,
+                (true, false) => Format::AnthropicJson,
+            };
+            // The upstream role asks every streaming provider for usage; drop it where the client did not.
+            let strip = sse && !anthropic && ask.stream && !ask.client_wants_usage;
+            self.sniffer = Some(Sniffer::new(format, strip));
+        }
+    }
+
+    fn on_response_body(&mut self, x: &mut Exchange, chunk: &mut Chunk) {
+        // A whole answer whose translator read the usage needs no second read of it.
+        if x.translator_mode == Some(BodyMode::Buffer) && x.translator.as_ref().is_some_and(|t| t.usage().is_some()) {
+            self.sniffer = None;
+        }
+        x.count(chunk.bytes.len(), chunk.now_ns);
+        if let Some(max) = x.cfg.log_bodies_max_bytes {
+            let room = max.saturating_sub(self.sample.len());
+            self.sample.extend_from_slice(chunk.bytes.get(..room.min(chunk.bytes.len())).unwrap_or_default());
+        }
+        if let Some(out) = self.sniffer.as_mut().and_then(|s| s.on_chunk(&chunk.bytes, chunk.end)) {
+            chunk.bytes = out;
+            chunk.changed = true;
+        }
+    }
+
+    fn on_response_end(&mut self, x: &mut Exchange, _ctx: &Ctx) {
+        x.reported =
+            x.translator.as_ref().and_then(|t| t.usage()).or_else(|| self.sniffer.as_ref().and_then(Sniffer::usage));
+    }
+
+    fn on_done(&mut self, x: &mut Exchange, _ctx: &Ctx) {
+        if let Some(max) = x.cfg.log_bodies_max_bytes.filter(|_| x.forwarded) {
+            log::info!("response body (status {}): {}", x.status, cut(&self.sample, max));
+        }
+    }
+
+    fn body_needs(&self, x: &Exchange) -> BodyNeeds {
+        let strips = x.ask.as_ref().filter(|_| x.forwarded).is_some_and(|a| a.stream && !a.client_wants_usage)
+            && self.sniffer.is_some()
+            && x.op != Some(Operation::Messages);
+        BodyNeeds {
+            watch: self.sniffer.is_some() || x.cfg.log_bodies_max_bytes.is_some(),
+            rewrite: strips,
+            buffer: false,
         }
     }
 }

@@ -1,0 +1,126 @@
+//! Dispatch: the last request stage. The mock provider answers here (through the response stages);
+//! otherwise it names the Envoy cluster that serves the model in the routing header, writes the body for
+//! a model's only target when it can (an OpenAI-format target gets the model name spliced in, a provider
+//! with its own format gets the translated request and leaves its translator for the answer), and says
+//! what the upstream role's attempts need to know.
+
+use super::{cut, ClientApi, Ctx, Exchange, Flow, Parsed, Request, Stage};
+use crate::api::anthropic as anthropic_input;
+use crate::api::openai::{self as request, Operation};
+use crate::http::{Decision, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER};
+use crate::providers::{self, mock, Attempt};
+use std::rc::Rc;
+
+pub struct Dispatch;
+
+impl Stage for Dispatch {
+    fn name(&self) -> &'static str {
+        "dispatch"
+    }
+
+    fn on_request_body(&mut self, x: &mut Exchange, req: &Request, ctx: &Ctx) -> Flow {
+        let (Some(ask), Some(op)) = (x.ask.as_ref(), x.op) else { return Flow::Next };
+        let cfg = x.cfg.clone();
+        let Some(model) = cfg.models.get(&ask.alias) else { return Flow::Next };
+        if let Some(max) = cfg.log_bodies_max_bytes {
+            // Opt-in only: prompts can hold anything. Keys never do (they travel in headers).
+            let key = x.key().map_or("", |k| k.id.as_str());
+            log::info!("request body (key {}, model {}): {}", key, ask.alias, cut(req.bytes, max));
+        }
+        x.forwarded = true;
+
+        let primary = model.targets.first().and_then(|t| cfg.provider(t.provider));
+        if primary.is_some_and(|p| p.kind == crate::config::ProviderKind::Mock) {
+            return Flow::Answer(mock_answer(req, &model.name, ctx.clock));
+        }
+        let mut d = Decision::new(Step::Continue);
+        d.set.push((H_CLUSTER, model.cluster.clone()));
+        let bytes = req.bytes;
+        let mut translated = None;
+        if let [t] = model.targets.as_slice() {
+            let Some(p) = cfg.provider(t.provider) else { return Flow::Next };
+            if providers::speaks_openai(&p.kind) && matches!(op, Operation::ChatCompletions | Operation::Embeddings) {
+                // One OpenAI-format target: write its body here, where the body is already in hand, so that
+                // the upstream role only sets the path and the credential (no second buffering and parse).
+                let written = match req.chat() {
+                    Some(c) => providers::openai::splice(
+                        bytes,
+                        c.model_raw,
+                        c.is_stream(),
+                        c.stream_options_raw,
+                        &t.model,
+                        true,
+                    ),
+                    None => providers::openai::rewrite(bytes, &t.model, false),
+                };
+                match written {
+                    Ok(b) => d.body = Some(b),
+                    Err(e) => return Flow::Fail(e),
+                }
+            } else if providers::translates_at_route(p) {
+                // One target of a provider with its own format: translate here too, keep the response
+                // translator for the answer, and leave the upstream role only the path and the credential.
+                let attempt = Attempt {
+                    op,
+                    provider: p,
+                    model: &t.model,
+                    alias: &model.name,
+                    now_unix: ctx.clock.unix_secs,
+                    usage_chunk: true,
+                    chat: req.chat(),
+                };
+                match providers::prepare(&attempt, bytes) {
+                    Ok(out) => {
+                        // Credentials are set by the upstream role only (after the router logs headers).
+                        d.set.extend(out.headers.into_iter().filter(|(name, _)| !CREDENTIAL_HEADERS.contains(name)));
+                        d.body = Some(out.body.unwrap_or_else(|| bytes.to_vec()));
+                        x.translator = out.response;
+                        translated = Some(Rc::new(Translated { path: out.path, client_body: bytes.to_vec() }));
+                    }
+                    Err(e) => return Flow::Fail(e),
+                }
+            }
+        }
+        if let Some(b) = &d.body {
+            d.set.push(("content-length", b.len().to_string()));
+        }
+        d.register = Some(RequestInfo {
+            op,
+            alias: model.name.clone(),
+            body_ready: d.body.is_some(),
+            path: x.path.clone(),
+            translated,
+        });
+        Flow::Forward(d)
+    }
+}
+
+/// The mock provider's answer, in the client's API.
+fn mock_answer(req: &Request, alias: &str, clock: mock::Clock) -> LocalResponse {
+    match &req.parsed {
+        Parsed::Chat(c) => mock::chat(c, alias, clock),
+        Parsed::Embeddings(e) => mock::embeddings(e, alias),
+        Parsed::Messages(_) => mock_messages(req.bytes, alias, clock),
+    }
+}
+
+/// The mock provider's answer to an Anthropic Messages request: the OpenAI mock answer, converted.
+fn mock_messages(body: &[u8], alias: &str, clock: mock::Clock) -> LocalResponse {
+    let fail = |e| ClientApi::Anthropic.error(e);
+    let pivot = match anthropic_input::to_openai(body) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let chat = match request::parse_chat(&pivot) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let r = mock::chat(&chat, alias, clock);
+    if chat.is_stream() {
+        let mut out = Vec::with_capacity(r.body.len());
+        anthropic_input::StreamToAnthropic::new(alias).push(&r.body, true, &mut out);
+        LocalResponse::event_stream(out)
+    } else {
+        LocalResponse::json(200, anthropic_input::response_from_openai(&r.body, alias))
+    }
+}
