@@ -10,9 +10,9 @@ use std::time::Instant;
 use switchyard::config::{Config, Env};
 use switchyard::http::{Headers, Step};
 use switchyard::limits::SharedStore;
-use switchyard::providers::mock::Clock;
 use switchyard::pipeline::Ctx;
 use switchyard::pipeline::Pipeline as RouteFilter;
+use switchyard::providers::mock::Clock;
 use switchyard::upstream::{EndpointMeta, UpstreamFilter};
 
 /// The system allocator, counting allocations so each bench reports them per operation (the filter's

@@ -363,6 +363,11 @@ impl Pipeline {
     pub fn new(cfg: Rc<Config>) -> Self {
         let request = request_stages(&cfg);
         let response = response_stages(&cfg);
+        Pipeline::with_stages(cfg, request, response)
+    }
+
+    /// A pipeline of the given stages (tests; a future config-driven list).
+    pub fn with_stages(cfg: Rc<Config>, request: Vec<Box<dyn Stage>>, response: Vec<Box<dyn Stage>>) -> Self {
         Pipeline {
             x: Exchange {
                 cfg,

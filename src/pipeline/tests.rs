@@ -216,3 +216,236 @@ fn model_lists_follow_the_key() {
     let one = run(&[(":method", "GET"), (":path", "/v1/models/demo"), ("authorization", "Bearer sk-all")], "");
     assert_eq!(status(&one), Some(200));
 }
+
+// ------------------------------------------------------------------------------------ callouts
+
+mod callouts {
+    use super::*;
+    use crate::limits::tests::MemStore;
+    use std::cell::RefCell;
+
+    /// What a probe stage saw, shared with the test.
+    #[derive(Default)]
+    struct Seen {
+        body_calls: u32,
+        outcomes: Vec<CalloutOutcome>,
+        done: bool,
+    }
+
+    /// A policy stage that asks a service before letting the request on: "allow" goes on, anything else
+    /// is refused; a failure or timeout goes on when `fail_open`, else refuses with 503.
+    struct Probe {
+        seen: Rc<RefCell<Seen>>,
+        fail_open: bool,
+    }
+
+    impl Stage for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+
+        fn on_request_body(&mut self, _x: &mut Exchange, req: &Request, _ctx: &Ctx) -> Flow {
+            self.seen.borrow_mut().body_calls += 1;
+            Flow::Callout(Callout {
+                cluster: "policy".into(),
+                timeout_ms: 100,
+                kind: CalloutKind::Http {
+                    headers: vec![(":method".into(), "POST".into()), (":path".into(), "/check".into())],
+                    body: req.model().as_bytes().to_vec(),
+                },
+            })
+        }
+
+        fn on_callout(&mut self, _x: &mut Exchange, _req: &Request, outcome: CalloutOutcome, _ctx: &Ctx) -> Flow {
+            self.seen.borrow_mut().outcomes.push(outcome.clone());
+            match outcome {
+                CalloutOutcome::Answer { status: 200, body, .. } if body == b"allow" => Flow::Next,
+                CalloutOutcome::Answer { .. } => Flow::Fail(ApiError::new(403, "permission_error", None, "denied")),
+                _ if self.fail_open => Flow::Next,
+                _ => Flow::Fail(ApiError::new(503, "server_error", Some("policy_unavailable"), "unavailable")),
+            }
+        }
+
+        fn on_done(&mut self, _x: &mut Exchange, _ctx: &Ctx) {
+            self.seen.borrow_mut().done = true;
+        }
+    }
+
+    /// A stage before the probe, counting its calls (it must not run again on resume).
+    struct Counter(Rc<RefCell<u32>>);
+
+    impl Stage for Counter {
+        fn name(&self) -> &'static str {
+            "counter"
+        }
+
+        fn on_request_body(&mut self, _x: &mut Exchange, _req: &Request, _ctx: &Ctx) -> Flow {
+            *self.0.borrow_mut() += 1;
+            Flow::Next
+        }
+    }
+
+    fn config() -> Rc<Config> {
+        let mut v: serde_json::Value = serde_json::from_str(&sample()).unwrap();
+        v["keys"].as_array_mut().unwrap().push(serde_json::json!(
+            {"id": "one-at-a-time", "sha256": crate::config::tests::demo_key_hash("sk-one"), "models": ["*"],
+             "limits": {"concurrent": 1}}
+        ));
+        let cfg = Config::parse(v.to_string().as_bytes(), &MapEnv(vec![("OPENAI_API_KEY", "sk-openai-secret")]));
+        Rc::new(cfg.unwrap())
+    }
+
+    /// The fake host: runs one request through a pipeline with the probe after the local limits (so that
+    /// a paused request holds a reservation), and plays Envoy's part for callouts.
+    struct Host {
+        p: Pipeline,
+        seen: Rc<RefCell<Seen>>,
+        counted: Rc<RefCell<u32>>,
+        sent: Vec<Callout>,
+    }
+
+    impl Host {
+        fn new(cfg: &Rc<Config>, fail_open: bool) -> Host {
+            let seen = Rc::new(RefCell::new(Seen::default()));
+            let counted = Rc::new(RefCell::new(0));
+            let mut request = request_stages(cfg);
+            let dispatch = request.pop().unwrap();
+            request.push(Box::new(Counter(counted.clone())));
+            request.push(Box::new(Probe { seen: seen.clone(), fail_open }));
+            request.push(dispatch);
+            let p = Pipeline::with_stages(cfg.clone(), request, response_stages(cfg));
+            Host { p, seen, counted, sent: Vec::new() }
+        }
+
+        /// Headers and body of a chat request with key `key`: the decision the host gets.
+        fn request(&mut self, key: &str, store: &MemStore, now_ns: u64) -> Decision {
+            let auth = format!("Bearer {key}");
+            let h = MapHeaders::new(&[
+                (":method", "POST"),
+                (":path", "/v1/chat/completions"),
+                ("content-type", "application/json"),
+                ("authorization", &auth),
+            ]);
+            assert_eq!(self.p.on_request_headers(&h, false).step, Step::NeedBody);
+            let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}"#;
+            let d = self.p.on_request_body(body, &Ctx { clock: CLOCK, now_ns, store });
+            if let Step::Callout(c) = &d.step {
+                self.sent.push(c.clone());
+            }
+            d
+        }
+
+        fn outcome(&mut self, o: CalloutOutcome, store: &MemStore, now_ns: u64) -> Option<Decision> {
+            self.p.on_callout(o, &Ctx { clock: CLOCK, now_ns, store })
+        }
+    }
+
+    fn answer(body: &[u8]) -> CalloutOutcome {
+        CalloutOutcome::Answer { status: 200, headers: Vec::new(), body: body.to_vec() }
+    }
+
+    const T0: u64 = 1_000_000_000_000;
+
+    #[test]
+    fn an_answer_resumes_the_stage_that_asked() {
+        let cfg = config();
+        let store = MemStore::default();
+        let mut h = Host::new(&cfg, false);
+        let d = h.request("sk-all", &store, T0);
+        assert!(matches!(d.step, Step::Callout(_)), "{d:?}");
+        assert!(h.p.is_paused());
+        assert_eq!(h.sent[0].cluster, "policy");
+        assert_eq!(
+            h.sent[0].kind,
+            CalloutKind::Http {
+                headers: vec![(":method".into(), "POST".into()), (":path".into(), "/check".into())],
+                body: b"gpt-4o-mini".to_vec()
+            }
+        );
+        let d = h.outcome(answer(b"allow"), &store, T0 + 1_000_000).unwrap();
+        assert_eq!(d.step, Step::Continue);
+        assert_eq!(d.set(H_CLUSTER), Some("openai"), "dispatch ran after the probe");
+        assert!(d.register.is_some() && d.body.is_some());
+        assert!(!h.p.is_paused());
+        assert_eq!(*h.counted.borrow(), 1, "stages before the probe are not run again");
+        assert_eq!(h.seen.borrow().body_calls, 1);
+        // A second outcome for the same request finds nothing pending.
+        assert_eq!(h.outcome(answer(b"allow"), &store, T0 + 2_000_000), None);
+    }
+
+    #[test]
+    fn a_refusal_after_the_callout_is_in_the_clients_shape() {
+        let cfg = config();
+        let store = MemStore::default();
+        let mut h = Host::new(&cfg, false);
+        h.request("sk-all", &store, T0);
+        let d = h.outcome(answer(b"deny"), &store, T0 + 1).unwrap();
+        assert_eq!(status(&d), Some(403));
+        let Step::Respond(r) = &d.step else { panic!() };
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(v["error"]["message"], "denied");
+    }
+
+    #[test]
+    fn failure_and_timeout_follow_the_stages_choice() {
+        let cfg = config();
+        let store = MemStore::default();
+        for (outcome, fail_open, want) in [
+            (CalloutOutcome::Failed("no healthy upstream".into()), false, Some(503)),
+            (CalloutOutcome::Failed("no healthy upstream".into()), true, None),
+            (CalloutOutcome::TimedOut, false, Some(503)),
+            (CalloutOutcome::TimedOut, true, None),
+            (CalloutOutcome::grpc(4, Vec::new(), None), false, Some(503)),
+        ] {
+            let mut h = Host::new(&cfg, fail_open);
+            h.request("sk-all", &store, T0);
+            let d = h.outcome(outcome.clone(), &store, T0 + 1).unwrap();
+            assert_eq!(status(&d), want, "{outcome:?} fail_open={fail_open}");
+            if want.is_none() {
+                assert_eq!(d.set(H_CLUSTER), Some("openai"), "fail open goes on to dispatch");
+            }
+        }
+        assert_eq!(CalloutOutcome::grpc(4, Vec::new(), None), CalloutOutcome::TimedOut);
+        assert_eq!(
+            CalloutOutcome::grpc(14, Vec::new(), Some("unavailable".into())),
+            CalloutOutcome::Failed("unavailable".into())
+        );
+        assert!(matches!(CalloutOutcome::grpc(0, b"m".to_vec(), None), CalloutOutcome::Answer { status: 0, .. }));
+    }
+
+    #[test]
+    fn an_answer_after_the_deadline_is_a_timeout() {
+        let cfg = config();
+        let store = MemStore::default();
+        let mut h = Host::new(&cfg, false);
+        h.request("sk-all", &store, T0);
+        // 100 ms timeout: an "allow" that comes at 100 ms is too late.
+        let d = h.outcome(answer(b"allow"), &store, T0 + 100_000_000).unwrap();
+        assert_eq!(status(&d), Some(503));
+        assert_eq!(h.seen.borrow().outcomes, vec![CalloutOutcome::TimedOut]);
+        let mut h = Host::new(&cfg, false);
+        h.request("sk-all", &store, T0);
+        assert_eq!(h.outcome(answer(b"allow"), &store, T0 + 99_999_999).unwrap().step, Step::Continue);
+    }
+
+    #[test]
+    fn a_client_gone_while_paused_frees_what_the_request_holds() {
+        let cfg = config();
+        let store = MemStore::default();
+        // The key allows one request at a time: the paused one holds the slot.
+        let mut first = Host::new(&cfg, false);
+        assert!(matches!(first.request("sk-one", &store, T0).step, Step::Callout(_)));
+        let mut second = Host::new(&cfg, false);
+        assert_eq!(status(&second.request("sk-one", &store, T0 + 1)), Some(429), "the slot is held while paused");
+        // The client goes away: the host ends the request.
+        let record = first.p.on_done(&Ctx { clock: CLOCK, now_ns: T0 + 2, store: &store }, 0).unwrap();
+        assert_eq!(record.status, 0);
+        assert!(!first.p.is_paused(), "the pending callout and its body are dropped");
+        assert!(first.seen.borrow().done, "every stage hears that the request is over");
+        // The callout's late answer finds nothing to resume.
+        assert_eq!(first.outcome(answer(b"allow"), &store, T0 + 3), None);
+        // The slot is free again.
+        let mut third = Host::new(&cfg, false);
+        assert!(matches!(third.request("sk-one", &store, T0 + 4).step, Step::Callout(_)));
+    }
+}
