@@ -14,7 +14,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools
+.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -82,6 +82,11 @@ bench-tools: setup ## Install the benchmark's tools: wrk and nginx (Debian), Lit
 bench: bench-tools build bench-native ## Side-by-side benchmark: direct, plain Envoy, Switchyard, LiteLLM, Portkey -> bench/results.md
 	cargo build --release --quiet --target $(TARGET) --manifest-path bench/floor/Cargo.toml --target-dir target/floor
 	BENCH_TOOLS=$(BENCH_TOOLS) $(PY) bench/run.py
+
+bench-ab: setup build ## Interleaved A/B of two builds in Envoy: make bench-ab A=old.wasm [B=dist/switchyard.wasm]
+	@test -n "$(A)" || { echo "usage: make bench-ab A=path/to/old.wasm [B=path/to/new.wasm]"; exit 2; }
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
+	$(PY) bench/ab.py $(A) $(or $(B),$(WASM))
 
 bench-native: ## Micro-benchmark of the hot paths, natively (no Envoy): ns per operation
 	cargo bench --bench hot_paths --quiet
