@@ -63,24 +63,11 @@ impl ApiError {
     }
 
     /// The body for clients of the Anthropic Messages API (`/v1/messages`): Anthropic's error shape
-    /// (`type: "error"`, `error.type` in Anthropic's names) that also keeps the OpenAI fields (`param`,
-    /// `code`), so either kind of client reads it.
+    /// (`type: "error"`, `error.type` from the status by Anthropic's table,
+    /// [`crate::api::anthropic::type_for_status`]) that also keeps the OpenAI fields (`param`, `code`),
+    /// so either kind of client reads it.
     pub fn anthropic_body(&self) -> String {
-        let kind = match self.status {
-            400 | 405 | 415 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            _ => "api_error",
-        };
-        serde_json::json!({
-            "type": "error",
-            "error": {"type": kind, "message": self.message, "param": self.param, "code": self.code}
-        })
-        .to_string()
+        crate::api::anthropic::api_error_body(self)
     }
 
     pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {
