@@ -2,6 +2,7 @@
 //! `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// An error the gateway answers with itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,41 @@ pub fn quote(s: &str) -> String {
     }
     let cut: String = s.chars().take(QUOTE_MAX).collect();
     format!("'{cut}…'")
+}
+
+/// The JSON type of a value, as error messages name it.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A 400 for a field of the wrong JSON type, naming it.
+pub(crate) fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
+    ApiError::invalid_request(format!("'{field}' must be {want}, got {}.", kind(got)), Some(field))
+}
+
+/// A 400 for a missing field, naming it.
+pub(crate) fn required(field: &str) -> ApiError {
+    ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))
+}
+
+/// A 400 for a request body that is JSON but not an object.
+pub(crate) fn not_an_object(got: &Value) -> ApiError {
+    ApiError::invalid_request(format!("The request body must be a JSON object, got {}.", kind(got)), None)
+}
+
+/// A 400 for `messages[index].role` not among `roles`.
+pub(crate) fn invalid_role(role: &str, index: usize, roles: &[&str]) -> ApiError {
+    ApiError::invalid_request(
+        format!("Invalid role {} in messages[{index}]; expected one of {}.", quote(role), roles.join(", ")),
+        Some(&format!("messages[{index}].role")),
+    )
 }
 
 impl ApiError {

@@ -47,6 +47,9 @@ mod tests;
 pub mod upstream;
 
 pub(crate) use error::api_error_body;
+/// The path of the Messages API.
+pub const PATH: &str = "/v1/messages";
+
 pub use error::{error_from_api, error_from_openai, error_response, status_for_type, type_for_status};
 pub use mock::mock_answer;
 pub use request::{parse, to_openai, MessagesRequest};

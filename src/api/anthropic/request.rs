@@ -1,7 +1,6 @@
 //! Anthropic Messages request → OpenAI Chat Completions pivot (rules in the folder's doc comment).
 
-use crate::api::error::{quote, ApiError};
-use crate::api::openai::{kind, wrong_type};
+use crate::api::error::{invalid_role, not_an_object, quote, required, wrong_type, ApiError};
 use serde_json::{json, Map, Value};
 
 /// What the gateway needs to route an Anthropic Messages request.
@@ -15,24 +14,14 @@ pub struct MessagesRequest {
 /// Validates the request shape: model, max_tokens, messages (roles, content string or blocks), stream.
 pub fn parse(body: &[u8]) -> Result<MessagesRequest, ApiError> {
     let v = parse_value(body)?;
-    let Some(o) = v.as_object() else {
-        return Err(ApiError::invalid_request(
-            format!("The request body must be a JSON object, got {}.", kind(&v)),
-            None,
-        ));
-    };
+    let Some(o) = v.as_object() else { return Err(not_an_object(&v)) };
     check(o)
 }
 
 /// Converts an Anthropic Messages request to an OpenAI chat completion request (rules at the top).
 pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
     let v = parse_value(body)?;
-    let Some(o) = v.as_object() else {
-        return Err(ApiError::invalid_request(
-            format!("The request body must be a JSON object, got {}.", kind(&v)),
-            None,
-        ));
-    };
+    let Some(o) = v.as_object() else { return Err(not_an_object(&v)) };
     let req = check(o)?;
     let mut out = Map::new();
     out.insert("model".into(), Value::String(req.model));
@@ -124,10 +113,6 @@ fn parse_value(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::invalid_json(&e.to_string()))
 }
 
-fn required(field: &str) -> ApiError {
-    ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))
-}
-
 const ROLES: &[&str] = &["user", "assistant", "system"];
 
 fn check(o: &Map<String, Value>) -> Result<MessagesRequest, ApiError> {
@@ -161,12 +146,7 @@ fn check(o: &Map<String, Value>) -> Result<MessagesRequest, ApiError> {
         match mo.get("role") {
             None => return Err(required(&format!("{field}.role"))),
             Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
-            Some(Value::String(r)) => {
-                return Err(ApiError::invalid_request(
-                    format!("Invalid role {} in {field}; expected one of {}.", quote(r), ROLES.join(", ")),
-                    Some(&format!("{field}.role")),
-                ))
-            }
+            Some(Value::String(r)) => return Err(invalid_role(r, i, ROLES)),
             Some(r) => return Err(wrong_type(&format!("{field}.role"), "a string", r)),
         }
         match mo.get("content") {

@@ -15,7 +15,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         let mut headers = vec![("anthropic-version", version.clone())];
         headers.extend(providers::credential(a.provider));
         return Ok(Outgoing {
-            path: "/v1/messages".to_string(),
+            path: super::PATH.to_string(),
             headers,
             body: Some(openai::replace_model(body, a.model)?),
             response: None,
