@@ -65,6 +65,16 @@ pub(crate) fn required(field: &str) -> ApiError {
     ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))
 }
 
+/// A 400 for an empty `model`.
+pub(crate) fn empty_model() -> ApiError {
+    ApiError::invalid_request("'model' must not be empty.", Some("model"))
+}
+
+/// A 400 for an empty `messages` array.
+pub(crate) fn no_messages() -> ApiError {
+    ApiError::invalid_request("'messages' must hold at least one message.", Some("messages"))
+}
+
 /// A 400 for a request body that is JSON but not an object.
 pub(crate) fn not_an_object(got: &Value) -> ApiError {
     ApiError::invalid_request(format!("The request body must be a JSON object, got {}.", kind(got)), None)

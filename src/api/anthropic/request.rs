@@ -1,6 +1,6 @@
 //! Anthropic Messages request → OpenAI Chat Completions pivot (rules in the folder's doc comment).
 
-use crate::api::error::{invalid_role, not_an_object, quote, required, wrong_type, ApiError};
+use crate::api::error::{empty_model, invalid_role, no_messages, not_an_object, quote, required, wrong_type, ApiError};
 use serde_json::{json, Map, Value};
 
 /// What the gateway needs to route an Anthropic Messages request.
@@ -118,9 +118,7 @@ const ROLES: &[&str] = &["user", "assistant", "system"];
 fn check(o: &Map<String, Value>) -> Result<MessagesRequest, ApiError> {
     let model = match o.get("model") {
         None => return Err(required("model")),
-        Some(Value::String(m)) if m.is_empty() => {
-            return Err(ApiError::invalid_request("'model' must not be empty.", Some("model")))
-        }
+        Some(Value::String(m)) if m.is_empty() => return Err(empty_model()),
         Some(Value::String(m)) => m.clone(),
         Some(other) => return Err(wrong_type("model", "a string", other)),
     };
@@ -138,7 +136,7 @@ fn check(o: &Map<String, Value>) -> Result<MessagesRequest, ApiError> {
         Some(other) => return Err(wrong_type("messages", "an array", other)),
     };
     if messages.is_empty() {
-        return Err(ApiError::invalid_request("'messages' must hold at least one message.", Some("messages")));
+        return Err(no_messages());
     }
     for (i, m) in messages.iter().enumerate() {
         let field = format!("messages[{i}]");

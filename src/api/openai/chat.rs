@@ -2,7 +2,7 @@
 //! gateway needs, with a hand-written visitor (objects only, duplicate keys refused).
 
 use super::{check_model, explain, wrong_type};
-use crate::api::error::{invalid_role, required, ApiError};
+use crate::api::error::{invalid_role, no_messages, required, ApiError};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -197,7 +197,7 @@ pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
     }
     check_model(&req.model)?;
     if req.messages.is_empty() {
-        return Err(ApiError::invalid_request("'messages' must hold at least one message.", Some("messages")));
+        return Err(no_messages());
     }
     for (i, m) in req.messages.iter().enumerate() {
         if !ROLES.contains(&m.role.as_ref()) {

@@ -11,7 +11,7 @@ pub use crate::api::{classify, is_json_content_type, retrieve_model_id, Operatio
 pub use chat::{content_text, parse_chat, ChatRequest, Message, StreamOptions};
 pub use embeddings::{parse_embeddings, EmbeddingsRequest};
 
-use crate::api::error::{not_an_object, wrong_type, ApiError};
+use crate::api::error::{empty_model, not_an_object, wrong_type, ApiError};
 use crate::http::LocalResponse;
 use serde_json::{Map, Value};
 
@@ -22,7 +22,7 @@ pub fn error_response(e: ApiError) -> LocalResponse {
 
 fn check_model(model: &str) -> Result<(), ApiError> {
     if model.is_empty() {
-        return Err(ApiError::invalid_request("'model' must not be empty.", Some("model")));
+        return Err(empty_model());
     }
     Ok(())
 }
