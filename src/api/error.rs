@@ -2,6 +2,7 @@
 //! `{"error":{"message":…,"type":…,"param":…,"code":…}}`.
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// An error the gateway answers with itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,51 @@ pub fn quote(s: &str) -> String {
     format!("'{cut}…'")
 }
 
+/// The JSON type of a value, as error messages name it.
+pub(crate) fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A 400 for a field of the wrong JSON type, naming it.
+pub(crate) fn wrong_type(field: &str, want: &str, got: &Value) -> ApiError {
+    ApiError::invalid_request(format!("'{field}' must be {want}, got {}.", kind(got)), Some(field))
+}
+
+/// A 400 for a missing field, naming it.
+pub(crate) fn required(field: &str) -> ApiError {
+    ApiError::invalid_request(format!("'{field}' is a required property."), Some(field))
+}
+
+/// A 400 for an empty `model`.
+pub(crate) fn empty_model() -> ApiError {
+    ApiError::invalid_request("'model' must not be empty.", Some("model"))
+}
+
+/// A 400 for an empty `messages` array.
+pub(crate) fn no_messages() -> ApiError {
+    ApiError::invalid_request("'messages' must hold at least one message.", Some("messages"))
+}
+
+/// A 400 for a request body that is JSON but not an object.
+pub(crate) fn not_an_object(got: &Value) -> ApiError {
+    ApiError::invalid_request(format!("The request body must be a JSON object, got {}.", kind(got)), None)
+}
+
+/// A 400 for `messages[index].role` not among `roles`.
+pub(crate) fn invalid_role(role: &str, index: usize, roles: &[&str]) -> ApiError {
+    ApiError::invalid_request(
+        format!("Invalid role {} in messages[{index}]; expected one of {}.", quote(role), roles.join(", ")),
+        Some(&format!("messages[{index}].role")),
+    )
+}
+
 impl ApiError {
     pub fn new(status: u16, kind: &'static str, code: Option<&'static str>, message: impl Into<String>) -> Self {
         ApiError { status, kind, code, param: None, message: message.into(), headers: Vec::new() }
@@ -63,24 +109,11 @@ impl ApiError {
     }
 
     /// The body for clients of the Anthropic Messages API (`/v1/messages`): Anthropic's error shape
-    /// (`type: "error"`, `error.type` in Anthropic's names) that also keeps the OpenAI fields (`param`,
-    /// `code`), so either kind of client reads it.
+    /// (`type: "error"`, `error.type` from the status by Anthropic's table,
+    /// [`crate::api::anthropic::type_for_status`]) that also keeps the OpenAI fields (`param`, `code`),
+    /// so either kind of client reads it.
     pub fn anthropic_body(&self) -> String {
-        let kind = match self.status {
-            400 | 405 | 415 => "invalid_request_error",
-            401 => "authentication_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 | 529 => "overloaded_error",
-            _ => "api_error",
-        };
-        serde_json::json!({
-            "type": "error",
-            "error": {"type": kind, "message": self.message, "param": self.param, "code": self.code}
-        })
-        .to_string()
+        crate::api::anthropic::api_error_body(self)
     }
 
     pub fn invalid_request(message: impl Into<String>, param: Option<&str>) -> Self {

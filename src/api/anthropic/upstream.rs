@@ -2,7 +2,7 @@
 //! through (model name and credential replaced); for every other provider the request is converted to the
 //! OpenAI pivot format, translated for the provider, and the answer converted back to Anthropic's format.
 
-use crate::api::anthropic::{self as anthropic_input, StreamToAnthropic};
+use super::{self as anthropic_input, StreamToAnthropic};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::config::ProviderKind;
@@ -15,7 +15,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         let mut headers = vec![("anthropic-version", version.clone())];
         headers.extend(providers::credential(a.provider));
         return Ok(Outgoing {
-            path: "/v1/messages".to_string(),
+            path: super::PATH.to_string(),
             headers,
             body: Some(openai::replace_model(body, a.model)?),
             response: None,
