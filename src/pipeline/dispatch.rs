@@ -4,9 +4,9 @@
 //! with its own format gets the translated request and leaves its translator for the answer), and says
 //! what the upstream role's attempts need to know.
 
-use super::{cut, ClientApi, Ctx, Exchange, Flow, Parsed, Request, Stage};
+use super::{cut, Ctx, Exchange, Flow, Parsed, Request, Stage};
 use crate::api::anthropic as anthropic_input;
-use crate::api::openai::{self as request, Operation};
+use crate::api::openai::Operation;
 use crate::http::{Decision, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER};
 use crate::providers::{self, mock, Attempt};
 use std::rc::Rc;
@@ -100,27 +100,6 @@ fn mock_answer(req: &Request, alias: &str, clock: mock::Clock) -> LocalResponse 
     match &req.parsed {
         Parsed::Chat(c) => mock::chat(c, alias, clock),
         Parsed::Embeddings(e) => mock::embeddings(e, alias),
-        Parsed::Messages(_) => mock_messages(req.bytes, alias, clock),
-    }
-}
-
-/// The mock provider's answer to an Anthropic Messages request: the OpenAI mock answer, converted.
-fn mock_messages(body: &[u8], alias: &str, clock: mock::Clock) -> LocalResponse {
-    let fail = |e| ClientApi::Anthropic.error(e);
-    let pivot = match anthropic_input::to_openai(body) {
-        Ok(p) => p,
-        Err(e) => return fail(e),
-    };
-    let chat = match request::parse_chat(&pivot) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let r = mock::chat(&chat, alias, clock);
-    if chat.is_stream() {
-        let mut out = Vec::with_capacity(r.body.len());
-        anthropic_input::StreamToAnthropic::new(alias).push(&r.body, true, &mut out);
-        LocalResponse::event_stream(out)
-    } else {
-        LocalResponse::json(200, anthropic_input::response_from_openai(&r.body, alias))
+        Parsed::Messages(_) => anthropic_input::mock_answer(req.bytes, alias, clock),
     }
 }

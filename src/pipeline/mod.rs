@@ -34,6 +34,7 @@ mod tests;
 use crate::api::anthropic as anthropic_input;
 use crate::api::error::ApiError;
 use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
+pub use crate::api::ClientApi;
 use crate::config::{Config, Key, Price};
 use crate::http::{Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, INTERNAL_HEADERS};
 use crate::limits::{Reservation, SharedStore};
@@ -48,33 +49,6 @@ pub struct Ctx<'a> {
     pub clock: mock::Clock,
     pub now_ns: u64,
     pub store: &'a dyn SharedStore,
-}
-
-/// The client's API, which decides the shape of every error it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ClientApi {
-    #[default]
-    OpenAi,
-    Anthropic,
-}
-
-impl ClientApi {
-    /// From the client's `:path`.
-    pub fn for_path(path: &str) -> ClientApi {
-        if path.split(['?', '#']).next() == Some("/v1/messages") {
-            ClientApi::Anthropic
-        } else {
-            ClientApi::OpenAi
-        }
-    }
-
-    /// An error answer in this API's shape.
-    pub fn error(self, e: ApiError) -> LocalResponse {
-        match self {
-            ClientApi::OpenAi => e.into(),
-            ClientApi::Anthropic => anthropic_error(e),
-        }
-    }
 }
 
 /// The request body as the client API's front door parsed it (borrowing the body's bytes).
@@ -212,7 +186,7 @@ impl Exchange {
 
     /// An error answer in the client's shape.
     pub fn fail(&self, e: ApiError) -> Decision {
-        Decision::respond(self.api.error(e))
+        Decision::respond(self.api.error_response(e))
     }
 
     /// Counts response bytes as the client gets them (and the time of the first ones).
@@ -638,13 +612,6 @@ impl Pipeline {
         }
         self.x.record.take()
     }
-}
-
-/// An error answer for a client of the Anthropic Messages API (Anthropic's shape, OpenAI's fields kept).
-pub fn anthropic_error(e: ApiError) -> LocalResponse {
-    let mut r = LocalResponse::json(e.status, e.anthropic_body());
-    r.headers.extend(e.headers);
-    r
 }
 
 /// A body cut to `max` bytes for the log (lossy UTF-8, marked when cut).
