@@ -268,3 +268,109 @@ fn env_secret_value_never_in_error() {
     let e = Config::parse(sample().as_bytes(), &env).unwrap_err();
     assert!(!e.to_string().contains("sk-bad"), "{e}");
 }
+
+#[test]
+fn parse_raw_keeps_what_the_file_says() {
+    let mut v: Value = serde_json::from_str(&sample()).unwrap();
+    v["keys"][1]["limits"] = serde_json::json!({"concurrent": 3, "models": {"llama": {"requests": {"limit": 2}}}});
+    let raw = parse_raw(v.to_string().as_bytes(), &env()).unwrap();
+    assert_eq!(raw.max_body_bytes, None, "defaults are compile's");
+    assert_eq!(raw.default_max_output_tokens, None);
+    assert_eq!(raw.log_bodies, None);
+    let names: Vec<&str> = raw.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["azure", "groq", "local", "ollama", "openai"], "every provider, in the file's order");
+    let groq = raw.providers.iter().find(|p| p.name == "groq").unwrap();
+    assert!(groq.settings.is_none(), "its optional credential is not set");
+    let ollama = raw.providers.iter().find(|p| p.name == "ollama").unwrap().settings.as_ref().unwrap();
+    assert_eq!(ollama.cluster, None, "the cluster default is compile's");
+    assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into() });
+    let llama = raw.models.iter().find(|m| m.name == "llama").unwrap();
+    assert_eq!(llama.path, "models.llama");
+    assert_eq!(
+        llama.targets,
+        vec![RawTarget {
+            path: "models.llama".into(),
+            provider: "groq".into(),
+            model: Some("llama-3.3-70b".into()),
+            price: None
+        }],
+        "a model on a left-out provider is still in the raw file"
+    );
+    let demo = raw.models.iter().find(|m| m.name == "demo").unwrap();
+    assert_eq!((demo.cluster.as_deref(), demo.targets[0].model.as_deref()), (None, None));
+    let k = &raw.keys[1];
+    assert_eq!((k.path.as_str(), k.id.as_str()), ("keys[1]", "mini-only"));
+    assert_eq!(k.models, ["gpt-4o-mini", "llama"]);
+    assert_eq!(Some(k.sha256), sha256::parse_hex(&demo_key_hash("sk-mini")));
+    let l = k.limits.as_ref().unwrap();
+    assert_eq!(l.concurrent, Some(3));
+    assert_eq!(l.models[0].path, "keys[1].limits.models.llama");
+    assert_eq!(l.models[0].requests, Some(Rate { max: 2, window_secs: 60 }));
+    assert_eq!(raw.keys[0].models, ["*"]);
+    assert!(raw.keys[0].limits.is_none());
+}
+
+#[test]
+fn compile_is_parse_raw_then_cross_checks() {
+    let raw = parse_raw(sample().as_bytes(), &env()).unwrap();
+    let c = compile(raw).unwrap();
+    assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(c.default_max_output_tokens, DEFAULT_MAX_OUTPUT_TOKENS);
+    assert_eq!(c.models["demo"].cluster, "local", "the provider's cluster, which defaults to its name");
+    assert_eq!(c.disabled, ["groq"]);
+    assert!(c.key_by_secret("sk-mini").is_some());
+}
+
+#[test]
+#[allow(clippy::type_complexity)]
+fn cross_references_are_compile_errors() {
+    // Each file is well-formed field by field, so stage 1 accepts it; stage 2 rejects the reference.
+    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
+        (
+            Box::new(|v| v["models"]["demo"]["provider"] = "nobody".into()),
+            "models.demo.provider",
+            "names no provider 'nobody' in providers",
+        ),
+        (
+            Box::new(|v| {
+                v["models"]["x"] =
+                    serde_json::json!({"cluster": "c", "targets": [{"provider": "openai"}, {"provider": "local"}]})
+            }),
+            "models.x.targets[1].provider",
+            "a mock provider answers locally and cannot be one of several targets",
+        ),
+        (Box::new(|v| v["keys"][1]["id"] = "all".into()), "keys[1].id", "duplicate key id 'all'"),
+        (
+            Box::new(|v| v["keys"][1]["sha256"] = demo_key_hash("sk-all").into()),
+            "keys[1].sha256",
+            "the same key digest appears twice",
+        ),
+        (
+            Box::new(|v| v["keys"][1]["models"][0] = "gpt-5".into()),
+            "keys[1].models[0]",
+            "names no model 'gpt-5' in models",
+        ),
+        (
+            Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"models": {"nope": {}}})),
+            "keys[0].limits.models.nope",
+            "names no model 'nope' in models",
+        ),
+    ];
+    for (mutate, field, reason) in cases {
+        let mut v: Value = serde_json::from_str(&sample()).unwrap();
+        mutate(&mut v);
+        let raw = parse_raw(v.to_string().as_bytes(), &env()).unwrap();
+        let e = compile(raw).unwrap_err();
+        assert_eq!((e.field.as_str(), e.reason.as_str()), (field, reason));
+        assert_eq!(parse_err(v), e, "Config::parse gives the same error");
+    }
+}
+
+#[test]
+fn field_errors_are_parse_raw_errors() {
+    let mut v: Value = serde_json::from_str(&sample()).unwrap();
+    v["models"]["demo"]["colour"] = "red".into();
+    let e = parse_raw(v.to_string().as_bytes(), &env()).unwrap_err();
+    assert_eq!(e.field, "models.demo.colour");
+    assert!(e.reason.starts_with("unknown field (expected one of: provider, model, price, cluster, targets)"));
+}
