@@ -1,6 +1,6 @@
 use super::tests::MemStore;
 use super::*;
-use crate::config::{Allowed, Budget, KeyLimits, ModelLimits};
+use crate::config::{Allowed, Budget, Key, KeyLimits, ModelLimits};
 
 fn key(mut limits: KeyLimits) -> Key {
     name_records("k", &mut limits);

@@ -1,3 +1,4 @@
+use super::rate::{civil_from_days, days_from_civil, gcra_shift, gcra_step, state};
 use super::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
