@@ -1,0 +1,192 @@
+//! Stage 2: the raw configuration turned into the lookup tables the request path reads. This is where
+//! the checks that need the whole file happen: a model's targets name providers, keys name models,
+//! ids and digests are unique; and where what comes from elsewhere is filled in: defaults, a
+//! model's cluster taken from its provider, providers and models left out for a missing optional
+//! credential, each key's `GET /v1/models` answer and limit record names.
+//!
+//! A new top-level section is one compile step here, called from `compile`, turning its raw type
+//! (`raw.rs`) into a field of `Config`.
+
+use super::fields::{err, is_header_safe, join, R};
+use super::raw::{RawConfig, RawKey, RawLimits, RawModel, RawProvider};
+use super::{
+    Allowed, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, ProviderKind, Target,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_OUTPUT_TOKENS,
+};
+use hashbrown::{HashMap, HashSet};
+use serde_json::Value;
+
+/// Stage 2: cross-checks the raw configuration and builds the lookup tables.
+pub fn compile(raw: RawConfig) -> R<Config> {
+    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys } = raw;
+    // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
+    let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
+    let providers = compile_providers(providers);
+    let models = compile_models(models, &providers)?;
+    let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;
+    Ok(Config {
+        max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
+        default_max_output_tokens: default_max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
+        log_bodies_max_bytes: log_bodies.map(|l| l.max_bytes),
+        providers: providers.list,
+        models: models.by_name,
+        keys: keys.list,
+        keys_by_digest: keys.by_digest,
+        disabled: providers.disabled,
+        unavailable: models.unavailable,
+    })
+}
+
+struct Providers {
+    /// Indexed by `ProviderId`.
+    list: Vec<Provider>,
+    ids: HashMap<String, ProviderId>,
+    /// Left out: an optional credential is not set.
+    disabled: Vec<String>,
+}
+
+fn compile_providers(raw: Vec<RawProvider>) -> Providers {
+    let mut p = Providers { list: Vec::new(), ids: HashMap::new(), disabled: Vec::new() };
+    for RawProvider { name, settings } in raw {
+        let Some(s) = settings else {
+            p.disabled.push(name);
+            continue;
+        };
+        p.ids.insert(name.clone(), p.list.len());
+        let cluster = s.cluster.unwrap_or_else(|| name.clone());
+        p.list.push(Provider { name, kind: s.kind, cluster, credential: s.credential });
+    }
+    p
+}
+
+struct Models {
+    by_name: HashMap<String, Model>,
+    /// Model name → the left-out provider that would have served it.
+    unavailable: HashMap<String, String>,
+}
+
+fn compile_models(raw: Vec<RawModel>, providers: &Providers) -> R<Models> {
+    let mut out = Models { by_name: HashMap::new(), unavailable: HashMap::new() };
+    for RawModel { name, path, cluster, targets: raw_targets } in raw {
+        let several = raw_targets.len() > 1;
+        let mut targets: Vec<Target> = Vec::new();
+        let mut disabled_provider = None;
+        for t in raw_targets {
+            let upstream = t.model.unwrap_or_else(|| name.clone());
+            let pid = match providers.ids.get(t.provider.as_str()) {
+                Some(id) => *id,
+                None if providers.disabled.contains(&t.provider) => {
+                    disabled_provider.get_or_insert(t.provider);
+                    continue;
+                }
+                None => {
+                    let reason = format!("names no provider '{}' in providers", t.provider);
+                    return Err(err(join(&t.path, "provider"), reason));
+                }
+            };
+            if several && providers.list.get(pid).is_some_and(|p| p.kind == ProviderKind::Mock) {
+                return Err(err(
+                    join(&t.path, "provider"),
+                    "a mock provider answers locally and cannot be one of several targets",
+                ));
+            }
+            if targets.iter().any(|x| x.provider == pid && x.model == upstream) {
+                return Err(err(t.path, format!("target {}/{upstream} is listed twice", t.provider)));
+            }
+            targets.push(Target { provider: pid, model: upstream, price: t.price });
+        }
+        let Some(first) = targets.first() else {
+            out.unavailable.insert(name, disabled_provider.unwrap_or_default());
+            continue;
+        };
+        let cluster = match cluster {
+            Some(c) if is_header_safe(&c) => c,
+            Some(_) => return Err(err(join(&path, "cluster"), "must be printable ASCII")),
+            None => providers.list.get(first.provider).map(|p| p.cluster.clone()).unwrap_or_default(),
+        };
+        out.by_name.insert(name.clone(), Model { name, targets, cluster });
+    }
+    Ok(out)
+}
+
+struct Keys {
+    list: Vec<Key>,
+    /// SHA-256 of the key → index in `list`.
+    by_digest: HashMap<[u8; 32], usize>,
+}
+
+fn compile_keys(
+    raw: Vec<RawKey>,
+    model_names: &HashSet<String>,
+    models: &HashMap<String, Model>,
+    providers: &[Provider],
+) -> R<Keys> {
+    let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
+    all_names.sort_unstable();
+    let mut out = Keys { list: Vec::new(), by_digest: HashMap::new() };
+    let mut ids = HashSet::new();
+    for RawKey { path, id, sha256, models: listed, limits } in raw {
+        if !ids.insert(id.clone()) {
+            return Err(err(join(&path, "id"), format!("duplicate key id '{id}'")));
+        }
+        if out.by_digest.insert(sha256, out.list.len()).is_some() {
+            return Err(err(join(&path, "sha256"), "the same key digest appears twice"));
+        }
+        let mut allowed_set = HashSet::new();
+        let mut all = false;
+        for (j, m) in listed.into_iter().enumerate() {
+            if m == "*" {
+                all = true;
+            } else if model_names.contains(&m) {
+                allowed_set.insert(m);
+            } else {
+                return Err(err(format!("{path}.models[{j}]"), format!("names no model '{m}' in models")));
+            }
+        }
+        let allowed = if all { Allowed::All } else { Allowed::Only(allowed_set) };
+        let visible: Vec<&str> = all_names
+            .iter()
+            .copied()
+            .filter(|n| match &allowed {
+                Allowed::All => true,
+                Allowed::Only(s) => s.contains(*n),
+            })
+            .collect();
+        let models_json = models_list_json(&visible, models, providers);
+        let mut limits = match limits {
+            None => KeyLimits::default(),
+            Some(l) => compile_limits(l, model_names)?,
+        };
+        crate::limits::name_records(&id, &mut limits);
+        out.list.push(Key { id, allowed, limits, models_json });
+    }
+    Ok(out)
+}
+
+fn compile_limits(raw: RawLimits, model_names: &HashSet<String>) -> R<KeyLimits> {
+    let RawLimits { requests, tokens, concurrent, budget, models } = raw;
+    let mut l = KeyLimits { requests, tokens, concurrent, budget, ..KeyLimits::default() };
+    for m in models {
+        if !model_names.contains(&m.model) {
+            return Err(err(m.path, format!("names no model '{}' in models", m.model)));
+        }
+        l.per_model.insert(m.model, ModelLimits { requests: m.requests, tokens: m.tokens, ..ModelLimits::default() });
+    }
+    Ok(l)
+}
+
+fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {
+    let data: Vec<Value> = names
+        .iter()
+        .map(|n| {
+            let owner = models
+                .get(*n)
+                .and_then(|m| m.targets.first())
+                .and_then(|t| providers.get(t.provider))
+                .map(|p| p.name.as_str())
+                .unwrap_or("switchyard");
+            serde_json::json!({"id": n, "object": "model", "created": 0, "owned_by": owner})
+        })
+        .collect();
+    serde_json::json!({"object": "list", "data": data}).to_string()
+}
