@@ -36,8 +36,8 @@ use super::{
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::codec::eventstream::{self, DecodeError, Message};
-use crate::codec::sigv4;
 use crate::codec::sse;
+use crate::codec::{percent, sigv4};
 use crate::config::{Provider, ProviderKind};
 use serde_json::{json, Map, Value};
 
@@ -70,7 +70,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
 
     let path = format!(
         "/model/{}/{}",
-        sigv4::uri_encode(a.model.as_bytes()),
+        percent::encode(a.model.as_bytes()),
         if stream { "converse-stream" } else { "converse" }
     );
     // The signed host is the regional endpoint, set as the attempt's `:authority` too: the host Envoy's

@@ -37,7 +37,7 @@ use super::{
 };
 use crate::api::error::{quote, ApiError};
 use crate::api::openai::Operation;
-use crate::codec::{sha256, sse};
+use crate::codec::{percent, sha256, sse};
 use crate::config::{Provider, ProviderKind};
 use base64::Engine;
 use serde_json::{json, Map, Value};
@@ -100,7 +100,7 @@ fn fallback_id(body: &[u8], now: u64) -> String {
 }
 
 fn model_path(kind: &ProviderKind, model: &str, method: &str) -> Result<String, ApiError> {
-    let m = encode_segment(model.strip_prefix("models/").unwrap_or(model));
+    let m = percent::encode(model.strip_prefix("models/").unwrap_or(model).as_bytes());
     match kind {
         ProviderKind::Gemini { api_version } => Ok(format!("/{api_version}/models/{m}:{method}")),
         ProviderKind::Vertex { project, location } => {
@@ -108,19 +108,6 @@ fn model_path(kind: &ProviderKind, model: &str, method: &str) -> Result<String, 
         }
         other => Err(ApiError::gateway(format!("provider kind {} is not a Gemini kind", other.name()))),
     }
-}
-
-/// Percent-encodes a path segment, keeping letters, digits and `-._~`.
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn bad(message: impl Into<String>, param: &str) -> ApiError {
