@@ -368,6 +368,7 @@ impl RouteFilter {
                     model: &t.model,
                     alias: &model.name,
                     now_unix: ctx.clock.unix_secs,
+                    now_ns: ctx.now_ns,
                     usage_chunk: true,
                     chat: ask.chat,
                 };

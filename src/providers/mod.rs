@@ -9,6 +9,7 @@ pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
+pub(crate) mod toolkit;
 
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
@@ -25,6 +26,10 @@ pub struct Attempt<'a> {
     pub alias: &'a str,
     /// Seconds since the Unix epoch (SigV4 dates, `created` fields).
     pub now_unix: u64,
+    /// Nanoseconds since the Unix epoch when the attempt is made (the upstream role knows only the
+    /// second: `now_unix` × 10⁹ there). Ids of our own, for answers the provider sent none for, are made
+    /// from it.
+    pub now_ns: u64,
     /// Streams end with the usage chunk whatever the client asked: the gateway reads usage from the
     /// stream (limits, accounting) and the route-level filter drops the chunk for clients that did not
     /// ask for it.

@@ -42,14 +42,14 @@ mod tests;
 
 pub(crate) use response::RawUsage;
 
-use super::{client_status_for_provider_error, Attempt, BodyMode, Outgoing};
+use super::toolkit::{self, Prologue};
+use super::{Attempt, BodyMode, Outgoing};
 use super::{ResponseTranslator, Usage};
 use crate::api::error::ApiError;
 use crate::api::openai::{self, Operation};
 use crate::codec::sse;
 use crate::config::ProviderKind;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Whether the config may accept this provider kind.
 pub const READY: bool = true;
@@ -105,24 +105,16 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     })
 }
 
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
-fn fallback_id(now: u64) -> String {
-    let n = SEQ.fetch_add(1, Ordering::Relaxed);
-    format!("chatcmpl-{now:x}{n:06x}")
-}
-
 /// Response and stream translation for one attempt.
 struct Translator {
     /// The provider's name, for error messages.
     provider: String,
     model: String,
     created: u64,
-    stream: bool,
+    /// The attempt's clock, for an id of our own.
+    now_ns: u64,
     include_usage: bool,
-    status: u16,
-    /// A 2xx answer to a streaming request: the body is translated as SSE.
-    streaming: bool,
+    prologue: Prologue,
     usage: Option<RawUsage>,
     decoder: sse::Decoder,
     id: String,
@@ -142,10 +134,9 @@ impl Translator {
             provider: a.provider.name.clone(),
             model: a.model.to_string(),
             created: a.now_unix,
-            stream,
+            now_ns: a.now_ns,
             include_usage,
-            status: 0,
-            streaming: false,
+            prologue: Prologue::new(stream),
             usage: None,
             decoder: sse::Decoder::new(),
             // Made when first needed (providers send their own id).
@@ -169,27 +160,20 @@ impl Translator {
     /// An id of our own, for answers and streams the provider sent none for (made only then).
     fn ensure_id(&mut self) {
         if self.id.is_empty() {
-            self.id = fallback_id(self.created);
+            self.id = toolkit::fallback_id(self.now_ns);
         }
     }
 }
 
 impl ResponseTranslator for Translator {
     fn on_headers(&mut self, status: u16, _content_type: Option<&str>) -> (u16, BodyMode) {
-        self.status = status;
-        if (200..300).contains(&status) {
-            self.streaming = self.stream;
-            (200, if self.stream { BodyMode::Stream } else { BodyMode::Buffer })
-        } else {
-            (client_status_for_provider_error(status), BodyMode::Buffer)
-        }
+        self.prologue.on_headers(status)
     }
 
     fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
-        if (200..300).contains(&self.status) {
-            self.completion(body)
-        } else {
-            self.error_body(self.status, body)
+        match self.prologue.error_body(&self.provider, body, |_, body| response::error_parts(body)) {
+            Some(error) => error,
+            None => self.completion(body),
         }
     }
 
@@ -210,7 +194,7 @@ impl ResponseTranslator for Translator {
                 "param": null,
                 "code": "provider_stream_incomplete",
             }});
-            self.fail(out, body.to_string().as_bytes());
+            self.fail(out, &body.to_string());
         }
     }
 
@@ -219,10 +203,6 @@ impl ResponseTranslator for Translator {
     }
 
     fn content_type(&self) -> &'static str {
-        if self.streaming {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }
+        self.prologue.content_type()
     }
 }

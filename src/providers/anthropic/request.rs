@@ -2,13 +2,10 @@
 
 use crate::api::error::{quote, ApiError};
 use crate::codec::sha256;
+use crate::providers::toolkit::bad;
 use serde_json::{json, Map, Value};
 
 const IMAGE_TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
-
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::invalid_request(message, Some(param))
-}
 
 fn text_block(text: &str) -> Value {
     json!({"type": "text", "text": text})

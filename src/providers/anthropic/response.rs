@@ -1,7 +1,7 @@
 //! Anthropic answers and errors → OpenAI chat completions and OpenAI-shaped errors.
 
 use super::Translator;
-use crate::providers::{provider_error_body, Usage};
+use crate::providers::{toolkit, Usage};
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -97,7 +97,7 @@ pub(super) fn finish_reason(stop_reason: Option<&str>) -> &'static str {
 }
 
 /// The provider's error message and type; a non-JSON body gives a short prefix of its text.
-fn error_parts(body: &[u8]) -> (String, Option<String>) {
+pub(super) fn error_parts(body: &[u8]) -> (String, Option<String>) {
     if let Ok(ErrorBody { error: Some(e) }) = serde_json::from_slice::<ErrorBody>(body) {
         if let Some(m) = e.message {
             return (m, e.kind);
@@ -140,17 +140,11 @@ pub(super) fn compact_json(raw: &str) -> String {
 }
 
 impl Translator {
-    pub(super) fn error_body(&self, status: u16, body: &[u8]) -> Vec<u8> {
-        let (message, kind) = error_parts(body);
-        provider_error_body(&self.provider, status, &message, kind.as_deref()).1
-    }
-
     pub(super) fn completion(&mut self, body: &[u8]) -> Vec<u8> {
         let msg: MessageBody = match serde_json::from_slice(body) {
             Ok(m) => m,
             Err(e) => {
-                let message = format!("unreadable response: {e}");
-                return provider_error_body(&self.provider, 502, &message, None).1;
+                return toolkit::unreadable_answer(&self.provider, &format!("unreadable response: {e}"));
             }
         };
         let mut text = String::new();

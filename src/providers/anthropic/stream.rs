@@ -3,7 +3,7 @@
 use super::response::{finish_reason, Block, ErrorObject, RawUsage};
 use super::Translator;
 use crate::codec::sse;
-use crate::providers::{provider_error_body, usage_json};
+use crate::providers::{provider_error_body, toolkit, usage_json};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -83,23 +83,15 @@ impl Translator {
         sse::write_event(out, None, &self.chunk(json!({}), Some(finish)));
         if self.include_usage {
             let u = self.usage.unwrap_or_default().usage();
-            let c = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": usage_json(&u),
-            });
-            sse::write_event(out, None, &c.to_string());
+            let c = toolkit::usage_chunk_json(&self.id, self.created, &self.model, usage_json(&u));
+            sse::write_event(out, None, &c);
         }
         sse::write_event(out, None, "[DONE]");
         self.done = true;
     }
 
-    pub(super) fn fail(&mut self, out: &mut Vec<u8>, error_json: &[u8]) {
-        sse::write_event(out, None, &String::from_utf8_lossy(error_json));
-        sse::write_event(out, None, "[DONE]");
+    pub(super) fn fail(&mut self, out: &mut Vec<u8>, error_json: &str) {
+        toolkit::write_stream_error(out, error_json);
         self.done = true;
     }
 
@@ -174,7 +166,7 @@ impl Translator {
                 let status = status_for_error_type(e.kind.as_deref().unwrap_or(""));
                 let message = e.message.unwrap_or_else(|| "stream error".to_string());
                 let (_, body) = provider_error_body(&self.provider, status, &message, e.kind.as_deref());
-                self.fail(out, &body);
+                self.fail(out, &String::from_utf8_lossy(&body));
             }
             _ => {}
         }

@@ -25,6 +25,7 @@ fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
         model: "claude-sonnet-4-5",
         alias: "claude",
         now_unix: NOW,
+        now_ns: NOW * 1_000_000_000,
         usage_chunk: false,
         chat: None,
     }
@@ -377,4 +378,36 @@ fn ids_are_the_providers_or_made_when_missing() {
     let unnamed = stream_ids(delta);
     assert!(unnamed.len() > 1 && unnamed[0].starts_with("chatcmpl-"), "{unnamed:?}");
     assert!(unnamed.iter().all(|id| *id == unnamed[0]), "{unnamed:?}");
+}
+
+/// Ids of our own come from the attempt's clock, not from a counter: the same clock gives the same id,
+/// another clock another id, in answers and in streams alike.
+#[test]
+fn made_ids_follow_the_attempts_clock() {
+    let p = provider();
+    let answer =
+        br#"{"type":"message","role":"assistant","content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn"}"#;
+    let stream = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
+    let ids = |now_ns: u64| {
+        let a = Attempt { now_ns, ..attempt(&p, Operation::ChatCompletions) };
+        let mut t =
+            prepare(&a, br#"{"model":"c","messages":[{"role":"user","content":"x"}]}"#).unwrap().response.unwrap();
+        t.on_headers(200, Some("application/json"));
+        let answered = json_of(&t.on_body(answer), "answer")["id"].as_str().unwrap_or("").to_string();
+        let body = br#"{"model":"c","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+        let mut t = prepare(&a, body).unwrap().response.unwrap();
+        t.on_headers(200, Some("text/event-stream"));
+        let mut out = Vec::new();
+        t.on_stream(stream, true, &mut out);
+        let streamed =
+            json_of(sse::decode_all(&out)[0].data.as_bytes(), "chunk")["id"].as_str().unwrap_or("").to_string();
+        (answered, streamed)
+    };
+    let first = ids(NOW * 1_000_000_000 + 1);
+    assert!(first.0.starts_with("chatcmpl-") && first.1.starts_with("chatcmpl-"), "{first:?}");
+    assert_eq!(first.0, first.1);
+    assert_eq!(ids(NOW * 1_000_000_000 + 1), first);
+    let later = ids(NOW * 1_000_000_000 + 2);
+    assert_ne!(later.0, first.0);
+    assert_ne!(later.1, first.1);
 }

@@ -39,7 +39,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use super::{client_status_for_provider_error, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
+use super::toolkit::Prologue;
+use super::{Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::codec::eventstream::{self, DecodeError};
@@ -109,9 +110,8 @@ struct Translator {
     model: String,
     id: String,
     created: u64,
-    stream: bool,
     include_usage: bool,
-    status: u16,
+    prologue: Prologue,
     usage: Option<Usage>,
     decoder: eventstream::Decoder,
     started: bool,
@@ -161,9 +161,8 @@ impl Translator {
             model: a.model.to_string(),
             id: format!("chatcmpl-bedrock-{}", a.now_unix),
             created: a.now_unix,
-            stream,
             include_usage,
-            status: 200,
+            prologue: Prologue::new(stream),
             usage: None,
             decoder: eventstream::Decoder::new(),
             started: false,
@@ -181,18 +180,14 @@ impl Translator {
 
 impl ResponseTranslator for Translator {
     fn on_headers(&mut self, status: u16, _content_type: Option<&str>) -> (u16, BodyMode) {
-        self.status = status;
-        if !(200..300).contains(&status) {
-            return (client_status_for_provider_error(status), BodyMode::Buffer);
-        }
-        (200, if self.stream { BodyMode::Stream } else { BodyMode::Buffer })
+        self.prologue.on_headers(status)
     }
 
     fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
-        if !(200..300).contains(&self.status) {
-            return self.error_body(body);
+        match self.prologue.error_body(&self.provider.name, body, response::error_parts) {
+            Some(error) => error,
+            None => self.completion(body),
         }
-        self.completion(body)
     }
 
     fn on_stream(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) {
@@ -226,10 +221,6 @@ impl ResponseTranslator for Translator {
     }
 
     fn content_type(&self) -> &'static str {
-        if self.stream && (200..300).contains(&self.status) {
-            "text/event-stream"
-        } else {
-            "application/json"
-        }
+        self.prologue.content_type()
     }
 }

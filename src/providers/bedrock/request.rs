@@ -2,11 +2,8 @@
 
 use super::Obj;
 use crate::api::error::ApiError;
+use crate::providers::toolkit::bad;
 use serde_json::{json, Value};
-
-fn bad(msg: impl Into<String>, param: &str) -> ApiError {
-    ApiError::invalid_request(msg, Some(param))
-}
 
 /// The Converse request body for an OpenAI chat request.
 pub(super) fn converse_request(req: &Obj) -> Result<Value, ApiError> {

@@ -1,7 +1,7 @@
 //! Converse answers and errors → OpenAI chat completions and OpenAI-shaped errors.
 
 use super::{finish_reason, text_prefix, usage_of, Translator};
-use crate::providers::{provider_error_body, usage_json};
+use crate::providers::{toolkit, usage_json};
 use serde_json::{json, Value};
 
 /// Sets a field of a JSON object (no-op on anything else).
@@ -11,37 +11,37 @@ fn set(v: &mut Value, key: &str, value: Value) {
     }
 }
 
-impl Translator {
-    pub(super) fn error_body(&self, body: &[u8]) -> Vec<u8> {
-        let v: Option<Value> = serde_json::from_slice(body).ok();
-        let msg = v
-            .as_ref()
-            .and_then(|v| v.get("message").or_else(|| v.get("Message")))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| text_prefix(body));
-        // The error type travels in `x-amzn-errortype`; some bodies repeat it as `__type`. The statuses
-        // below are each used by one error type only (service model).
-        let from_body = v
-            .as_ref()
-            .and_then(|v| v.get("__type"))
-            .and_then(Value::as_str)
-            .map(|t| t.rsplit('#').next().unwrap_or(t).split(':').next().unwrap_or(t).to_string());
-        let kind = from_body.or_else(|| {
-            match self.status {
-                400 => Some("ValidationException"),
-                404 => Some("ResourceNotFoundException"),
-                _ => None,
-            }
-            .map(str::to_string)
-        });
-        provider_error_body(&self.provider.name, self.status, &msg, kind.as_deref()).1
-    }
+/// The message and error type of a Converse error answer.
+pub(super) fn error_parts(status: u16, body: &[u8]) -> (String, Option<String>) {
+    let v: Option<Value> = serde_json::from_slice(body).ok();
+    let msg = v
+        .as_ref()
+        .and_then(|v| v.get("message").or_else(|| v.get("Message")))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| text_prefix(body));
+    // The error type travels in `x-amzn-errortype`; some bodies repeat it as `__type`. The statuses
+    // below are each used by one error type only (service model).
+    let from_body = v
+        .as_ref()
+        .and_then(|v| v.get("__type"))
+        .and_then(Value::as_str)
+        .map(|t| t.rsplit('#').next().unwrap_or(t).split(':').next().unwrap_or(t).to_string());
+    let kind = from_body.or_else(|| {
+        match status {
+            400 => Some("ValidationException"),
+            404 => Some("ResourceNotFoundException"),
+            _ => None,
+        }
+        .map(str::to_string)
+    });
+    (msg, kind)
+}
 
+impl Translator {
     pub(super) fn completion(&mut self, body: &[u8]) -> Vec<u8> {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            let (_, b) = provider_error_body(&self.provider.name, 502, "the Converse response is not JSON", None);
-            return b;
+            return toolkit::unreadable_answer(&self.provider.name, "the Converse response is not JSON");
         };
         let mut text = String::new();
         let mut calls = Vec::new();

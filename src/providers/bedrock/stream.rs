@@ -3,7 +3,7 @@
 use super::{finish_reason, text_prefix, usage_of, Translator};
 use crate::codec::eventstream::Message;
 use crate::codec::sse;
-use crate::providers::usage_json;
+use crate::providers::{toolkit, usage_json};
 use serde_json::{json, Value};
 
 impl Translator {
@@ -32,8 +32,7 @@ impl Translator {
             "param": null,
             "code": code,
         }});
-        sse::write_event(out, None, &err.to_string());
-        sse::write_event(out, None, "[DONE]");
+        toolkit::write_stream_error(out, &err.to_string());
     }
 
     pub(super) fn on_message(&mut self, m: Message, out: &mut Vec<u8>) {
@@ -124,15 +123,8 @@ impl Translator {
         self.closed = true;
         if self.include_usage {
             if let Some(u) = &self.usage {
-                let c = json!({
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": usage_json(u),
-                });
-                sse::write_event(out, None, &c.to_string());
+                let c = toolkit::usage_chunk_json(&self.id, self.created, &self.model, usage_json(u));
+                sse::write_event(out, None, &c);
             }
         }
         sse::write_event(out, None, "[DONE]");

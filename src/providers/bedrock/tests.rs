@@ -23,7 +23,16 @@ fn provider(token: Option<&str>) -> Provider {
 }
 
 fn attempt(p: &Provider, op: Operation) -> Attempt<'_> {
-    Attempt { op, provider: p, model: MODEL, alias: "claude", now_unix: NOW, usage_chunk: false, chat: None }
+    Attempt {
+        op,
+        provider: p,
+        model: MODEL,
+        alias: "claude",
+        now_unix: NOW,
+        now_ns: NOW * 1_000_000_000,
+        usage_chunk: false,
+        chat: None,
+    }
 }
 
 fn run(body: &str) -> Result<Outgoing, ApiError> {

@@ -42,7 +42,8 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use super::{client_status_for_provider_error, Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
+use super::toolkit::{self, Prologue};
+use super::{Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::codec::{percent, sha256, sse};
@@ -116,10 +117,6 @@ fn model_path(kind: &ProviderKind, model: &str, method: &str) -> Result<String, 
     }
 }
 
-fn bad(message: impl Into<String>, param: &str) -> ApiError {
-    ApiError::invalid_request(message, Some(param))
-}
-
 fn present<'a>(req: &'a Value, key: &str) -> Option<&'a Value> {
     req.get(key).filter(|v| !v.is_null())
 }
@@ -139,8 +136,7 @@ struct Translator {
     /// The fallback id until the provider's `responseId` is seen.
     id: String,
     mode: Mode,
-    /// The provider's status when it is an error.
-    failed: Option<u16>,
+    prologue: Prologue,
     usage: Option<Usage>,
     reasoning: u64,
     decoder: sse::Decoder,
@@ -158,7 +154,7 @@ impl Translator {
             created: a.now_unix,
             id,
             mode,
-            failed: None,
+            prologue: Prologue::new(matches!(mode, Mode::Chat { stream: true, .. })),
             usage: None,
             reasoning: 0,
             decoder: sse::Decoder::new(),
@@ -268,23 +264,17 @@ fn map_finish(reason: &str) -> &'static str {
 
 impl ResponseTranslator for Translator {
     fn on_headers(&mut self, status: u16, _content_type: Option<&str>) -> (u16, BodyMode) {
-        if !(200..300).contains(&status) {
-            self.failed = Some(status);
-            return (client_status_for_provider_error(status), BodyMode::Buffer);
-        }
-        self.failed = None;
-        match self.mode {
-            Mode::Chat { stream: true, .. } => (200, BodyMode::Stream),
-            _ => (200, BodyMode::Buffer),
-        }
+        self.prologue.on_headers(status)
     }
 
     fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
-        if let Some(status) = self.failed {
-            return self.error_body(status, body);
+        if let Some(error) =
+            self.prologue.error_body(&self.provider.name, body, |_, body| response::provider_message(body))
+        {
+            return error;
         }
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return self.own_error("the provider's response is not JSON").into_bytes();
+            return toolkit::unreadable_answer(&self.provider.name, "the provider's response is not JSON");
         };
         let out = match self.mode {
             Mode::Chat { stream: false, .. } => self.completion(&v),
@@ -316,9 +306,6 @@ impl ResponseTranslator for Translator {
     }
 
     fn content_type(&self) -> &'static str {
-        match self.mode {
-            Mode::Chat { stream: true, .. } if self.failed.is_none() => "text/event-stream",
-            _ => "application/json",
-        }
+        self.prologue.content_type()
     }
 }

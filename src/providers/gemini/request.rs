@@ -1,8 +1,9 @@
 //! OpenAI chat and embeddings requests → Gemini `generateContent` and `batchEmbedContents` bodies.
 
-use super::{bad, present, SKIP_SIGNATURE};
+use super::{present, SKIP_SIGNATURE};
 use crate::api::error::{quote, ApiError};
 use crate::config::ProviderKind;
+use crate::providers::toolkit::bad;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 

@@ -1,7 +1,7 @@
 //! Gemini answers and errors → OpenAI chat completions, embeddings and OpenAI-shaped errors.
 
 use super::{map_finish, parts, Translator};
-use crate::providers::{provider_error_body, Usage};
+use crate::providers::Usage;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
@@ -80,11 +80,6 @@ impl Translator {
             "usage": {"prompt_tokens": t, "total_tokens": t}
         })
     }
-
-    pub(super) fn error_body(&self, status: u16, body: &[u8]) -> Vec<u8> {
-        let (message, kind) = provider_message(body);
-        provider_error_body(&self.provider.name, status, &message, kind.as_deref()).1
-    }
 }
 
 /// Message and status name of a Gemini error object.
@@ -98,7 +93,7 @@ pub(super) fn error_fields(err: &Value) -> (String, Option<String>) {
 
 /// The provider's message from an error body (`{"error":…}`, or a one-element array of it), else a
 /// short prefix of the body.
-fn provider_message(body: &[u8]) -> (String, Option<String>) {
+pub(super) fn provider_message(body: &[u8]) -> (String, Option<String>) {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         let err = match &v {
             Value::Array(a) => a.first().and_then(|x| x.get("error")),

@@ -3,14 +3,13 @@
 use super::response::error_fields;
 use super::{map_finish, parts, Translator};
 use crate::codec::sse;
-use crate::providers::provider_error_body;
+use crate::providers::{provider_error_body, toolkit};
 use serde_json::{json, Value};
 
 impl Translator {
     /// Ends the client stream with an error event.
     pub(super) fn fail(&mut self, out: &mut Vec<u8>, error_json: &str) {
-        sse::write_event(out, None, error_json);
-        sse::write_event(out, None, "[DONE]");
+        toolkit::write_stream_error(out, error_json);
         self.done = true;
     }
 
@@ -72,15 +71,8 @@ impl Translator {
         let c = self.chunk(json!({}), Some(finish));
         sse::write_event(out, None, &c);
         if self.include_usage() {
-            let u = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage_json(),
-            });
-            sse::write_event(out, None, &u.to_string());
+            let u = toolkit::usage_chunk_json(&self.id, self.created, &self.model, self.usage_json());
+            sse::write_event(out, None, &u);
         }
         sse::write_event(out, None, "[DONE]");
         self.done = true;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::config::Secret;
+use crate::providers::client_status_for_provider_error;
 use std::path::{Path, PathBuf};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemini");
@@ -18,7 +19,16 @@ fn vertex() -> Provider {
 }
 
 fn attempt<'a>(p: &'a Provider, op: Operation, model: &'a str) -> Attempt<'a> {
-    Attempt { op, provider: p, model, alias: "alias", now_unix: NOW, usage_chunk: false, chat: None }
+    Attempt {
+        op,
+        provider: p,
+        model,
+        alias: "alias",
+        now_unix: NOW,
+        now_ns: NOW * 1_000_000_000,
+        usage_chunk: false,
+        chat: None,
+    }
 }
 
 fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
