@@ -11,6 +11,9 @@ pub mod openai;
 pub mod openai_compatible;
 pub(crate) mod toolkit;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::config::{Provider, ProviderKind};

@@ -4,9 +4,8 @@ use super::simple::translate_simple;
 use super::stream::MAX_OPEN_TOOLS;
 use super::*;
 use crate::config::{Provider, Secret};
-use std::path::Path;
+use crate::providers::fixtures;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic");
 const NOW: u64 = 1_700_000_000;
 
 fn provider() -> Provider {
@@ -81,32 +80,12 @@ fn prep(body: &[u8]) -> Result<Outgoing, ApiError> {
 }
 
 fn json_of(bytes: &[u8], what: &str) -> Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(bytes)))
-}
-
-fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(name)).ok()
-}
-
-fn read_num<T: std::str::FromStr>(dir: &Path, name: &str) -> Option<T> {
-    read(dir, name).map(|b| String::from_utf8(b).unwrap().trim().parse().ok().unwrap())
+    fixtures::parse_json(bytes, what)
 }
 
 /// SSE events as JSON (or the literal `[DONE]`), `created` removed.
 fn events(bytes: &[u8]) -> Vec<Value> {
-    sse::decode_all(bytes)
-        .into_iter()
-        .map(|e| {
-            if e.data == "[DONE]" {
-                return Value::String(e.data);
-            }
-            let mut v: Value = serde_json::from_str(&e.data).unwrap_or_else(|err| panic!("{err}: {}", e.data));
-            if let Some(o) = v.as_object_mut() {
-                o.remove("created");
-            }
-            v
-        })
-        .collect()
+    fixtures::sse_values(bytes, &fixtures::without_created).into_iter().map(|(_, v)| v).collect()
 }
 
 fn stream_translator(client: &[u8]) -> Box<dyn ResponseTranslator> {
@@ -118,59 +97,42 @@ fn stream_translator(client: &[u8]) -> Box<dyn ResponseTranslator> {
 
 /// Replays a stream whole, split in two at every byte, and byte by byte; all must agree.
 fn replay(client: &[u8], stream: &[u8], name: &str) -> (Vec<u8>, Option<Usage>) {
-    let mut t = stream_translator(client);
-    let mut whole = Vec::new();
-    t.on_stream(stream, false, &mut whole);
-    t.on_stream(&[], true, &mut whole);
-    let usage = t.usage();
-    for cut in 0..=stream.len() {
-        let mut t = stream_translator(client);
-        let mut out = Vec::new();
-        t.on_stream(&stream[..cut], false, &mut out);
-        t.on_stream(&stream[cut..], true, &mut out);
-        assert_eq!(out, whole, "{name}: split at {cut}");
-        assert_eq!(t.usage(), usage, "{name}: usage, split at {cut}");
-    }
-    let mut t = stream_translator(client);
-    let mut out = Vec::new();
-    for b in stream {
-        t.on_stream(std::slice::from_ref(b), false, &mut out);
-    }
-    t.on_stream(&[], true, &mut out);
-    assert_eq!(out, whole, "{name}: byte by byte");
-    (whole, usage)
+    fixtures::replay_translator(stream, name, || prep(client).unwrap().response.unwrap())
 }
 
-fn run_case(dir: &Path) {
-    let name = dir.file_name().unwrap().to_string_lossy().to_string();
-    let client = read(dir, "client_request.json").unwrap();
+fn run_case(case: &fixtures::Case) {
+    let name = &case.name;
+    let client = case.bytes("client_request.json");
     let out = prep(&client).unwrap_or_else(|e| panic!("{name}: {}", e.message));
-    let want_req = json_of(&read(dir, "provider_request.json").unwrap(), &name);
-    assert_eq!(json_of(out.body.as_deref().unwrap(), &name), want_req, "{name}: provider request");
-    let path = String::from_utf8(read(dir, "expected_path.txt").unwrap()).unwrap();
-    assert_eq!(out.path, path.trim(), "{name}: path");
+    let want_req = case.json("provider_request.json");
+    fixtures::assert_json(
+        &json_of(out.body.as_deref().unwrap(), name),
+        &want_req,
+        &format!("{name}: provider request"),
+    );
+    assert_eq!(out.path, case.text("expected_path.txt"), "{name}: path");
     let mut t = out.response.unwrap();
 
-    let usage = if let Some(resp) = read(dir, "provider_response.json") {
-        let status = read_num(dir, "provider_status.txt").unwrap_or(200u16);
+    let usage = if let Some(resp) = case.read("provider_response.json") {
+        let status = case.number("provider_status.txt").unwrap_or(200u16);
         let (client_status, mode) = t.on_headers(status, Some("application/json"));
         assert_eq!(mode, BodyMode::Buffer, "{name}");
-        assert_eq!(client_status, read_num(dir, "client_status.txt").unwrap_or(200u16), "{name}: status");
+        assert_eq!(client_status, case.number("client_status.txt").unwrap_or(200u16), "{name}: status");
         assert_eq!(t.content_type(), "application/json", "{name}");
         let got = t.on_body(&resp);
-        let want = json_of(&read(dir, "client_response.json").unwrap(), &name);
-        assert_eq!(json_of(&got, &name), want, "{name}: client response");
+        let want = case.json("client_response.json");
+        fixtures::assert_json(&json_of(&got, name), &want, &format!("{name}: client response"));
         t.usage()
     } else {
         let stream =
-            read(dir, "provider_stream.txt").or_else(|| read(dir, "provider_stream.bin")).expect("stream fixture");
-        let (got, usage) = replay(&client, &stream, &name);
-        let want = read(dir, "client_stream.txt").unwrap();
-        assert_eq!(events(&got), events(&want), "{name}: client stream\n{}", String::from_utf8_lossy(&got));
+            case.read("provider_stream.txt").or_else(|| case.read("provider_stream.bin")).expect("stream fixture");
+        let (got, usage) = replay(&client, &stream, name);
+        let want = case.bytes("client_stream.txt");
+        fixtures::assert_stream(&got, &want, &fixtures::without_created, &format!("{name}: client stream"));
         usage
     };
-    if let Some(u) = read(dir, "expected_usage.json") {
-        let u = json_of(&u, &name);
+    if case.read("expected_usage.json").is_some() {
+        let u = case.json("expected_usage.json");
         let want = Usage {
             prompt_tokens: u["prompt_tokens"].as_u64().unwrap(),
             completion_tokens: u["completion_tokens"].as_u64().unwrap(),
@@ -182,12 +144,7 @@ fn run_case(dir: &Path) {
 
 #[test]
 fn fixtures() {
-    let mut dirs: Vec<_> = std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).collect();
-    dirs.sort();
-    assert!(dirs.len() >= 12, "{} fixture cases", dirs.len());
-    for d in &dirs {
-        run_case(d);
-    }
+    fixtures::run("anthropic", 12, run_case);
 }
 
 #[test]

@@ -1,9 +1,8 @@
 use super::*;
 use crate::config::Secret;
+use crate::providers::fixtures;
 use serde_json::json;
-use std::path::{Path, PathBuf};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/bedrock");
 const MODEL: &str = "anthropic.claude-3-5-sonnet-20240620-v1:0";
 const NOW: u64 = 1_718_897_445;
 const HOST: &str = "bedrock-runtime.us-east-1.amazonaws.com";
@@ -40,92 +39,31 @@ fn run(body: &str) -> Result<Outgoing, ApiError> {
     prepare(&attempt(&p, Operation::ChatCompletions), body.as_bytes())
 }
 
-fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(name)).ok()
-}
-
-fn json_file(dir: &Path, name: &str) -> Value {
-    serde_json::from_slice(&read(dir, name).unwrap_or_else(|| panic!("{}: missing {name}", dir.display())))
-        .unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
-}
-
-fn without_created(mut v: Value) -> Value {
-    if let Some(o) = v.as_object_mut() {
-        o.remove("created");
-    }
-    v
-}
-
-/// Compares SSE streams event by event: `[DONE]` literally, JSON parsed and without `created`.
-fn assert_same_stream(got: &[u8], want: &[u8], what: &str) {
-    let (g, w) = (sse::decode_all(got), sse::decode_all(want));
-    let gd: Vec<&str> = g.iter().map(|e| e.data.as_str()).collect();
-    assert_eq!(g.len(), w.len(), "{what}: event count\n got: {gd:#?}");
-    for (i, (ge, we)) in g.iter().zip(&w).enumerate() {
-        assert_eq!(ge.event, None, "{what}: event {i} is named");
-        if we.data == "[DONE]" {
-            assert_eq!(ge.data, "[DONE]", "{what}: event {i}");
-            continue;
-        }
-        let gv: Value = serde_json::from_str(&ge.data).unwrap_or_else(|e| panic!("{what}: event {i}: {e}"));
-        let wv: Value = serde_json::from_str(&we.data).unwrap();
-        assert_eq!(without_created(gv), without_created(wv), "{what}: event {i}");
-    }
-}
-
-fn replay(t: &mut dyn ResponseTranslator, pieces: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for p in pieces {
-        t.on_stream(p, false, &mut out);
-    }
-    t.on_stream(&[], true, &mut out);
-    out
-}
-
-fn fresh(dir: &Path) -> Box<dyn ResponseTranslator> {
-    let body = read(dir, "client_request.json").unwrap();
-    let mut t = run(std::str::from_utf8(&body).unwrap()).unwrap().response.unwrap();
-    assert_eq!(t.on_headers(200, Some("application/vnd.amazon.eventstream")), (200, BodyMode::Stream));
-    t
-}
-
-fn check_case(dir: &Path) -> &'static str {
-    let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let client = read(dir, "client_request.json").expect("client_request.json");
+fn check_case(case: &fixtures::Case) -> &'static str {
+    let name = &case.name;
+    let client = case.bytes("client_request.json");
     let out = run(std::str::from_utf8(&client).unwrap()).unwrap_or_else(|e| panic!("{name}: {}", e.message));
-    let want_path = String::from_utf8(read(dir, "expected_path.txt").expect("expected_path.txt")).unwrap();
-    assert_eq!(out.path, want_path.trim(), "{name}: path");
+    assert_eq!(out.path, case.text("expected_path.txt"), "{name}: path");
     let sent: Value = serde_json::from_slice(out.body.as_deref().unwrap()).unwrap();
-    assert_eq!(sent, json_file(dir, "provider_request.json"), "{name}: provider request");
+    fixtures::assert_json(&sent, &case.json("provider_request.json"), &format!("{name}: provider request"));
     let mut t = out.response.unwrap();
 
-    if let Some(stream) = read(dir, "provider_stream.bin") {
-        let want = read(dir, "client_stream.txt").expect("client_stream.txt");
-        assert_eq!(t.on_headers(200, Some("application/vnd.amazon.eventstream")), (200, BodyMode::Stream));
-        assert_eq!(t.content_type(), "text/event-stream");
-        let whole = replay(t.as_mut(), &[&stream]);
-        assert_same_stream(&whole, &want, &format!("{name} whole"));
-        let usage = t.usage();
-        for cut in 0..=stream.len() {
-            let mut t = fresh(dir);
-            let got = replay(t.as_mut(), &[&stream[..cut], &stream[cut..]]);
-            assert_eq!(got, whole, "{name}: split at {cut}");
-            assert_eq!(t.usage(), usage, "{name}: usage, split at {cut}");
-        }
-        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-        assert_eq!(replay(fresh(dir).as_mut(), &bytes), whole, "{name}: byte by byte");
+    if let Some(stream) = case.read("provider_stream.bin") {
+        let want = case.bytes("client_stream.txt");
+        let fresh = || run(std::str::from_utf8(&client).unwrap()).unwrap().response.unwrap();
+        let (whole, _) = fixtures::replay_translator(&stream, name, fresh);
+        fixtures::assert_stream(&whole, &want, &fixtures::without_created, &format!("{name} whole"));
         return "stream";
     }
 
-    let status: u16 =
-        read(dir, "provider_status.txt").map(|s| String::from_utf8(s).unwrap().trim().parse().unwrap()).unwrap_or(200);
-    let want_status: u16 =
-        read(dir, "client_status.txt").map(|s| String::from_utf8(s).unwrap().trim().parse().unwrap()).unwrap_or(200);
+    let status: u16 = case.number("provider_status.txt").unwrap_or(200);
+    let want_status: u16 = case.number("client_status.txt").unwrap_or(200);
     assert_eq!(t.on_headers(status, Some("application/json")), (want_status, BodyMode::Buffer), "{name}");
     assert_eq!(t.content_type(), "application/json");
-    let body = read(dir, "provider_response.json").expect("provider_response.json");
+    let body = case.bytes("provider_response.json");
     let got: Value = serde_json::from_slice(&t.on_body(&body)).unwrap();
-    assert_eq!(without_created(got.clone()), without_created(json_file(dir, "client_response.json")), "{name}");
+    let want = fixtures::without_created(case.json("client_response.json"));
+    fixtures::assert_json(&fixtures::without_created(got.clone()), &want, name);
     if status == 200 {
         assert_eq!(got["created"], NOW);
         let u = &got["usage"];
@@ -143,16 +81,13 @@ fn check_case(dir: &Path) -> &'static str {
 
 #[test]
 fn fixtures() {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
     let mut streams = 0;
-    for d in &dirs {
-        if check_case(d) == "stream" {
+    let cases = fixtures::run("bedrock", 12, |case| {
+        if check_case(case) == "stream" {
             streams += 1;
         }
-    }
-    assert!(dirs.len() >= 12 && streams >= 3, "{} cases, {streams} streams", dirs.len());
+    });
+    assert!(cases >= 12 && streams >= 3, "{cases} cases, {streams} streams");
 }
 
 #[test]

@@ -1,9 +1,8 @@
 use super::*;
 use crate::config::Secret;
 use crate::providers::client_status_for_provider_error;
-use std::path::{Path, PathBuf};
+use crate::providers::fixtures;
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemini");
 const NOW: u64 = 1_700_000_000;
 
 fn provider(kind: ProviderKind) -> Provider {
@@ -31,15 +30,6 @@ fn attempt<'a>(p: &'a Provider, op: Operation, model: &'a str) -> Attempt<'a> {
     }
 }
 
-fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(name)).ok()
-}
-
-fn json_file(dir: &Path, name: &str) -> Value {
-    let bytes = read(dir, name).unwrap_or_else(|| panic!("{}: missing {name}", dir.display()));
-    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}/{name}: {e}", dir.display()))
-}
-
 /// Drops `created` (time-dependent) and checks a fallback id's shape before dropping it too.
 fn normalise(mut v: Value) -> Value {
     if let Some(o) = v.as_object_mut() {
@@ -54,24 +44,11 @@ fn normalise(mut v: Value) -> Value {
 }
 
 fn sse_values(bytes: &[u8]) -> Vec<Value> {
-    sse::decode_all(bytes)
-        .into_iter()
-        .map(|e| match serde_json::from_str::<Value>(&e.data) {
-            Ok(v) => normalise(v),
-            Err(_) => Value::String(e.data),
-        })
-        .collect()
+    fixtures::sse_values(bytes, &normalise).into_iter().map(|(_, v)| v).collect()
 }
 
-fn case_dirs() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    dirs
-}
-
-fn prepare_case(dir: &Path) -> (Provider, Operation, String, Vec<u8>) {
-    let opts = read(dir, "attempt.json").map(|b| serde_json::from_slice::<Value>(&b).unwrap()).unwrap_or(json!({}));
+fn prepare_case(case: &fixtures::Case) -> (Provider, Operation, String, Vec<u8>) {
+    let opts = case.read("attempt.json").map(|_| case.json("attempt.json")).unwrap_or(json!({}));
     let p = match opts.get("kind").and_then(Value::as_str) {
         Some("vertex") => vertex(),
         _ => provider(ProviderKind::Gemini {
@@ -83,75 +60,49 @@ fn prepare_case(dir: &Path) -> (Provider, Operation, String, Vec<u8>) {
         _ => Operation::ChatCompletions,
     };
     let model = opts.get("model").and_then(Value::as_str).unwrap_or("gemini-2.5-flash").to_string();
-    (p, op, model, read(dir, "client_request.json").unwrap())
-}
-
-fn run(t: &mut Box<dyn ResponseTranslator>, pieces: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (i, piece) in pieces.iter().enumerate() {
-        t.on_stream(piece, i + 1 == pieces.len(), &mut out);
-    }
-    out
+    (p, op, model, case.bytes("client_request.json"))
 }
 
 #[test]
 fn fixtures() {
-    let dirs = case_dirs();
-    assert!(dirs.len() >= 12, "too few fixture cases");
     let mut saw_crlf = false;
-    for dir in dirs {
-        let name = dir.display().to_string();
-        let (p, op, model, body) = prepare_case(&dir);
+    fixtures::run("gemini", 12, |case| {
+        let name = &case.name;
+        let (p, op, model, body) = prepare_case(case);
         let a = attempt(&p, op, &model);
         let out = prepare(&a, &body).unwrap_or_else(|e| panic!("{name}: {e:?}"));
-        let want_path = String::from_utf8(read(&dir, "expected_path.txt").unwrap()).unwrap();
-        assert_eq!(out.path, want_path.trim(), "{name}: path");
+        assert_eq!(out.path, case.text("expected_path.txt"), "{name}: path");
         let want_auth = match p.kind {
             ProviderKind::Vertex { .. } => ("authorization", "Bearer gk-secret".to_string()),
             _ => ("x-goog-api-key", "gk-secret".to_string()),
         };
         assert_eq!(out.headers, vec![want_auth], "{name}: headers");
         let sent: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
-        assert_eq!(sent, json_file(&dir, "provider_request.json"), "{name}: provider request");
+        fixtures::assert_json(&sent, &case.json("provider_request.json"), &format!("{name}: provider request"));
 
-        if read(&dir, "provider_response.json").is_some() {
-            let status: u16 = read(&dir, "provider_status.txt")
-                .map(|b| String::from_utf8(b).unwrap().trim().parse().unwrap())
-                .unwrap_or(200);
+        if let Some(resp) = case.read("provider_response.json") {
+            let status: u16 = case.number("provider_status.txt").unwrap_or(200);
             let mut t = out.response.unwrap();
             let (client_status, mode) = t.on_headers(status, Some("application/json"));
             assert_eq!(client_status, client_status_for_provider_error(status), "{name}");
             assert_eq!(mode, BodyMode::Buffer, "{name}");
             assert_eq!(t.content_type(), "application/json", "{name}");
-            let got: Value = serde_json::from_slice(&t.on_body(&read(&dir, "provider_response.json").unwrap()))
+            let got: Value = serde_json::from_slice(&t.on_body(&resp))
                 .unwrap_or_else(|e| panic!("{name}: client body is not JSON: {e}"));
-            assert_eq!(normalise(got), normalise(json_file(&dir, "client_response.json")), "{name}: response");
+            let want = normalise(case.json("client_response.json"));
+            fixtures::assert_json(&normalise(got), &want, &format!("{name}: response"));
         } else {
-            let stream = read(&dir, "provider_stream.txt")
-                .or_else(|| read(&dir, "provider_stream.bin"))
+            let stream = case
+                .read("provider_stream.txt")
+                .or_else(|| case.read("provider_stream.bin"))
                 .unwrap_or_else(|| panic!("{name}: no provider response or stream"));
             saw_crlf |= stream.windows(4).any(|w| w == b"\r\n\r\n");
-            let want = sse_values(&read(&dir, "client_stream.txt").unwrap());
             let fresh = || prepare(&a, &body).unwrap().response.unwrap();
-            let mut t = fresh();
-            assert_eq!(t.on_headers(200, Some("text/event-stream")), (200, BodyMode::Stream), "{name}");
-            assert_eq!(t.content_type(), "text/event-stream", "{name}");
-            let whole = run(&mut t, &[&stream]);
-            assert_eq!(sse_values(&whole), want, "{name}: whole stream");
-            let usage = t.usage();
-            for cut in 0..=stream.len() {
-                let mut t = fresh();
-                t.on_headers(200, Some("text/event-stream"));
-                let got = run(&mut t, &[&stream[..cut], &stream[cut..]]);
-                assert_eq!(got, whole, "{name}: split at {cut}");
-                assert_eq!(t.usage(), usage, "{name}: usage, split at {cut}");
-            }
-            let mut t = fresh();
-            t.on_headers(200, Some("text/event-stream"));
-            let bytes: Vec<&[u8]> = stream.chunks(1).collect();
-            assert_eq!(run(&mut t, &bytes), whole, "{name}: byte by byte");
+            let (whole, _) = fixtures::replay_translator(&stream, name, fresh);
+            let want = case.bytes("client_stream.txt");
+            fixtures::assert_stream(&whole, &want, &normalise, &format!("{name}: whole stream"));
         }
-    }
+    });
     assert!(saw_crlf, "stream fixtures must keep Gemini's CRLF framing");
 }
 
