@@ -1,6 +1,9 @@
-//! Provider translators, one file per provider kind. The pivot format is OpenAI Chat Completions: every
-//! translator turns an OpenAI-format request into its provider's request (path, headers, body) and the
-//! provider's response, error or stream back into the OpenAI format.
+//! Provider translators, one file per provider kind, or one folder for the kinds with a format of their
+//! own (`anthropic/`, `gemini/`, `bedrock/`: entry point and translator state in `mod.rs`, then
+//! `request.rs`, `response.rs`, `stream.rs` and `tests.rs`). The pivot format is OpenAI Chat Completions:
+//! every translator turns an OpenAI-format request into its provider's request (path, headers, body) and
+//! the provider's response, error or stream back into the OpenAI format. `toolkit` holds what those
+//! translators share; `fixtures` (tests only) runs the `tests/fixtures/<provider>/<case>/` cases.
 
 pub mod anthropic;
 pub mod azure_openai;
