@@ -216,6 +216,7 @@ impl UpstreamFilter {
             model: &self.model,
             alias: &self.alias,
             now_unix,
+            now_ns: now_unix.saturating_mul(1_000_000_000),
             usage_chunk: true,
             chat: None,
         };

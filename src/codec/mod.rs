@@ -1,6 +1,8 @@
-//! Wire codecs the translators share: SSE, the AWS event stream, SigV4 and SHA-256.
+//! Wire codecs the translators share: SSE, the AWS event stream, SigV4, SHA-256 and
+//! percent-encoding.
 
 pub mod eventstream;
+pub mod percent;
 pub mod sha256;
 pub mod sigv4;
 pub mod sse;

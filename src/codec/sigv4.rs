@@ -5,7 +5,7 @@
 //! which is already percent-encoded as sent, is URI-encoded once more (`%3A` becomes `%253A`). The payload
 //! is always hashed into the canonical request; no `x-amz-content-sha256` header is added.
 
-use crate::codec::sha256;
+use crate::codec::{percent, sha256};
 
 /// Long-term or temporary AWS credentials. Never logged.
 #[derive(Clone, Copy)]
@@ -136,7 +136,7 @@ fn canonical_uri(path: &str) -> String {
     if path.is_empty() {
         return "/".to_string();
     }
-    path.split('/').map(|seg| uri_encode(seg.as_bytes())).collect::<Vec<_>>().join("/")
+    path.split('/').map(|seg| percent::encode(seg.as_bytes())).collect::<Vec<_>>().join("/")
 }
 
 /// Each name and value decoded, then encoded exactly once; pairs sorted by name, then value.
@@ -146,46 +146,11 @@ fn canonical_query(query: &str) -> String {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (uri_encode(&percent_decode(k)), uri_encode(&percent_decode(v)))
+            (percent::encode(&percent::decode(k)), percent::encode(&percent::decode(v)))
         })
         .collect();
     pairs.sort();
     pairs.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&")
-}
-
-/// Percent-encodes every byte but the unreserved set `A-Z a-z 0-9 - . _ ~`.
-pub fn uri_encode(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut s = String::with_capacity(bytes.len());
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            s.push(b as char);
-        } else {
-            s.push('%');
-            s.push(HEX[usize::from(b >> 4)] as char);
-            s.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-    s
-}
-
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while let Some(&c) = b.get(i) {
-        if c == b'%' {
-            let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-            if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(c);
-        i += 1;
-    }
-    out
 }
 
 fn signing_key(secret: &str, day: &str, region: &str, service: &str) -> [u8; 32] {

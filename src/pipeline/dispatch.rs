@@ -66,6 +66,7 @@ impl Stage for Dispatch {
                     model: &t.model,
                     alias: &model.name,
                     now_unix: ctx.clock.unix_secs,
+                    now_ns: ctx.now_ns,
                     usage_chunk: true,
                     chat: req.chat(),
                 };

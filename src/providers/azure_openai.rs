@@ -5,6 +5,7 @@
 use super::{openai_suffix, UpstreamCall};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
+use crate::codec::percent;
 use crate::config::Provider;
 
 pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &str) -> Result<UpstreamCall, ApiError> {
@@ -12,23 +13,10 @@ pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &
     let path = if api_version == "v1" {
         format!("/openai/v1{suffix}")
     } else {
-        format!("/openai/deployments/{}{suffix}?api-version={api_version}", encode_segment(deployment))
+        format!("/openai/deployments/{}{suffix}?api-version={api_version}", percent::encode(deployment.as_bytes()))
     };
     let auth = super::credential(provider);
     Ok(UpstreamCall { path, auth })
-}
-
-/// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
-fn encode_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]

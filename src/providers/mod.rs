@@ -1,6 +1,9 @@
-//! Provider translators, one file per provider kind. The pivot format is OpenAI Chat Completions: every
-//! translator turns an OpenAI-format request into its provider's request (path, headers, body) and the
-//! provider's response, error or stream back into the OpenAI format.
+//! Provider translators, one file per provider kind, or one folder for the kinds with a format of their
+//! own (`anthropic/`, `gemini/`, `bedrock/`: entry point and translator state in `mod.rs`, then
+//! `request.rs`, `response.rs`, `stream.rs` and `tests.rs`). The pivot format is OpenAI Chat Completions:
+//! every translator turns an OpenAI-format request into its provider's request (path, headers, body) and
+//! the provider's response, error or stream back into the OpenAI format. `toolkit` holds what those
+//! translators share; `fixtures` (tests only) runs the `tests/fixtures/<provider>/<case>/` cases.
 
 pub mod anthropic;
 pub mod azure_openai;
@@ -9,6 +12,10 @@ pub mod gemini;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
+pub(crate) mod toolkit;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
 
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
@@ -25,6 +32,10 @@ pub struct Attempt<'a> {
     pub alias: &'a str,
     /// Seconds since the Unix epoch (SigV4 dates, `created` fields).
     pub now_unix: u64,
+    /// Nanoseconds since the Unix epoch when the attempt is made (the upstream role knows only the
+    /// second: `now_unix` × 10⁹ there). Ids of our own, for answers the provider sent none for, are made
+    /// from it.
+    pub now_ns: u64,
     /// Streams end with the usage chunk whatever the client asked: the gateway reads usage from the
     /// stream (limits, accounting) and the route-level filter drops the chunk for clients that did not
     /// ask for it.
