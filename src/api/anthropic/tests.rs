@@ -2,22 +2,8 @@ use super::stream::MAX_TOOL_CALLS;
 use super::*;
 use crate::api::error::ApiError;
 use crate::codec::sse;
+use crate::providers::fixtures;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/anthropic_input");
-
-fn cases() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> =
-        std::fs::read_dir(FIXTURES).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
-    dirs.sort();
-    assert!(dirs.len() >= 10, "fixture cases missing");
-    dirs
-}
-
-fn read(dir: &Path, name: &str) -> Option<Vec<u8>> {
-    std::fs::read(dir.join(name)).ok()
-}
 
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))
@@ -42,33 +28,34 @@ fn replay(input: &[u8], cuts: &[usize], model: &str) -> Vec<u8> {
 
 #[test]
 fn fixtures() {
-    for dir in cases() {
-        let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let req = read(&dir, "anthropic_request.json").unwrap();
+    fixtures::run("anthropic_input", 10, |case| {
+        let name = &case.name;
+        let req = case.bytes("anthropic_request.json");
         let parsed = parse(&req).unwrap_or_else(|e| panic!("{name}: {}", e.body()));
         let got = to_openai(&req).unwrap_or_else(|e| panic!("{name}: {}", e.body()));
-        assert_eq!(json(&got), json(&read(&dir, "openai_request.json").unwrap()), "{name}: request");
+        assert_eq!(json(&got), case.json("openai_request.json"), "{name}: request");
 
-        if let Some(stream) = read(&dir, "openai_stream.txt") {
+        if let Some(stream) = case.read("openai_stream.txt") {
             assert!(parsed.stream, "{name}: stream flag");
-            let want = events(&read(&dir, "anthropic_stream.txt").unwrap());
-            let whole = replay(&stream, &[], &parsed.model);
+            let want = events(&case.bytes("anthropic_stream.txt"));
+            // The same output whole, split in two at every byte, and byte by byte.
+            let whole = fixtures::replay(&stream, name, |pieces| {
+                let mut s = StreamToAnthropic::new(&parsed.model);
+                let mut out = Vec::new();
+                for (i, p) in pieces.iter().enumerate() {
+                    s.push(p, i + 1 == pieces.len(), &mut out);
+                }
+                out
+            });
             assert_eq!(events(&whole), want, "{name}: stream\n{}", String::from_utf8_lossy(&whole));
-            for cut in 0..=stream.len() {
-                assert_eq!(replay(&stream, &[cut], &parsed.model), whole, "{name}: split at {cut}");
-            }
-            let every: Vec<usize> = (1..stream.len()).collect();
-            assert_eq!(replay(&stream, &every, &parsed.model), whole, "{name}: byte by byte");
-            continue;
+            return;
         }
-        let body = read(&dir, "openai_response.json").or_else(|| read(&dir, "openai_response.txt")).unwrap();
-        let status: u16 = read(&dir, "openai_status.txt")
-            .map(|s| String::from_utf8(s).unwrap().trim().parse().unwrap())
-            .unwrap_or(200);
+        let body = case.read("openai_response.json").or_else(|| case.read("openai_response.txt")).unwrap();
+        let status: u16 = case.number("openai_status.txt").unwrap_or(200);
         let got =
             if status < 300 { response_from_openai(&body, &parsed.model) } else { error_from_openai(status, &body) };
-        assert_eq!(json(&got), json(&read(&dir, "anthropic_response.json").unwrap()), "{name}: response");
-    }
+        assert_eq!(json(&got), case.json("anthropic_response.json"), "{name}: response");
+    });
 }
 
 #[test]
