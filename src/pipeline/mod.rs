@@ -19,11 +19,13 @@ pub mod authenticate;
 pub mod authorize;
 pub mod callout;
 pub mod dispatch;
+mod exchange;
 pub mod framing;
 pub mod limits;
 pub mod registry;
 pub mod resolve;
 pub mod settle;
+mod stage;
 pub mod telemetry;
 pub mod translate;
 pub mod usage;
@@ -31,17 +33,18 @@ pub mod usage;
 #[cfg(test)]
 mod tests;
 
-use crate::api::anthropic as anthropic_input;
 use crate::api::error::ApiError;
-use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
+use crate::api::openai as request;
 pub use crate::api::ClientApi;
-use crate::config::{Config, Key, Price};
+use crate::config::Config;
 use crate::http::{Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, INTERNAL_HEADERS};
-use crate::limits::{Reservation, SharedStore};
+use crate::limits::SharedStore;
 use crate::observe::Record;
-use crate::providers::{mock, BodyMode, ResponseTranslator, Usage};
+use crate::providers::mock;
 pub use callout::{Callout, CalloutKind, CalloutOutcome};
+pub use exchange::{Ask, Exchange, Parsed, Request, Settled};
 pub use framing::Framing;
+pub use stage::{BodyNeeds, Chunk, Flow, ResponseHead, Stage};
 use std::rc::Rc;
 
 /// Host facts a callback needs: the time (passed in, never read by the core) and the shared store.
@@ -49,246 +52,6 @@ pub struct Ctx<'a> {
     pub clock: mock::Clock,
     pub now_ns: u64,
     pub store: &'a dyn SharedStore,
-}
-
-/// The request body as the client API's front door parsed it (borrowing the body's bytes).
-pub enum Parsed<'a> {
-    Chat(ChatRequest<'a>),
-    Embeddings(EmbeddingsRequest<'a>),
-    Messages(anthropic_input::MessagesRequest),
-}
-
-/// The whole request body, parsed.
-pub struct Request<'a> {
-    pub bytes: &'a [u8],
-    pub parsed: Parsed<'a>,
-}
-
-impl<'a> Request<'a> {
-    /// Parses `bytes` for `op` (`None` for operations that have no body).
-    pub fn parse(op: Operation, bytes: &'a [u8]) -> Option<Result<Request<'a>, ApiError>> {
-        let parsed = match op {
-            Operation::ChatCompletions => request::parse_chat(bytes).map(Parsed::Chat),
-            Operation::Embeddings => request::parse_embeddings(bytes).map(Parsed::Embeddings),
-            Operation::Messages => anthropic_input::parse(bytes).map(Parsed::Messages),
-            Operation::ListModels | Operation::RetrieveModel => return None,
-        };
-        Some(parsed.map(|parsed| Request { bytes, parsed }))
-    }
-
-    /// The model the client asked for.
-    pub fn model(&self) -> &str {
-        match &self.parsed {
-            Parsed::Chat(c) => &c.model,
-            Parsed::Embeddings(e) => &e.model,
-            Parsed::Messages(m) => &m.model,
-        }
-    }
-
-    pub fn chat(&self) -> Option<&ChatRequest<'a>> {
-        match &self.parsed {
-            Parsed::Chat(c) => Some(c),
-            _ => None,
-        }
-    }
-
-    pub fn stream(&self) -> bool {
-        match &self.parsed {
-            Parsed::Chat(c) => c.is_stream(),
-            Parsed::Embeddings(_) => false,
-            Parsed::Messages(m) => m.stream,
-        }
-    }
-
-    /// Whether the client asked for the usage (a streaming chat client must ask; others always get it).
-    pub fn client_wants_usage(&self) -> bool {
-        match &self.parsed {
-            Parsed::Chat(c) => c.include_usage(),
-            _ => true,
-        }
-    }
-
-    /// The most output tokens the request allows, when it says.
-    pub fn max_output(&self) -> Option<u64> {
-        match &self.parsed {
-            Parsed::Chat(c) => c.max_completion_tokens.or(c.max_tokens),
-            Parsed::Embeddings(_) => Some(0),
-            Parsed::Messages(m) => Some(m.max_tokens),
-        }
-    }
-}
-
-/// What the resolve stage learned of the request: the model and the sizes a reservation assumes.
-#[derive(Debug, Clone)]
-pub struct Ask {
-    /// The configured model's name.
-    pub alias: String,
-    pub stream: bool,
-    pub client_wants_usage: bool,
-    /// Documented estimate: request bytes / 4.
-    pub prompt_estimate: u64,
-    /// The request's max output tokens, or the configured default.
-    pub output_reserved: u64,
-}
-
-/// The usage and cost of an answer, once settled.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Settled {
-    pub usage: Option<Usage>,
-    pub cost_micros: u64,
-    /// The provider reported the usage (else it is the documented estimate).
-    pub reported: bool,
-}
-
-/// What the stages of one request know and hand on to each other.
-pub struct Exchange {
-    pub cfg: Rc<Config>,
-    pub api: ClientApi,
-    pub op: Option<Operation>,
-    /// The client's `:path`.
-    pub path: String,
-    pub started_ns: u64,
-    /// The caller: an index into `cfg.keys` (authenticate).
-    pub key: Option<usize>,
-    /// The model and sizes (resolve).
-    pub ask: Option<Ask>,
-    /// The request was admitted and answered or sent on (dispatch).
-    pub forwarded: bool,
-    /// What the local limits hold until the answer is settled (limits, settle).
-    pub reservation: Option<Reservation>,
-    /// The translator of a request the route role translated for its model's only target (dispatch,
-    /// translate): the provider's answer comes back untouched by the upstream role and is translated here.
-    pub translator: Option<Box<dyn ResponseTranslator>>,
-    /// How `translator` takes the response body, once the provider's headers are in.
-    pub translator_mode: Option<BodyMode>,
-    /// The status the client gets.
-    pub status: u16,
-    /// The status the client gets instead of the one the response headers carry.
-    pub status_change: Option<u16>,
-    pub response_bytes: u64,
-    pub first_byte_ns: Option<u64>,
-    /// (provider, model) that served.
-    pub served: Option<(String, String)>,
-    pub served_price: Option<Price>,
-    /// Usage read from the answer (usage stage).
-    pub reported: Option<Usage>,
-    pub settled: Option<Settled>,
-    /// How many upstream attempts the request made (known when it is over).
-    pub attempts: u32,
-    /// The request's record, made when it is over (telemetry).
-    pub record: Option<Record>,
-}
-
-impl Exchange {
-    pub fn key(&self) -> Option<&Key> {
-        self.key.and_then(|i| self.cfg.keys.get(i))
-    }
-
-    /// An error answer in the client's shape.
-    pub fn fail(&self, e: ApiError) -> Decision {
-        Decision::respond(self.api.error_response(e))
-    }
-
-    /// Counts response bytes as the client gets them (and the time of the first ones).
-    pub fn count(&mut self, n: usize, now_ns: u64) {
-        if n > 0 && self.first_byte_ns.is_none() {
-            self.first_byte_ns = Some(now_ns);
-        }
-        self.response_bytes += n as u64;
-    }
-}
-
-/// A stage's answer to an event.
-pub enum Flow {
-    /// Go on with the next stage.
-    Next,
-    /// Refuse the request with this error, in the client's shape.
-    Fail(ApiError),
-    /// Answer with this as it is; the response stages do not see it (model lists).
-    Respond(LocalResponse),
-    /// A complete answer made by the gateway (the mock provider; later a cache hit): it goes through the
-    /// response stages like a provider's.
-    Answer(LocalResponse),
-    /// Send the request upstream with these edits (the last request stage).
-    Forward(Decision),
-    /// Call another service and resume this stage with the outcome (body hook only).
-    Callout(Callout),
-}
-
-/// The response head as the response stages see and change it.
-pub struct ResponseHead<'a> {
-    pub status: u16,
-    pub content_type: Option<&'a str>,
-    /// What the upstream role said served (its `x-switchyard-provider` / `-model` headers).
-    pub served: Option<(&'a str, &'a str)>,
-    /// The answer is the provider's, not one Envoy made.
-    pub from_provider: bool,
-    /// Headers to set.
-    pub set: Vec<(&'static str, String)>,
-}
-
-/// A piece of the response body on its way to the client.
-pub struct Chunk {
-    pub bytes: Vec<u8>,
-    /// Whether `bytes` differ from what came in.
-    pub changed: bool,
-    pub end: bool,
-    pub now_ns: u64,
-}
-
-/// One step of the pipeline. Every hook has a default that does nothing, so a stage implements only
-/// the events it cares about.
-pub trait Stage {
-    fn name(&self) -> &'static str;
-
-    /// The request headers (`end_of_stream`: there is no body).
-    fn on_request_headers(&mut self, _x: &mut Exchange, _h: &dyn Headers, _end_of_stream: bool) -> Flow {
-        Flow::Next
-    }
-
-    /// The whole request body.
-    fn on_request_body(&mut self, _x: &mut Exchange, _req: &Request, _ctx: &Ctx) -> Flow {
-        Flow::Next
-    }
-
-    /// The outcome of the callout this stage asked for.
-    fn on_callout(&mut self, _x: &mut Exchange, _req: &Request, _outcome: CalloutOutcome, _ctx: &Ctx) -> Flow {
-        Flow::Next
-    }
-
-    /// The response headers.
-    fn on_response_headers(&mut self, _x: &mut Exchange, _head: &mut ResponseHead) {}
-
-    /// A piece of the response body.
-    fn on_response_body(&mut self, _x: &mut Exchange, _chunk: &mut Chunk) {}
-
-    /// The whole answer is known (its last bytes are on their way): settle what it used.
-    fn on_response_end(&mut self, _x: &mut Exchange, _ctx: &Ctx) {}
-
-    /// The request is over however it ended (answered, refused, failed, client gone): free what is held.
-    fn on_done(&mut self, _x: &mut Exchange, _ctx: &Ctx) {}
-
-    /// What this stage needs of the response body (see [`BodyNeeds`]).
-    fn body_needs(&self, _x: &Exchange) -> BodyNeeds {
-        BodyNeeds::default()
-    }
-}
-
-/// What the response stages need of the response body, together.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BodyNeeds {
-    /// See the bytes (else the host only reports their size).
-    pub watch: bool,
-    /// The bytes may change (then the response's `content-length` must go, or be set anew).
-    pub rewrite: bool,
-    /// Hold the body until it is complete, then show it whole.
-    pub buffer: bool,
-}
-
-impl BodyNeeds {
-    fn or(self, o: BodyNeeds) -> BodyNeeds {
-        BodyNeeds { watch: self.watch || o.watch, rewrite: self.rewrite || o.rewrite, buffer: self.buffer || o.buffer }
-    }
 }
 
 /// The request stages, in order. Policy stages (cache lookup, guardrails, fleet-wide limits) go between

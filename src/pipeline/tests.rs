@@ -4,6 +4,7 @@
 use super::*;
 use crate::config::tests::{sample, MapEnv};
 use crate::http::testing::MapHeaders;
+use crate::api::openai::Operation;
 use crate::http::{RequestInfo, H_CLUSTER};
 
 fn filter() -> Pipeline {

@@ -1,0 +1,160 @@
+//! What the stages of one request share: the parsed request, the facts one stage hands to the next
+//! ([`Exchange`]), and what the answer used once settled.
+
+use super::ClientApi;
+use crate::api::anthropic as anthropic_input;
+use crate::api::error::ApiError;
+use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
+use crate::config::{Config, Key, Price};
+use crate::http::Decision;
+use crate::limits::Reservation;
+use crate::observe::Record;
+use crate::providers::{BodyMode, ResponseTranslator, Usage};
+use std::rc::Rc;
+
+/// The request body as the client API's front door parsed it (borrowing the body's bytes).
+pub enum Parsed<'a> {
+    Chat(ChatRequest<'a>),
+    Embeddings(EmbeddingsRequest<'a>),
+    Messages(anthropic_input::MessagesRequest),
+}
+
+/// The whole request body, parsed.
+pub struct Request<'a> {
+    pub bytes: &'a [u8],
+    pub parsed: Parsed<'a>,
+}
+
+impl<'a> Request<'a> {
+    /// Parses `bytes` for `op` (`None` for operations that have no body).
+    pub fn parse(op: Operation, bytes: &'a [u8]) -> Option<Result<Request<'a>, ApiError>> {
+        let parsed = match op {
+            Operation::ChatCompletions => request::parse_chat(bytes).map(Parsed::Chat),
+            Operation::Embeddings => request::parse_embeddings(bytes).map(Parsed::Embeddings),
+            Operation::Messages => anthropic_input::parse(bytes).map(Parsed::Messages),
+            Operation::ListModels | Operation::RetrieveModel => return None,
+        };
+        Some(parsed.map(|parsed| Request { bytes, parsed }))
+    }
+
+    /// The model the client asked for.
+    pub fn model(&self) -> &str {
+        match &self.parsed {
+            Parsed::Chat(c) => &c.model,
+            Parsed::Embeddings(e) => &e.model,
+            Parsed::Messages(m) => &m.model,
+        }
+    }
+
+    pub fn chat(&self) -> Option<&ChatRequest<'a>> {
+        match &self.parsed {
+            Parsed::Chat(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn stream(&self) -> bool {
+        match &self.parsed {
+            Parsed::Chat(c) => c.is_stream(),
+            Parsed::Embeddings(_) => false,
+            Parsed::Messages(m) => m.stream,
+        }
+    }
+
+    /// Whether the client asked for the usage (a streaming chat client must ask; others always get it).
+    pub fn client_wants_usage(&self) -> bool {
+        match &self.parsed {
+            Parsed::Chat(c) => c.include_usage(),
+            _ => true,
+        }
+    }
+
+    /// The most output tokens the request allows, when it says.
+    pub fn max_output(&self) -> Option<u64> {
+        match &self.parsed {
+            Parsed::Chat(c) => c.max_completion_tokens.or(c.max_tokens),
+            Parsed::Embeddings(_) => Some(0),
+            Parsed::Messages(m) => Some(m.max_tokens),
+        }
+    }
+}
+
+/// What the resolve stage learned of the request: the model and the sizes a reservation assumes.
+#[derive(Debug, Clone)]
+pub struct Ask {
+    /// The configured model's name.
+    pub alias: String,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+    /// Documented estimate: request bytes / 4.
+    pub prompt_estimate: u64,
+    /// The request's max output tokens, or the configured default.
+    pub output_reserved: u64,
+}
+
+/// The usage and cost of an answer, once settled.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Settled {
+    pub usage: Option<Usage>,
+    pub cost_micros: u64,
+    /// The provider reported the usage (else it is the documented estimate).
+    pub reported: bool,
+}
+
+/// What the stages of one request know and hand on to each other.
+pub struct Exchange {
+    pub cfg: Rc<Config>,
+    pub api: ClientApi,
+    pub op: Option<Operation>,
+    /// The client's `:path`.
+    pub path: String,
+    pub started_ns: u64,
+    /// The caller: an index into `cfg.keys` (authenticate).
+    pub key: Option<usize>,
+    /// The model and sizes (resolve).
+    pub ask: Option<Ask>,
+    /// The request was admitted and answered or sent on (dispatch).
+    pub forwarded: bool,
+    /// What the local limits hold until the answer is settled (limits, settle).
+    pub reservation: Option<Reservation>,
+    /// The translator of a request the route role translated for its model's only target (dispatch,
+    /// translate): the provider's answer comes back untouched by the upstream role and is translated here.
+    pub translator: Option<Box<dyn ResponseTranslator>>,
+    /// How `translator` takes the response body, once the provider's headers are in.
+    pub translator_mode: Option<BodyMode>,
+    /// The status the client gets.
+    pub status: u16,
+    /// The status the client gets instead of the one the response headers carry.
+    pub status_change: Option<u16>,
+    pub response_bytes: u64,
+    pub first_byte_ns: Option<u64>,
+    /// (provider, model) that served.
+    pub served: Option<(String, String)>,
+    pub served_price: Option<Price>,
+    /// Usage read from the answer (usage stage).
+    pub reported: Option<Usage>,
+    pub settled: Option<Settled>,
+    /// How many upstream attempts the request made (known when it is over).
+    pub attempts: u32,
+    /// The request's record, made when it is over (telemetry).
+    pub record: Option<Record>,
+}
+
+impl Exchange {
+    pub fn key(&self) -> Option<&Key> {
+        self.key.and_then(|i| self.cfg.keys.get(i))
+    }
+
+    /// An error answer in the client's shape.
+    pub fn fail(&self, e: ApiError) -> Decision {
+        Decision::respond(self.api.error_response(e))
+    }
+
+    /// Counts response bytes as the client gets them (and the time of the first ones).
+    pub fn count(&mut self, n: usize, now_ns: u64) {
+        if n > 0 && self.first_byte_ns.is_none() {
+            self.first_byte_ns = Some(now_ns);
+        }
+        self.response_bytes += n as u64;
+    }
+}
