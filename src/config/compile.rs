@@ -10,8 +10,8 @@
 use super::fields::{err, is_header_safe, join, R};
 use super::raw::{RawConfig, RawKey, RawLimits, RawModel, RawProvider};
 use super::{
-    Allowed, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, ProviderKind, Target,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_OUTPUT_TOKENS,
+    Allowed, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, Target, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_OUTPUT_TOKENS,
 };
 use hashbrown::{HashMap, HashSet};
 use serde_json::Value;
@@ -84,7 +84,7 @@ fn compile_models(raw: Vec<RawModel>, providers: &Providers) -> R<Models> {
                     return Err(err(join(&t.path, "provider"), reason));
                 }
             };
-            if several && providers.list.get(pid).is_some_and(|p| p.kind == ProviderKind::Mock) {
+            if several && providers.list.get(pid).is_some_and(|p| p.kind.answers_locally()) {
                 return Err(err(
                     join(&t.path, "provider"),
                     "a mock provider answers locally and cannot be one of several targets",

@@ -1,7 +1,7 @@
 //! Plugin configuration: parsed once when Envoy loads the filter, validated completely, and turned into
 //! lookup structures the request path only reads. Every rejection names the field that is wrong.
 //!
-//! Two stages: `parse_raw` (`raw.rs`, with each provider kind's settings in `provider_kinds.rs`) reads
+//! Two stages: `parse_raw` (`raw.rs`; each provider kind's settings are read by its provider module) reads
 //! the file into raw types that mirror it, rejecting wrong types, bad values and unknown fields; then
 //! `compile` (`compile.rs`) cross-checks the whole file and builds the lookup tables below.
 //! `Config::parse` is both. A new top-level section is one raw type (`raw.rs`) and one compile step
@@ -19,6 +19,8 @@ pub use raw::{
     parse_raw, RawConfig, RawKey, RawLimits, RawLogBodies, RawModel, RawModelLimits, RawProvider, RawProviderSettings,
     RawTarget,
 };
+
+pub use crate::providers::kind::{ProviderKind, WireFormat};
 
 use crate::codec::sha256;
 use crate::limits::{Period, Rate};
@@ -54,56 +56,6 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProviderKind {
-    /// Answered by the filter itself, in the OpenAI format.
-    Mock,
-    OpenAi,
-    AzureOpenAi {
-        api_version: String,
-    },
-    OpenAiCompatible {
-        base_path: String,
-    },
-    /// Anthropic Messages API: `x-api-key`, `anthropic-version`; `max_tokens` is required there, so
-    /// requests without one get `default_max_tokens`.
-    Anthropic {
-        version: String,
-        default_max_tokens: u32,
-    },
-    /// Gemini API (`generativelanguage`): `x-goog-api-key`.
-    Gemini {
-        api_version: String,
-    },
-    /// Vertex AI publisher models: bearer access token, project and location in the path.
-    Vertex {
-        project: String,
-        location: String,
-    },
-    /// Bedrock Converse / ConverseStream, SigV4-signed in the filter.
-    Bedrock {
-        region: String,
-        access_key_id: Secret,
-        secret_access_key: Secret,
-        session_token: Option<Secret>,
-    },
-}
-
-impl ProviderKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            ProviderKind::Mock => "mock",
-            ProviderKind::OpenAi => "openai",
-            ProviderKind::AzureOpenAi { .. } => "azure_openai",
-            ProviderKind::OpenAiCompatible { .. } => "openai_compatible",
-            ProviderKind::Anthropic { .. } => "anthropic",
-            ProviderKind::Gemini { .. } => "gemini",
-            ProviderKind::Vertex { .. } => "vertex",
-            ProviderKind::Bedrock { .. } => "bedrock",
-        }
     }
 }
 

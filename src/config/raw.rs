@@ -162,7 +162,7 @@ fn providers(v: &Value, path: &str, env: &dyn Env) -> R<Vec<RawProvider>> {
     Ok(out)
 }
 
-/// One provider: its kind's own settings (`provider_kinds.rs`), then the fields every kind shares.
+/// One provider: its kind's own settings (read by its provider module, see `provider_kinds.rs`), then the fields every kind shares.
 fn provider(name: &str, v: &Value, env: &dyn Env) -> R<RawProvider> {
     let path = format!("providers.{name}");
     let left_out = RawProvider { name: name.to_string(), settings: None };
@@ -171,12 +171,6 @@ fn provider(name: &str, v: &Value, env: &dyn Env) -> R<RawProvider> {
     let Some(kind) = provider_kinds::settings(kind_name, o, &path, env)? else {
         return Ok(left_out);
     };
-    if !kind.ready {
-        return Err(err(
-            join(&path, "kind"),
-            format!("provider kind '{kind_name}' is not supported by this build yet"),
-        ));
-    }
     check_fields(o, &path, kind.fields)?;
     let cluster = opt_str(o, &path, "cluster")?;
     if !is_header_safe(cluster.unwrap_or(name)) {
@@ -189,7 +183,7 @@ fn provider(name: &str, v: &Value, env: &dyn Env) -> R<RawProvider> {
             some => some,
         },
     };
-    if kind.needs_api_key && credential.is_none() {
+    if kind.kind.requires_key() && credential.is_none() {
         return Err(err(join(&path, "api_key"), format!("is required for kind {kind_name}")));
     }
     let settings = RawProviderSettings { kind: kind.kind, cluster: cluster.map(str::to_string), credential };

@@ -30,7 +30,7 @@ impl Stage for Dispatch {
         x.forwarded = true;
 
         let primary = model.targets.first().and_then(|t| cfg.provider(t.provider));
-        if primary.is_some_and(|p| p.kind == crate::config::ProviderKind::Mock) {
+        if primary.is_some_and(|p| p.kind.answers_locally()) {
             return Flow::Answer(mock_answer(req, &model.name, ctx.clock));
         }
         let mut d = Decision::new(Step::Continue);
@@ -39,7 +39,7 @@ impl Stage for Dispatch {
         let mut translated = None;
         if let [t] = model.targets.as_slice() {
             let Some(p) = cfg.provider(t.provider) else { return Flow::Next };
-            if providers::speaks_openai(&p.kind) && matches!(op, Operation::ChatCompletions | Operation::Embeddings) {
+            if p.kind.speaks_openai() && matches!(op, Operation::ChatCompletions | Operation::Embeddings) {
                 // One OpenAI-format target: write its body here, where the body is already in hand, so that
                 // the upstream role only sets the path and the credential (no second buffering and parse).
                 let written = match req.chat() {
@@ -57,7 +57,7 @@ impl Stage for Dispatch {
                     Ok(b) => d.body = Some(b),
                     Err(e) => return Flow::Fail(e),
                 }
-            } else if providers::translates_at_route(p) {
+            } else if p.kind.translates_at_route() {
                 // One target of a provider with its own format: translate here too, keep the response
                 // translator for the answer, and leave the upstream role only the path and the credential.
                 let attempt = Attempt {

@@ -3,7 +3,6 @@
 
 use super::{Ctx, Exchange, Stage};
 use crate::api::openai::Operation;
-use crate::config::ProviderKind;
 use crate::observe::Record;
 
 pub struct Telemetry;
@@ -27,7 +26,7 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
         .and_then(|m| x.cfg.models.get(m))
         .and_then(|m| m.targets.first())
         .and_then(|t| x.cfg.provider(t.provider))
-        .filter(|p| p.kind == ProviderKind::Mock);
+        .filter(|p| p.kind.answers_locally());
     let (provider, served_model) = match (&x.served, mock_provider) {
         (Some((p, m)), _) => (Some(p.clone()), Some(m.clone())),
         (None, Some(p)) if x.status != 0 => (Some(p.name.clone()), requested_model.clone()),

@@ -3,7 +3,7 @@
 //! translated the request for that target, turns the provider's answer into the client's format.
 
 use super::{BodyNeeds, Chunk, Exchange, ResponseHead, Stage};
-use crate::config::{Price, ProviderKind};
+use crate::config::Price;
 use crate::http::{H_SERVED_MODEL, H_SERVED_PROVIDER};
 use crate::providers::BodyMode;
 
@@ -68,7 +68,7 @@ impl Stage for Translate {
 fn only_target(x: &Exchange) -> Option<(String, String)> {
     let model = x.cfg.models.get(&x.ask.as_ref().filter(|_| x.forwarded)?.alias)?;
     let [t] = model.targets.as_slice() else { return None };
-    let p = x.cfg.provider(t.provider).filter(|p| p.kind != ProviderKind::Mock)?;
+    let p = x.cfg.provider(t.provider).filter(|p| !p.kind.answers_locally())?;
     Some((p.name.clone(), t.model.clone()))
 }
 

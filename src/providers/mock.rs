@@ -4,9 +4,16 @@
 
 use crate::api::openai::{content_text, estimate_tokens, ChatRequest, EmbeddingsRequest};
 use crate::codec::sha256;
+use crate::config::provider_kinds::{read, KindResult};
+use crate::config::{Env, ProviderKind};
 use crate::http::LocalResponse;
 use base64::Engine;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+
+/// The settings of kind `mock`: nothing but the kind (no cluster, no key).
+pub(crate) fn settings(_o: &Map<String, Value>, _path: &str, _env: &dyn Env) -> KindResult {
+    read(ProviderKind::Mock, &["kind"])
+}
 
 /// Facts of the moment a mock answer is made: they make ids unique and `created` right.
 #[derive(Debug, Clone, Copy)]
@@ -204,6 +211,14 @@ mod tests {
     use crate::api::openai::{parse_chat, parse_embeddings};
 
     const CLOCK: Clock = Clock { unix_secs: 1_700_000_000, seq: 7 };
+
+    #[test]
+    fn settings_are_the_kind_alone() {
+        let env = crate::config::tests::MapEnv(vec![]);
+        let s = settings(json!({"kind": "mock"}).as_object().unwrap(), "providers.m", &env).unwrap().unwrap();
+        assert_eq!((s.kind, s.fields), (ProviderKind::Mock, &["kind"][..]));
+        assert!(!ProviderKind::Mock.requires_key());
+    }
 
     #[test]
     fn chat_echoes_last_user_message() {

@@ -1,14 +1,17 @@
 //! Provider translators, one file per provider kind, or one folder for the kinds with a format of their
 //! own (`anthropic/`, `gemini/`, `bedrock/`: entry point and translator state in `mod.rs`, then
-//! `request.rs`, `response.rs`, `stream.rs` and `tests.rs`). The pivot format is OpenAI Chat Completions:
-//! every translator turns an OpenAI-format request into its provider's request (path, headers, body) and
-//! the provider's response, error or stream back into the OpenAI format. `toolkit` holds what those
-//! translators share; `fixtures` (tests only) runs the `tests/fixtures/<provider>/<case>/` cases.
+//! `request.rs`, `response.rs`, `settings.rs`, `stream.rs` and `tests.rs`). Each kind's module also reads
+//! and checks that kind's configuration settings (`settings`); `kind` holds the `ProviderKind` enum and
+//! what differs between kinds. The pivot format is OpenAI Chat Completions: every translator turns an
+//! OpenAI-format request into its provider's request (path, headers, body) and the provider's response,
+//! error or stream back into the OpenAI format. `toolkit` holds what those translators share; `fixtures`
+//! (tests only) runs the `tests/fixtures/<provider>/<case>/` cases.
 
 pub mod anthropic;
 pub mod azure_openai;
 pub mod bedrock;
 pub mod gemini;
+pub mod kind;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
@@ -19,7 +22,7 @@ pub(crate) mod fixtures;
 
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
-use crate::config::{Provider, ProviderKind};
+use crate::config::{Provider, ProviderKind, WireFormat};
 
 /// One upstream attempt, as the upstream role knows it when the request body is complete.
 #[derive(Debug, Clone, Copy)]
@@ -105,8 +108,8 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     if a.op == Operation::Messages {
         return crate::api::anthropic::upstream::prepare(a, body);
     }
-    match &a.provider.kind {
-        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => {
+    match a.provider.kind.wire_format() {
+        WireFormat::OpenAi => {
             let call = plan(a.provider, a.op, a.model)?;
             Ok(Outgoing {
                 path: call.path,
@@ -115,10 +118,10 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
                 response: None,
             })
         }
-        ProviderKind::Anthropic { .. } => anthropic::prepare(a, body),
-        ProviderKind::Gemini { .. } | ProviderKind::Vertex { .. } => gemini::prepare(a, body),
-        ProviderKind::Bedrock { .. } => bedrock::prepare(a, body),
-        ProviderKind::Mock => Err(mock_has_no_upstream(a.provider)),
+        WireFormat::Anthropic => anthropic::prepare(a, body),
+        WireFormat::Gemini => gemini::prepare(a, body),
+        WireFormat::Bedrock => bedrock::prepare(a, body),
+        WireFormat::Local => Err(mock_has_no_upstream(a.provider)),
     }
 }
 
@@ -128,43 +131,26 @@ pub fn plan(provider: &Provider, op: Operation, model: &str) -> Result<UpstreamC
         ProviderKind::OpenAi => openai::plan(provider, op),
         ProviderKind::AzureOpenAi { api_version } => azure_openai::plan(provider, api_version, op, model),
         ProviderKind::OpenAiCompatible { base_path } => openai_compatible::plan(provider, base_path, op),
-        _ => Err(ApiError::gateway(format!("provider '{}' is not of an OpenAI-format kind", provider.name))),
-    }
-}
-
-/// Whether the provider takes OpenAI-format requests as they are (only the model name and path change).
-pub fn speaks_openai(kind: &ProviderKind) -> bool {
-    match kind {
-        ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => true,
         ProviderKind::Mock
         | ProviderKind::Anthropic { .. }
         | ProviderKind::Gemini { .. }
         | ProviderKind::Vertex { .. }
-        | ProviderKind::Bedrock { .. } => false,
+        | ProviderKind::Bedrock { .. } => {
+            Err(ApiError::gateway(format!("provider '{}' is not of an OpenAI-format kind", provider.name)))
+        }
     }
 }
 
-/// Whether a model's only target of this provider can have its request translated by the route-level
-/// filter (the upstream role then sets only the path and the credential). Bedrock signs the final body
-/// with the credential, so its attempts are prepared where the credential is set.
-pub fn translates_at_route(p: &Provider) -> bool {
-    !matches!(p.kind, ProviderKind::Bedrock { .. } | ProviderKind::Mock)
-}
-
-/// A provider's credential header (all kinds but Bedrock, which signs instead). Every `prepare` and
-/// `plan` sets it from here, and so does the upstream role for a body the route-level filter prepared
-/// without it (the route-level filter never sets credentials: Envoy's router would log them).
+/// A provider's credential header (all kinds but Bedrock, which signs instead, and the mock): the kind
+/// names the header (`ProviderKind::credential_header`); `authorization` carries the key as a bearer
+/// token, every other header as it is. Every `prepare` and `plan` sets it from here, and so does the
+/// upstream role for a body the route-level filter prepared without it (the route-level filter never
+/// sets credentials: Envoy's router would log them).
 pub fn credential(p: &Provider) -> Option<(&'static str, String)> {
-    let c = p.credential.as_ref()?;
-    Some(match &p.kind {
-        ProviderKind::OpenAi | ProviderKind::OpenAiCompatible { .. } | ProviderKind::Vertex { .. } => {
-            ("authorization", format!("Bearer {}", c.expose()))
-        }
-        ProviderKind::AzureOpenAi { .. } => ("api-key", c.expose().to_string()),
-        ProviderKind::Anthropic { .. } => ("x-api-key", c.expose().to_string()),
-        ProviderKind::Gemini { .. } => ("x-goog-api-key", c.expose().to_string()),
-        ProviderKind::Bedrock { .. } | ProviderKind::Mock => return None,
-    })
+    let header = p.kind.credential_header()?;
+    let key = p.credential.as_ref()?.expose();
+    let value = if header == "authorization" { format!("Bearer {key}") } else { key.to_string() };
+    Some((header, value))
 }
 
 fn mock_has_no_upstream(p: &Provider) -> ApiError {

@@ -4,9 +4,16 @@
 use super::{credential, openai_suffix, UpstreamCall};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
-use crate::config::Provider;
+use crate::config::provider_kinds::{read, KindResult};
+use crate::config::{Env, Provider, ProviderKind};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+
+/// The settings of kind `openai`: a cluster and a required key, nothing of its own.
+pub(crate) fn settings(_o: &Map<String, Value>, _path: &str, _env: &dyn Env) -> KindResult {
+    read(ProviderKind::OpenAi, &["kind", "cluster", "api_key"])
+}
 
 pub fn plan(provider: &Provider, op: Operation) -> Result<UpstreamCall, ApiError> {
     Ok(UpstreamCall { path: format!("/v1{}", openai_suffix(op)?), auth: credential(provider) })
@@ -97,7 +104,16 @@ pub fn splice(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{ProviderKind, Secret};
+    use crate::config::Secret;
+
+    #[test]
+    fn settings_take_no_fields_of_their_own() {
+        let env = crate::config::tests::MapEnv(vec![]);
+        let o = serde_json::json!({"kind": "openai"});
+        let s = settings(o.as_object().unwrap(), "providers.o", &env).unwrap().unwrap();
+        assert_eq!((s.kind, s.fields), (ProviderKind::OpenAi, &["kind", "cluster", "api_key"][..]));
+        assert!(ProviderKind::OpenAi.requires_key());
+    }
 
     #[test]
     fn replaces_only_the_model() {

@@ -4,7 +4,22 @@
 use super::{credential, openai_suffix, UpstreamCall};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
-use crate::config::Provider;
+use crate::config::fields::{err, is_header_safe, join, opt_str};
+use crate::config::provider_kinds::{read, KindResult};
+use crate::config::{Env, Provider, ProviderKind};
+use serde_json::{Map, Value};
+
+/// The settings of kind `openai_compatible`: an optional `base_path` (default `/v1`, kept without its
+/// trailing `/`); the key is optional (local servers take none).
+pub(crate) fn settings(o: &Map<String, Value>, path: &str, _env: &dyn Env) -> KindResult {
+    let base = opt_str(o, path, "base_path")?.unwrap_or("/v1");
+    if !base.starts_with('/') || base.contains('?') || base.contains('#') || !is_header_safe(base) || base.contains(' ')
+    {
+        return Err(err(join(path, "base_path"), "must be a path starting with '/', without query or spaces"));
+    }
+    let kind = ProviderKind::OpenAiCompatible { base_path: base.trim_end_matches('/').to_string() };
+    read(kind, &["kind", "cluster", "api_key", "base_path"])
+}
 
 pub fn plan(provider: &Provider, base_path: &str, op: Operation) -> Result<UpstreamCall, ApiError> {
     Ok(UpstreamCall { path: format!("{base_path}{}", openai_suffix(op)?), auth: credential(provider) })
@@ -13,7 +28,38 @@ pub fn plan(provider: &Provider, base_path: &str, op: Operation) -> Result<Upstr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ProviderKind;
+    use crate::config::tests::MapEnv;
+    use serde_json::json;
+
+    fn base_path(o: Value) -> Result<String, (String, String)> {
+        let env = MapEnv(vec![]);
+        match settings(o.as_object().unwrap(), "providers.c", &env) {
+            Ok(Some(s)) => match s.kind {
+                ProviderKind::OpenAiCompatible { base_path } => Ok(base_path),
+                other => panic!("{other:?}"),
+            },
+            Ok(None) => panic!("left out"),
+            Err(e) => Err((e.field, e.reason)),
+        }
+    }
+
+    #[test]
+    fn settings_default_and_trim_the_base_path() {
+        assert_eq!(base_path(json!({})), Ok("/v1".into()));
+        assert_eq!(base_path(json!({"base_path": "/openai/v1/"})), Ok("/openai/v1".into()));
+        let want = "must be a path starting with '/', without query or spaces";
+        for bad in ["v1", "/v1?x=1", "/v 1", "/a#b"] {
+            assert_eq!(
+                base_path(json!({"base_path": bad})),
+                Err(("providers.c.base_path".into(), want.into())),
+                "{bad}"
+            );
+        }
+        let env = MapEnv(vec![]);
+        let s = settings(json!({}).as_object().unwrap(), "providers.c", &env).unwrap().unwrap();
+        assert_eq!(s.fields, &["kind", "cluster", "api_key", "base_path"][..]);
+        assert!(!s.kind.requires_key());
+    }
 
     #[test]
     fn base_path_and_optional_key() {

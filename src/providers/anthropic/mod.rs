@@ -35,10 +35,13 @@
 
 mod request;
 mod response;
+mod settings;
 mod simple;
 mod stream;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use settings::settings;
 
 pub(crate) use response::RawUsage;
 
@@ -50,9 +53,6 @@ use crate::api::openai::{self, Operation};
 use crate::codec::sse;
 use crate::config::ProviderKind;
 use serde_json::{json, Value};
-
-/// Whether the config may accept this provider kind.
-pub const READY: bool = true;
 
 const PATH: &str = "/v1/messages";
 

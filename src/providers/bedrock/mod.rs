@@ -35,9 +35,12 @@
 
 mod request;
 mod response;
+mod settings;
 mod stream;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use settings::settings;
 
 use super::toolkit::Prologue;
 use super::{Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
@@ -48,9 +51,6 @@ use crate::codec::sse;
 use crate::codec::{percent, sigv4};
 use crate::config::{Provider, ProviderKind};
 use serde_json::{Map, Value};
-
-/// Whether the config may accept this provider kind.
-pub const READY: bool = true;
 
 type Obj = Map<String, Value>;
 

@@ -38,9 +38,12 @@
 
 mod request;
 mod response;
+mod settings;
 mod stream;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use settings::{settings, vertex_settings};
 
 use super::toolkit::{self, Prologue};
 use super::{Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
@@ -49,9 +52,6 @@ use crate::api::openai::Operation;
 use crate::codec::{percent, sha256, sse};
 use crate::config::{Provider, ProviderKind};
 use serde_json::{json, Map, Value};
-
-/// Whether the config may accept this provider kind.
-pub const READY: bool = true;
 
 /// Google's documented stand-in for a thought signature the history does not have.
 const SKIP_SIGNATURE: &str = "skip_thought_signature_validator";
