@@ -2,9 +2,9 @@
 //! and of the callout state machine.
 
 use super::*;
+use crate::api::openai::Operation;
 use crate::config::tests::{sample, MapEnv};
 use crate::http::testing::MapHeaders;
-use crate::api::openai::Operation;
 use crate::http::{RequestInfo, H_CLUSTER};
 
 fn filter() -> Pipeline {
