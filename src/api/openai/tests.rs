@@ -99,7 +99,7 @@ fn invalid_utf8_is_invalid_json() {
     let chat = b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"x\":\"\x9e\"}";
     let embeddings = b"{\"model\":\"d\",\"input\":\"\",\"\":\"\x9e\"}";
     for e in [parse_chat(chat).unwrap_err(), parse_embeddings(embeddings).unwrap_err()] {
-        assert_eq!((e.status, e.code.as_deref()), (400, Some("invalid_json")));
+        assert_eq!((e.status, e.code), (400, Some("invalid_json")));
         assert!(e.message.contains("invalid UTF-8 at byte"), "{}", e.message);
     }
 }
