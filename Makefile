@@ -14,7 +14,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab
+.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,9 +63,26 @@ lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings den
 	cargo clippy --all-targets --quiet -- -D warnings
 	cargo clippy --release --target $(TARGET) --quiet -- -D warnings
 
-test: lint unit e2e ## Everything: lint, unit tests, end-to-end tests
+test: lint unit e2e fuzz-ci ## Everything: lint, unit tests, end-to-end tests, a short fuzz run
 	@$(ENVOY) --mode validate -c $(ENVOY_YAML) >/tmp/switchyard-validate.log 2>&1 \
 	  && echo "$(ENVOY_YAML) validates" || { cat /tmp/switchyard-validate.log; exit 1; }
+
+# Fuzzing (fuzz/, its own crate and workspace, native only): cargo-fuzz (libFuzzer) on the stable
+# toolchain with RUSTC_BOOTSTRAP=1. Corpora are seeded from tests/fixtures at run time (fuzz/seed.sh).
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS    ?= 60
+FUZZ_CI_SECONDS ?= 10
+FUZZ_TARGETS    ?=
+
+fuzz-tools: # libFuzzer is C++ (built by libfuzzer-sys): a C++ compiler from Debian if there is none
+	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++; }
+	@cargo fuzz --version >/dev/null 2>&1 || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
+
+fuzz: fuzz-tools ## Run every fuzz target FUZZ_SECONDS (default 60) each, or only FUZZ_TARGETS; a crash fails
+	fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+fuzz-ci: fuzz-tools ## The short fuzz run of `make test`: FUZZ_CI_SECONDS (default 10) per target
+	fuzz/run.sh $(FUZZ_CI_SECONDS) $(FUZZ_TARGETS)
 
 BENCH_TOOLS := bench/.tools
 LITELLM_VERSION := 1.105.0

@@ -165,6 +165,11 @@ impl HttpContext for RouteHttp {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let Some(d) = self.core.on_body_progress(body_size, end_of_stream) {
+            if self.core.is_draining() && body_size > 0 {
+                // The request is refused; its answer waits for the body's end. What came is dropped, so
+                // nothing of it is held and the next call reports only the new piece.
+                self.set_http_request_body(0, body_size, &[]);
+            }
             return apply(self, d, None);
         }
         let seq = self.seq.get().wrapping_add(1);

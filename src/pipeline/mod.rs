@@ -86,12 +86,27 @@ struct Pending {
     deadline_ns: u64,
 }
 
+/// How many times `max_body_bytes` a refused request's body may be read and dropped before its answer
+/// goes out anyway (see [`Pipeline::on_body_progress`]).
+pub const DRAIN_FACTOR: usize = 4;
+
+/// An answer made before the request's body was in (a refusal at header time, or 413 while the body
+/// streams in), held until the body has ended. Envoy resets an HTTP/2 stream whose answer is complete
+/// before its request (`RST_STREAM` `NO_ERROR`), and clients still uploading (curl among them) then drop
+/// the answer; answering after the body has ended avoids the reset. The body is dropped as it comes.
+struct Held {
+    answer: Decision,
+    /// Body bytes read and dropped so far.
+    drained: usize,
+}
+
 /// The route-level role for one request.
 pub struct Pipeline {
     x: Exchange,
     request: Vec<Box<dyn Stage>>,
     response: Vec<Box<dyn Stage>>,
     pending: Option<Pending>,
+    held: Option<Held>,
     ended: bool,
     done: bool,
 }
@@ -132,6 +147,7 @@ impl Pipeline {
             request,
             response,
             pending: None,
+            held: None,
             ended: false,
             done: false,
         }
@@ -156,8 +172,36 @@ impl Pipeline {
         self.done
     }
 
-    /// The request headers: the client API's front door, then each request stage's header hook.
+    /// The request headers: the client API's front door, then each request stage's header hook. An answer
+    /// made here for a request that has a body is held until that body has ended (it is read and
+    /// dropped, up to [`Pipeline::drain_limit`] bytes; a larger declared `content-length` is answered at
+    /// once): the host sees `NeedBody`, then [`Pipeline::is_draining`].
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
+        let d = self.headers_decision(h, end_of_stream);
+        if end_of_stream || !matches!(d.step, Step::Respond(_)) {
+            return d;
+        }
+        let declared = h.get("content-length").and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.drain_limit() as u64) {
+            return d;
+        }
+        self.held = Some(Held { answer: d, drained: 0 });
+        Decision::new(Step::NeedBody)
+    }
+
+    /// The most body bytes a request whose answer is held may send before the answer goes out anyway
+    /// (then Envoy resets an HTTP/2 stream after it, and the client may miss it).
+    pub fn drain_limit(&self) -> usize {
+        self.x.cfg.max_body_bytes.saturating_mul(DRAIN_FACTOR)
+    }
+
+    /// Whether the request's answer is held while its body is read and dropped: the host then drops each
+    /// piece of the body it reports to [`Pipeline::on_body_progress`].
+    pub fn is_draining(&self) -> bool {
+        self.held.is_some()
+    }
+
+    fn headers_decision(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
         self.x.api = ClientApi::for_path(&path);
@@ -186,11 +230,26 @@ impl Pipeline {
         d
     }
 
-    /// Called as the body comes in, with the size buffered so far. Returns `None` once the whole body is
-    /// in and within the limit: then the host hands it to [`Pipeline::on_request_body`].
-    pub fn on_body_progress(&self, buffered: usize, end_of_stream: bool) -> Option<Decision> {
+    /// Called as the body comes in, with the size buffered so far (while draining: the size of the piece
+    /// the host drops). Returns `None` once the whole body is in and within the limit: then the host
+    /// hands it to [`Pipeline::on_request_body`]. A body over `max_body_bytes` is refused with 413, held
+    /// like the header-time answers until the body ends or passes [`Pipeline::drain_limit`].
+    pub fn on_body_progress(&mut self, buffered: usize, end_of_stream: bool) -> Option<Decision> {
+        let limit = self.drain_limit();
+        if let Some(held) = &mut self.held {
+            held.drained = held.drained.saturating_add(buffered);
+            if end_of_stream || held.drained > limit {
+                return self.held.take().map(|h| h.answer);
+            }
+            return Some(Decision::new(Step::NeedBody));
+        }
         if buffered > self.x.cfg.max_body_bytes {
-            return Some(self.x.fail(ApiError::too_large(self.x.cfg.max_body_bytes)));
+            let answer = self.x.fail(ApiError::too_large(self.x.cfg.max_body_bytes));
+            if end_of_stream {
+                return Some(answer);
+            }
+            self.held = Some(Held { answer, drained: buffered });
+            return Some(Decision::new(Step::NeedBody));
         }
         if !end_of_stream {
             return Some(Decision::new(Step::NeedBody));
@@ -368,6 +427,7 @@ impl Pipeline {
         }
         self.done = true;
         self.pending = None;
+        self.held = None;
         self.x.attempts = attempts;
         self.end_response(ctx);
         for stage in self.request.iter_mut().chain(self.response.iter_mut()) {

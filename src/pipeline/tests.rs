@@ -20,6 +20,10 @@ fn run(headers: &[(&str, &str)], body: &str) -> Decision {
     if d.step != Step::NeedBody {
         return d;
     }
+    if f.is_draining() {
+        // A refusal at header time is held until the body has ended.
+        return f.on_body_progress(body.len(), true).unwrap();
+    }
     assert_eq!(f.on_body_progress(body.len(), true), None);
     let store = crate::limits::tests::MemStore::default();
     f.on_request_body(body.as_bytes(), &Ctx { clock: CLOCK, now_ns: 1, store: &store })
@@ -198,8 +202,74 @@ fn body_over_limit_while_streaming_in() {
         Step::NeedBody
     );
     assert_eq!(f.on_body_progress(1000, false).unwrap().step, Step::NeedBody);
+    assert!(!f.is_draining());
+    // Over the limit: 413, held while the rest of the body is read and dropped, sent when it ends.
     let d = f.on_body_progress(crate::config::DEFAULT_MAX_BODY_BYTES + 1, false).unwrap();
+    assert_eq!(d.step, Step::NeedBody);
+    assert!(f.is_draining());
+    assert_eq!(f.on_body_progress(16384, false).unwrap().step, Step::NeedBody);
+    let d = f.on_body_progress(100, true).unwrap();
     assert_eq!(status(&d), Some(413));
+    assert!(!f.is_draining());
+    // Over the limit in the last piece: answered at once.
+    let mut f = filter();
+    f.on_request_headers(&MapHeaders::new(&with(&[("authorization", "Bearer sk-all")])), false);
+    let d = f.on_body_progress(crate::config::DEFAULT_MAX_BODY_BYTES + 1, true).unwrap();
+    assert_eq!(status(&d), Some(413));
+}
+
+/// HTTP/2: Envoy resets a stream whose answer is complete before its request, and a client still
+/// uploading loses the answer; so a refusal made before the body is in waits for the body's end.
+#[test]
+fn header_time_refusals_wait_for_the_body() {
+    let headers = |extra: &[(&'static str, &'static str)]| MapHeaders::new(&with(extra));
+    // No body: answered at once.
+    assert_eq!(status(&filter().on_request_headers(&headers(&[]), true)), Some(401));
+    // A body: held while it is read and dropped, then answered, whatever the refusal.
+    for (method, key, content_type, want) in [
+        ("POST", None, "application/json", 401),
+        ("GET", Some("Bearer sk-all"), "application/json", 405),
+        ("POST", Some("Bearer sk-all"), "text/plain", 415),
+    ] {
+        let mut h = vec![(":method", method), (":path", "/v1/chat/completions"), ("content-type", content_type)];
+        h.extend(key.map(|k| ("authorization", k)));
+        let mut f = filter();
+        let d = f.on_request_headers(&MapHeaders::new(&h), false);
+        assert_eq!(d.step, Step::NeedBody, "{want}");
+        assert!(f.is_draining(), "{want}");
+        for _ in 0..10 {
+            assert_eq!(f.on_body_progress(65536, false).unwrap().step, Step::NeedBody);
+        }
+        assert_eq!(status(&f.on_body_progress(10, true).unwrap()), Some(want));
+        assert!(!f.is_draining());
+    }
+    // 413 on the declared length: held too, as long as the body is within the drain limit.
+    let mut f = filter();
+    let limit = f.drain_limit();
+    assert_eq!(limit, crate::config::DEFAULT_MAX_BODY_BYTES * DRAIN_FACTOR);
+    let big = (crate::config::DEFAULT_MAX_BODY_BYTES + 1).to_string();
+    let mut h = with(&[("authorization", "Bearer sk-all")]);
+    h.push(("content-length", &big));
+    assert_eq!(f.on_request_headers(&MapHeaders::new(&h), false).step, Step::NeedBody);
+    assert_eq!(status(&f.on_body_progress(crate::config::DEFAULT_MAX_BODY_BYTES + 1, true).unwrap()), Some(413));
+    // A declared length past the drain limit is answered at once (Envoy may reset an HTTP/2 stream).
+    let mut f = filter();
+    let huge = (limit + 1).to_string();
+    let mut h = with(&[("authorization", "Bearer sk-all")]);
+    h.push(("content-length", &huge));
+    assert_eq!(status(&f.on_request_headers(&MapHeaders::new(&h), false)), Some(413));
+    assert!(!f.is_draining());
+    // A body that goes on past the drain limit gets its answer then.
+    let mut f = filter();
+    assert_eq!(f.on_request_headers(&headers(&[]), false).step, Step::NeedBody);
+    assert_eq!(f.on_body_progress(limit, false).unwrap().step, Step::NeedBody);
+    assert_eq!(status(&f.on_body_progress(1, false).unwrap()), Some(401));
+    // A client gone while its answer is held: nothing is left held.
+    let mut f = filter();
+    f.on_request_headers(&headers(&[]), false);
+    let store = crate::limits::tests::MemStore::default();
+    f.on_done(&Ctx { clock: CLOCK, now_ns: 1, store: &store }, 0);
+    assert!(!f.is_draining());
 }
 
 #[test]

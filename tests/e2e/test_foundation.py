@@ -388,6 +388,38 @@ def test_http2_clients(stack):
         assert "served by gpt-4o-mini-2024-07-18" in payload, payload
 
 
+@pytest.mark.parametrize("status,code,method,headers", [
+    (401, "invalid_api_key", "POST", {"authorization": "Bearer sk-nope"}),
+    (405, "method_not_allowed", "PUT", {"authorization": f"Bearer {KEY_ALL}"}),
+    (413, "request_too_large", "POST", {"authorization": f"Bearer {KEY_ALL}"}),
+])
+def test_http2_early_answers_reach_the_client(stack, tmp_path, status, code, method, headers):
+    """HTTP/2: an answer decided before the body is in (key, method, declared size) reaches a client that
+    is still uploading. Envoy resets a stream whose answer ends before its request (RST_STREAM NO_ERROR)
+    and curl then drops the answer (0-4 of 20 arrived before the filter held its answer until the body's end)."""
+    import shutil
+    import subprocess
+
+    curl = shutil.which("curl")
+    assert curl, "curl (with nghttp2) ships with the machine image"
+    # Over max_body_bytes (413), within the filter's drain limit (4 x max_body_bytes).
+    body = tmp_path / "body.json"
+    body.write_bytes(b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"' + b"x" * (3 * MAX_BODY) + b'"}]}')
+    args = [curl, "-sS", "--http2-prior-knowledge", "-X", method, "-w", "\n%{http_version} %{http_code}",
+            f"{stack.envoy.base}/v1/chat/completions", "-H", "content-type: application/json", "--data-binary", f"@{body}"]
+    for k, v in headers.items():
+        args += ["-H", f"{k}: {v}"]
+    tries, received, failures = 20, 0, []
+    for _ in range(tries):
+        p = subprocess.run(args, capture_output=True, text=True, timeout=20)
+        payload, _, line = p.stdout.rpartition("\n")
+        if p.returncode == 0 and line == f"2 {status}" and json.loads(payload)["error"]["code"] == code:
+            received += 1
+        else:
+            failures.append((p.returncode, p.stderr.strip(), p.stdout[-40:]))
+    assert received == tries, failures[:3]
+
+
 def test_chunked_body_in_pieces_is_read_whole(stack):
     """A body sent in many small chunks (no content-length) is held until its end, then routed."""
     import http.client

@@ -177,7 +177,7 @@ impl ChatRequest<'_> {
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
 
 pub fn parse_chat(body: &[u8]) -> Result<ChatRequest<'_>, ApiError> {
-    let mut req: ChatRequest = match serde_json::from_slice(body) {
+    let mut req: ChatRequest = match serde_json::from_str(super::utf8(body)?) {
         Ok(r) => r,
         Err(e) => return Err(explain(body, &e, wrong_field)),
     };

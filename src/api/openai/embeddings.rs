@@ -21,7 +21,7 @@ pub struct EmbeddingsRequest<'a> {
 }
 
 pub fn parse_embeddings(body: &[u8]) -> Result<EmbeddingsRequest<'_>, ApiError> {
-    let req: EmbeddingsRequest = match serde_json::from_slice(body) {
+    let req: EmbeddingsRequest = match serde_json::from_str(super::utf8(body)?) {
         Ok(r) => r,
         Err(e) => return Err(explain(body, &e, wrong_field)),
     };

@@ -20,6 +20,12 @@ pub fn error_response(e: ApiError) -> LocalResponse {
     LocalResponse::from(e)
 }
 
+/// The body as text. JSON is UTF-8, and serde does not check the bytes of the fields it skips, so a
+/// body with invalid UTF-8 in an unknown field would otherwise pass on to the provider (found by fuzzing).
+fn utf8(body: &[u8]) -> Result<&str, ApiError> {
+    std::str::from_utf8(body).map_err(|e| ApiError::invalid_json(&format!("invalid UTF-8 at byte {}", e.valid_up_to())))
+}
+
 fn check_model(model: &str) -> Result<(), ApiError> {
     if model.is_empty() {
         return Err(empty_model());

@@ -93,6 +93,17 @@ fn duplicate_model_key_is_rejected() {
     assert_eq!(parse_chat(br#"{"model":"a","model":"b","messages":[{"role":"user"}]}"#).unwrap_err().status, 400);
 }
 
+/// Found by fuzzing: invalid UTF-8 in a field the parse skips was accepted and sent on to the provider.
+#[test]
+fn invalid_utf8_is_invalid_json() {
+    let chat = b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"x\":\"\x9e\"}";
+    let embeddings = b"{\"model\":\"d\",\"input\":\"\",\"\":\"\x9e\"}";
+    for e in [parse_chat(chat).unwrap_err(), parse_embeddings(embeddings).unwrap_err()] {
+        assert_eq!((e.status, e.code), (400, Some("invalid_json")));
+        assert!(e.message.contains("invalid UTF-8 at byte"), "{}", e.message);
+    }
+}
+
 #[test]
 fn embeddings() {
     let r = parse_embeddings(br#"{"model":"e","input":["a","b"],"dimensions":4}"#).unwrap();
