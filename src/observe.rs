@@ -50,6 +50,20 @@ pub struct Record {
     pub duration_ms: u64,
     pub attempts: u32,
     pub stream: bool,
+    /// The response reached the client in part only: the provider's answer broke off after it had
+    /// started (an upstream reset or protocol error mid-body). An upstream error whatever the status.
+    pub broke_off: bool,
+}
+
+impl Record {
+    /// The outcome class: the status's ([`outcome`]), or `upstream_error` for an answer that broke off.
+    pub fn outcome(&self) -> &'static str {
+        if self.broke_off {
+            "upstream_error"
+        } else {
+            outcome(self.status)
+        }
+    }
 }
 
 /// The outcome class of a status, for the error counters.
@@ -137,7 +151,7 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
             }
         }
     };
-    let class = outcome(r.status);
+    let class = r.outcome();
     if let Some(i) = OUTCOMES.iter().position(|o| *o == class) {
         if let Some(slot) = s.requests.get_mut(i) {
             counter(slot, &|| format!("switchyard.requests.{}.outcome.{class}", tags()), 1);
@@ -202,7 +216,7 @@ pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
     if let Some(ttft) = r.ttft_ms {
         f.push(("ttft_ms", Value::Num(ttft as f64)));
     }
-    f.push(("outcome", Value::Str(outcome(r.status))));
+    f.push(("outcome", Value::Str(r.outcome())));
     f.push(("stream", Value::Bool(r.stream)));
     f
 }

@@ -265,6 +265,13 @@ impl UpstreamFilter {
         self.mode
     }
 
+    /// After [`UpstreamFilter::on_response_body`]: the status the client gets when the body changed it
+    /// (an unreadable 2xx is a 502). The host holds the response head of a body translated whole until
+    /// the body is in, so that it can still change.
+    pub fn body_status(&self) -> Option<u16> {
+        self.response.as_ref().and_then(|t| t.body_status())
+    }
+
     pub fn usage(&self) -> Option<providers::Usage> {
         self.response.as_ref().and_then(|t| t.usage())
     }

@@ -91,7 +91,7 @@ impl RootContext for Root {
         let cfg = self.cfg.clone()?;
         Some(match self.role {
             Role::Route => Box::new(RouteHttp::new(Pipeline::new(cfg), self.seq.clone())),
-            Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg) }),
+            Role::Upstream => Box::new(UpstreamHttp { core: UpstreamFilter::new(cfg), held_headers: false }),
         })
     }
 

@@ -5,7 +5,7 @@ use super::{apply, now_ns, read_map, write_response_headers, HostStore, HostTele
 use crate::http::{Decision, Step, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER};
 use crate::observe;
 use crate::pipeline::callout::{Callout, CalloutKind, CalloutOutcome};
-use crate::pipeline::{Ctx, Framing, Pipeline};
+use crate::pipeline::{ClientApi, Ctx, Framing, Pipeline, Sent, API_PROPERTY};
 use crate::providers::mock::Clock;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -48,14 +48,30 @@ impl RouteHttp {
         Ctx { clock: Clock { unix_secs: now / 1_000_000_000, seq: self.req_seq }, now_ns: now, store: &HostStore }
     }
 
-    /// Ends the request once: settles limits, emits its metrics and access-log fields.
-    fn finish(&mut self) {
+    /// Ends the request once: settles limits, emits its metrics and access-log fields. `at_log`: the
+    /// stream is over without this filter having seen the whole response; what Envoy sent is read then.
+    fn finish(&mut self, at_log: bool) {
         if self.core.is_done() {
             return;
         }
         let now = now_ns(self);
         let attempts = self.registered.as_ref().map_or(0, |id| REQUESTS.with(|m| m.borrow().attempts(id)));
-        if let Some(record) = self.core.on_done(&self.ctx(now), attempts) {
+        let ctx = self.ctx(now);
+        let record = if at_log {
+            let code = self.get_property(vec!["response", "code"]).map_or(0, |b| {
+                let mut word = [0u8; 8];
+                for (w, v) in word.iter_mut().zip(b.iter()) {
+                    *w = *v;
+                }
+                u16::try_from(u64::from_le_bytes(word)).unwrap_or(0)
+            });
+            let details = self.get_property(vec!["response", "code_details"]).unwrap_or_default();
+            let sent = Sent::from_envoy(code, std::str::from_utf8(&details).unwrap_or(""));
+            self.core.on_done_with(&ctx, attempts, sent)
+        } else {
+            self.core.on_done(&ctx, attempts)
+        };
+        if let Some(record) = record {
             METRICS.with(|ids| observe::emit(&record, &mut ids.borrow_mut(), &HostTelemetry));
         }
     }
@@ -160,6 +176,10 @@ impl HttpContext for RouteHttp {
         let headers = read_map(MapType::HttpRequestHeaders);
         self.request_id = headers.value("x-request-id").map(str::to_string);
         let d = self.core.on_request_headers(&headers, end_of_stream);
+        // Envoy's own answers to this request (local_reply_config) take the client API's error shape.
+        if self.core.client_api() == ClientApi::Anthropic {
+            self.set_property(vec![API_PROPERTY], Some(b"anthropic"));
+        }
         apply(self, d, Some(&headers))
     }
 
@@ -189,7 +209,7 @@ impl HttpContext for RouteHttp {
         let served = headers.value(H_SERVED_PROVIDER).zip(headers.value(H_SERVED_MODEL));
         // Envoy's own error answers (no upstream, timeouts) are not the provider's to translate.
         let from_provider = (200..300).contains(&status)
-            || !self.core.translates_response()
+            || !self.core.tells_errors_apart()
             || self.get_property(vec!["response", "code_details"]).as_deref() == Some(b"via_upstream".as_slice());
         let has_length = headers.has("content-length");
         let (set, framing) = self.core.response_head(
@@ -207,7 +227,7 @@ impl HttpContext for RouteHttp {
             return Action::Pause;
         }
         if end_of_stream {
-            self.finish();
+            self.finish(false);
         }
         Action::Continue
     }
@@ -228,10 +248,16 @@ impl HttpContext for RouteHttp {
                     self.set_http_response_header("content-length", Some(&out.len().to_string()));
                 }
             }
+            // The held head gets what the body decided (an unreadable answer's 502, its content type).
+            if self.held_headers && end_of_stream {
+                for (name, value) in self.core.held_head() {
+                    self.set_http_response_header(name, Some(&value));
+                }
+            }
         }
         // Settle before the last bytes reach the client, so its next request sees the real usage.
         if end_of_stream {
-            self.finish();
+            self.finish(false);
         }
         Action::Continue
     }
@@ -239,7 +265,7 @@ impl HttpContext for RouteHttp {
     /// The stream is over however it ended (also a reset or a client gone mid-stream, or while a callout
     /// was pending): release what is still held.
     fn on_log(&mut self) {
-        self.finish();
+        self.finish(true);
         self.callout = None;
         if let Some(id) = self.registered.take() {
             REQUESTS.with(|m| m.borrow_mut().remove(&id));

@@ -11,6 +11,8 @@ use std::time::UNIX_EPOCH;
 
 pub(super) struct UpstreamHttp {
     pub(super) core: UpstreamFilter,
+    /// The response head waits for the body translated whole: its status and length come from it.
+    pub(super) held_headers: bool,
 }
 
 impl UpstreamHttp {
@@ -62,7 +64,7 @@ impl HttpContext for UpstreamHttp {
         }
     }
 
-    fn on_http_response_headers(&mut self, _n: usize, _end_of_stream: bool) -> Action {
+    fn on_http_response_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         if self.core.passes_response() {
             return Action::Continue;
         }
@@ -74,6 +76,12 @@ impl HttpContext for UpstreamHttp {
         }
         edit.remove.retain(|name| headers.has(name));
         write_response_headers(self, &headers, &edit.set, &edit.remove);
+        // A body translated whole decides the status (an unreadable 2xx is a 502) and the length: the
+        // head waits for it.
+        self.held_headers = edit.mode == Some(BodyMode::Buffer) && !end_of_stream;
+        if self.held_headers {
+            return Action::Pause;
+        }
         Action::Continue
     }
 
@@ -87,6 +95,12 @@ impl HttpContext for UpstreamHttp {
                 let body = self.get_http_response_body(0, body_size).unwrap_or_default();
                 if let Some(out) = self.core.on_response_body(&body) {
                     self.set_http_response_body(0, body_size, &out);
+                    if self.held_headers {
+                        self.set_http_response_header("content-length", Some(&out.len().to_string()));
+                    }
+                }
+                if let Some(status) = self.core.body_status().filter(|_| self.held_headers) {
+                    self.set_http_response_header(":status", Some(&status.to_string()));
                 }
                 Action::Continue
             }

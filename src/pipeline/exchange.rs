@@ -101,6 +101,24 @@ pub struct Settled {
     pub reported: bool,
 }
 
+/// What Envoy reports of the response when the stream is over (its `response.code` and
+/// `response.code_details`), as facts for the request's record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sent {
+    /// The status the client got (0: none was sent).
+    pub status: u16,
+    /// The provider's answer broke off after it had started (Envoy's details
+    /// `upstream_reset_after_response_started{...}`).
+    pub broke_off: bool,
+}
+
+impl Sent {
+    /// From Envoy's `response.code` and `response.code_details`.
+    pub fn from_envoy(code: u16, details: &str) -> Sent {
+        Sent { status: code, broke_off: details.starts_with("upstream_reset_after_response_started") }
+    }
+}
+
 /// What the stages of one request know and hand on to each other.
 pub struct Exchange {
     pub cfg: Rc<Config>,
@@ -126,6 +144,9 @@ pub struct Exchange {
     pub status: u16,
     /// The status the client gets instead of the one the response headers carry.
     pub status_change: Option<u16>,
+    /// Headers a held response head gets once the body is complete (set by body hooks that decide
+    /// them only then, e.g. the content type of an error made from the body).
+    pub late_set: Vec<(&'static str, String)>,
     pub response_bytes: u64,
     pub first_byte_ns: Option<u64>,
     /// (provider, model) that served.
@@ -136,6 +157,9 @@ pub struct Exchange {
     pub settled: Option<Settled>,
     /// How many upstream attempts the request made (known when it is over).
     pub attempts: u32,
+    /// What Envoy says the client got, when the request ended without this filter seeing the response
+    /// through (Envoy answered after the head had passed here, or the answer broke off).
+    pub sent: Option<Sent>,
     /// The request's record, made when it is over (telemetry).
     pub record: Option<Record>,
 }

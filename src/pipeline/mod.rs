@@ -1,7 +1,7 @@
 //! The route-level role as a pipeline of stages. It runs in the listener's HTTP filter chain, once per
 //! client request: the client API's front door classifies the request, then the request stages run in
 //! order (authenticate, resolve the model, authorize, policy stages, local limits, dispatch), and the
-//! response stages run over the answer (translate, usage, settle, telemetry).
+//! response stages run over the answer (translate, provider errors, usage, settle, telemetry).
 //!
 //! Sans-IO, in the quinn-proto style: the host hands in events (headers, body, a callout's outcome, the
 //! end of the stream) with the time, and gets back a [`Decision`] (header edits, a new body, answer
@@ -22,6 +22,7 @@ pub mod dispatch;
 mod exchange;
 pub mod framing;
 pub mod limits;
+pub mod provider_errors;
 pub mod registry;
 pub mod resolve;
 pub mod settle;
@@ -42,10 +43,15 @@ use crate::limits::SharedStore;
 use crate::observe::Record;
 use crate::providers::mock;
 pub use callout::{Callout, CalloutKind, CalloutOutcome};
-pub use exchange::{Ask, Exchange, Parsed, Request, Settled};
+pub use exchange::{Ask, Exchange, Parsed, Request, Sent, Settled};
 pub use framing::Framing;
 pub use stage::{BodyNeeds, Chunk, Flow, ResponseHead, Stage};
 use std::rc::Rc;
+
+/// The filter state object (`wasm.` + this) a `/v1/messages` request carries from its request headers
+/// on: Envoy's `local_reply_config` reads it to answer that client in Anthropic's error shape (the
+/// request's `:path` is no guide: the roles rewrite it for the provider).
+pub const API_PROPERTY: &str = "switchyard_api";
 
 /// Host facts a callback needs: the time (passed in, never read by the core) and the shared store.
 pub struct Ctx<'a> {
@@ -70,6 +76,7 @@ pub fn request_stages(_cfg: &Config) -> Vec<Box<dyn Stage>> {
 pub fn response_stages(_cfg: &Config) -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(translate::Translate),
+        Box::new(provider_errors::ProviderErrors::default()),
         Box::new(usage::UsageStage::default()),
         Box::new(settle::Settle),
         Box::new(telemetry::Telemetry),
@@ -135,6 +142,7 @@ impl Pipeline {
                 translator_mode: None,
                 status: 0,
                 status_change: None,
+                late_set: Vec::new(),
                 response_bytes: 0,
                 first_byte_ns: None,
                 served: None,
@@ -142,6 +150,7 @@ impl Pipeline {
                 reported: None,
                 settled: None,
                 attempts: 0,
+                sent: None,
                 record: None,
             },
             request,
@@ -165,6 +174,11 @@ impl Pipeline {
 
     pub fn started_ns(&self) -> u64 {
         self.x.started_ns
+    }
+
+    /// The client API, known once the request headers are in.
+    pub fn client_api(&self) -> ClientApi {
+        self.x.api
     }
 
     /// Whether [`Pipeline::on_done`] has run.
@@ -318,9 +332,10 @@ impl Pipeline {
     }
 
     /// Whether a response that is not a success must be told apart as the provider's own or Envoy's
-    /// (`from_provider` of [`Pipeline::on_response_headers`]): only when this filter translates it.
-    pub fn translates_response(&self) -> bool {
-        self.x.translator.is_some()
+    /// (`from_provider` of [`Pipeline::on_response_headers`]): for every forwarded request (a provider's
+    /// errors are translated or reshaped, Envoy's are not).
+    pub fn tells_errors_apart(&self) -> bool {
+        self.x.forwarded
     }
 
     /// The response headers (from the provider, Envoy or this filter), with what the upstream role said
@@ -362,6 +377,17 @@ impl Pipeline {
     /// The status the client gets instead of the one the response headers carry.
     pub fn status_change(&self) -> Option<u16> {
         self.x.status_change
+    }
+
+    /// What a held response head ([`Framing::HoldForLength`]) gets once the whole body has passed: the
+    /// status when the body changed it, and the headers the body stages decided at the end (the host
+    /// adds the new `content-length`).
+    pub fn held_head(&mut self) -> Vec<(&'static str, String)> {
+        let mut set = std::mem::take(&mut self.x.late_set);
+        if let Some(s) = self.x.status_change {
+            set.push((":status", s.to_string()));
+        }
+        set
     }
 
     fn body_needs(&self) -> BodyNeeds {
@@ -422,10 +448,28 @@ impl Pipeline {
     /// pending callout's body, and returns the request's record, once. `attempts` is how many upstream
     /// attempts the request made.
     pub fn on_done(&mut self, ctx: &Ctx, attempts: u32) -> Option<Record> {
+        self.finish(ctx, attempts, None)
+    }
+
+    /// [`Pipeline::on_done`] when the stream ended before this filter saw the whole response (Envoy's
+    /// access-log time), with what Envoy says the client got: the record follows that status (a local
+    /// reply Envoy made after the head passed here, e.g. its buffer limit) and counts an answer that
+    /// broke off as an upstream error.
+    pub fn on_done_with(&mut self, ctx: &Ctx, attempts: u32, sent: Sent) -> Option<Record> {
+        self.finish(ctx, attempts, Some(sent))
+    }
+
+    fn finish(&mut self, ctx: &Ctx, attempts: u32, sent: Option<Sent>) -> Option<Record> {
         if self.done {
             return None;
         }
         self.done = true;
+        if let Some(s) = sent {
+            if s.status != 0 && s.status != self.x.status {
+                self.x.status = s.status;
+            }
+            self.x.sent = Some(s);
+        }
         self.pending = None;
         self.held = None;
         self.x.attempts = attempts;

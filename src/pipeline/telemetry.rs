@@ -52,5 +52,6 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
         duration_ms: now_ns.saturating_sub(x.started_ns) / 1_000_000,
         attempts: x.attempts,
         stream: x.ask.as_ref().filter(|_| x.forwarded).is_some_and(|a| a.stream),
+        broke_off: x.sent.is_some_and(|s| s.broke_off),
     }
 }

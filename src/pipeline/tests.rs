@@ -520,3 +520,103 @@ mod callouts {
         assert!(matches!(third.request("sk-one", &store, T0 + 4).step, Step::Callout(_)));
     }
 }
+
+// ------------------------------------------------------------------------- answers reshaped or counted
+
+mod answers {
+    use super::*;
+    use crate::limits::tests::MemStore;
+
+    /// A chat request to gpt-4o-mini (an OpenAI provider, its answer passes through), forwarded.
+    fn forwarded(store: &MemStore) -> Pipeline {
+        let mut f = filter();
+        let h = MapHeaders::new(&with(&[("authorization", "Bearer sk-all")]));
+        assert_eq!(f.on_request_headers(&h, false).step, Step::NeedBody);
+        let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}]}"#;
+        let d = f.on_request_body(body, &Ctx { clock: CLOCK, now_ns: 1, store });
+        assert_eq!(d.step, Step::Continue);
+        f
+    }
+
+    fn ctx(store: &MemStore) -> Ctx<'_> {
+        Ctx { clock: CLOCK, now_ns: 2, store }
+    }
+
+    fn get<'a>(set: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+        set.iter().rev().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_provider_refusing_the_gateways_credential_is_a_502() {
+        let store = MemStore::default();
+        let mut f = forwarded(&store);
+        let (set, framing) = f.response_head(401, Some("application/json"), None, true, true, false);
+        assert_eq!(get(&set, ":status"), Some("502"));
+        assert_eq!(framing, Framing::HoldForLength);
+        let body = br#"{"error":{"message":"Incorrect API key provided: sk-open****cret","code":"invalid_api_key"}}"#;
+        let out = f.on_response_body(body.to_vec(), true, 3).expect("replaced");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["error"]["code"], "provider_auth_error");
+        assert!(!out.windows(7).any(|w| w == b"sk-open"), "the provider's message quoting the key is dropped");
+        let record = f.on_done(&ctx(&store), 1).unwrap();
+        assert_eq!((record.status, record.outcome()), (502, "upstream_error"));
+    }
+
+    #[test]
+    fn error_pages_and_non_json_answers_take_the_clients_shape() {
+        let store = MemStore::default();
+        // An HTML error page: the client's error shape, the status a translated provider's would get.
+        let mut f = forwarded(&store);
+        let (set, framing) = f.response_head(500, Some("text/html"), None, true, false, false);
+        assert_eq!((get(&set, ":status"), get(&set, "content-type")), (Some("502"), Some("application/json")));
+        assert_eq!(framing, Framing::HoldForLength, "held even without a length");
+        let out = f.on_response_body(b"<html><h1>Internal error</h1></html>".to_vec(), true, 3).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().contains("<h1>Internal error</h1>"), "{v}");
+        // A 2xx that says it is HTML: a 502 once the body shows it is not JSON.
+        let mut f = forwarded(&store);
+        let (set, framing) = f.response_head(200, Some("text/html"), None, true, true, false);
+        assert_eq!((get(&set, ":status"), framing), (None, Framing::HoldForLength));
+        let out = f.on_response_body(b"<html>hi</html>".to_vec(), true, 3).unwrap();
+        assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap()["error"]["code"], "provider_error");
+        let late = f.held_head();
+        assert_eq!((get(&late, ":status"), get(&late, "content-type")), (Some("502"), Some("application/json")));
+        assert_eq!(f.on_done(&ctx(&store), 1).unwrap().status, 502);
+        // A mislabelled 2xx that is JSON passes as it is.
+        let mut f = forwarded(&store);
+        f.response_head(200, Some("text/plain"), None, true, true, false);
+        assert_eq!(f.on_response_body(br#"{"choices":[]}"#.to_vec(), true, 3), None);
+        assert!(f.held_head().is_empty());
+        // JSON errors and JSON answers pass untouched and unbuffered.
+        for status in [200, 429, 500] {
+            let mut f = forwarded(&store);
+            let (set, framing) = f.response_head(status, Some("application/json"), None, true, true, false);
+            assert_eq!((get(&set, ":status"), framing, f.buffers_response()), (None, Framing::Keep, false), "{status}");
+        }
+        // Envoy's own answers are not the provider's.
+        let mut f = forwarded(&store);
+        let (set, _) = f.response_head(503, Some("text/plain"), None, false, true, false);
+        assert_eq!(get(&set, ":status"), None);
+    }
+
+    #[test]
+    fn the_record_follows_what_envoy_sent() {
+        let store = MemStore::default();
+        // Envoy answered after the head had passed (its buffer limit, mapped to 502).
+        let mut f = forwarded(&store);
+        f.response_head(200, Some("text/event-stream"), None, true, false, false);
+        let record = f.on_done_with(&ctx(&store), 1, Sent::from_envoy(502, "response_payload_too_large")).unwrap();
+        assert_eq!((record.status, record.outcome()), (502, "upstream_error"));
+        assert_eq!(record.usage, None, "an error charges nothing");
+        // The answer broke off after it had started: an upstream error whatever the status.
+        let mut f = forwarded(&store);
+        f.response_head(200, Some("text/event-stream"), None, true, false, false);
+        let sent = Sent::from_envoy(200, "upstream_reset_after_response_started{protocol_error}");
+        let record = f.on_done_with(&ctx(&store), 1, sent).unwrap();
+        assert_eq!((record.status, record.outcome()), (200, "upstream_error"));
+        // A client gone before any answer stays aborted.
+        let mut f = forwarded(&store);
+        let record = f.on_done_with(&ctx(&store), 1, Sent::from_envoy(0, "")).unwrap();
+        assert_eq!(record.outcome(), "aborted");
+    }
+}

@@ -46,7 +46,15 @@ impl Stage for Translate {
 
     fn on_response_body(&mut self, x: &mut Exchange, chunk: &mut Chunk) {
         let out = match (x.translator.as_mut(), x.translator_mode) {
-            (Some(t), Some(BodyMode::Buffer)) => t.on_body(&chunk.bytes),
+            (Some(t), Some(BodyMode::Buffer)) => {
+                let out = t.on_body(&chunk.bytes);
+                // A 2xx the translator could not read is a 502 (the held headers get it).
+                if let Some(status) = t.body_status().filter(|s| *s != x.status) {
+                    x.status = status;
+                    x.status_change = Some(status);
+                }
+                out
+            }
             (Some(t), Some(BodyMode::Stream)) => {
                 let mut out = Vec::with_capacity(chunk.bytes.len() + 64);
                 t.on_stream(&chunk.bytes, chunk.end, &mut out);

@@ -82,6 +82,12 @@ pub trait ResponseTranslator {
     fn usage(&self) -> Option<Usage>;
     /// The content type of what this translator produces for the client.
     fn content_type(&self) -> &'static str;
+    /// After [`ResponseTranslator::on_body`]: the status the client gets when the body changed it (a 2xx
+    /// the translator could not read, or that lacks what the translation needs, is a 502). `None`: the
+    /// status `on_headers` returned stands.
+    fn body_status(&self) -> Option<u16> {
+        None
+    }
 }
 
 /// The request to send for one attempt.
@@ -232,6 +238,10 @@ pub fn client_status_for_provider_error(status: u16) -> u16 {
         s => s,
     }
 }
+
+/// The message for a provider that refused the gateway's credential (401/403) when the provider's own
+/// message is not passed on (OpenAI-format providers quote part of the key they were sent).
+pub const REFUSED_CREDENTIAL: &str = "the provider refused the gateway's credential for it (the caller's key is fine)";
 
 /// An OpenAI-shaped error body for a provider's error, keeping the provider's message.
 pub fn provider_error_body(

@@ -19,11 +19,26 @@ pub(crate) struct Prologue {
     status: u16,
     /// The client asked for a stream: a success is translated chunk by chunk.
     stream: bool,
+    /// The 2xx body could not be read ([`Prologue::unreadable`]): the client gets a 502.
+    unreadable: bool,
 }
 
 impl Prologue {
     pub(crate) fn new(stream: bool) -> Self {
-        Prologue { status: 200, stream }
+        Prologue { status: 200, stream, unreadable: false }
+    }
+
+    /// The client's body for a 2xx answer that cannot be read (not JSON, compressed, or lacking what the
+    /// translation needs): [`unreadable_answer`], and the client's status becomes 502
+    /// ([`Prologue::body_status`]).
+    pub(crate) fn unreadable(&mut self, provider: &str, why: &str) -> Vec<u8> {
+        self.unreadable = true;
+        unreadable_answer(provider, why)
+    }
+
+    /// `ResponseTranslator::body_status`: 502 once the body proved unreadable.
+    pub(crate) fn body_status(&self) -> Option<u16> {
+        self.unreadable.then_some(502)
     }
 
     /// `ResponseTranslator::on_headers`: a 2xx is the client's 200, streamed when the client asked for a

@@ -231,7 +231,7 @@ class Envoy:
     """One Envoy process serving a config; stopped with `stop()`."""
 
     def __init__(self, cfg: dict, env: dict | None = None, concurrency: int = 1, log_level: str = "info",
-                 access_log: bool = False):
+                 access_log: bool = False, wasm: Path | None = None):
         self.dir = Path(tempfile.mkdtemp(prefix="switchyard-e2e-"))
         self.port = free_port()
         cfg = copy.deepcopy(cfg)
@@ -247,7 +247,7 @@ class Envoy:
         listener["address"]["socket_address"]["port_value"] = self.port
         cfg["admin"]["address"]["socket_address"]["port_value"] = 0
         for pc in plugin_configs(cfg):
-            pc["vm_config"]["code"]["local"]["filename"] = str(WASM)
+            pc["vm_config"]["code"]["local"]["filename"] = str(wasm or WASM)
         self.config_path = self.dir / "envoy.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.admin_path = self.dir / "admin.txt"

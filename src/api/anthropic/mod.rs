@@ -53,5 +53,5 @@ pub const PATH: &str = "/v1/messages";
 pub use error::{error_from_api, error_from_openai, error_response, status_for_type, type_for_status};
 pub use mock::mock_answer;
 pub use request::{parse, to_openai, MessagesRequest};
-pub use response::response_from_openai;
+pub use response::{response_from_openai, try_response_from_openai};
 pub use stream::StreamToAnthropic;

@@ -60,11 +60,16 @@ fn tool_input(arguments: &str) -> Value {
 /// tool calls → tool_use); `stop_sequence` is always null (OpenAI does not say which one matched). A
 /// body that is not a chat completion gives an Anthropic `api_error` body.
 pub fn response_from_openai(openai_body: &[u8], model: &str) -> Vec<u8> {
+    try_response_from_openai(openai_body, model).unwrap_or_else(|why| anthropic_error("api_error", why))
+}
+
+/// [`response_from_openai`], or why the body is no chat completion.
+pub fn try_response_from_openai(openai_body: &[u8], model: &str) -> Result<Vec<u8>, &'static str> {
     let Ok(v) = serde_json::from_slice::<Value>(openai_body) else {
-        return anthropic_error("api_error", "The upstream response was not valid JSON.");
+        return Err("The upstream response was not valid JSON.");
     };
     let Some(choice) = v.get("choices").and_then(Value::as_array).and_then(|c| c.first()) else {
-        return anthropic_error("api_error", "The upstream response held no choices.");
+        return Err("The upstream response held no choices.");
     };
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut content = Vec::new();
@@ -98,5 +103,5 @@ pub fn response_from_openai(openai_body: &[u8], model: &str) -> Vec<u8> {
         "stop_sequence": null,
         "usage": usage,
     });
-    serde_json::to_vec(&out).unwrap_or_default()
+    Ok(serde_json::to_vec(&out).unwrap_or_default())
 }

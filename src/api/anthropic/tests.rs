@@ -443,3 +443,57 @@ fn mock_answer_message_stream_and_error() {
     assert_eq!((v["type"].as_str(), v["error"]["type"].as_str()), (Some("error"), Some("invalid_request_error")));
     assert_eq!(v["error"]["param"], "max_tokens");
 }
+
+/// `/v1/messages` to an OpenAI-format provider: the provider refusing the gateway's credential is a 502
+/// (not the caller's 401), and a 2xx that is no chat completion is a 502 too, both in Anthropic's shape.
+#[test]
+fn openai_provider_refusals_and_unreadable_answers() {
+    use crate::config::{Provider, ProviderKind, Secret};
+    use crate::providers::{Attempt, BodyMode};
+    let p = Provider {
+        name: "oai".into(),
+        kind: ProviderKind::OpenAi,
+        cluster: "oai".into(),
+        credential: Some(Secret::for_tests("sk-PROVIDER-SECRET")),
+    };
+    let a = Attempt {
+        op: crate::api::openai::Operation::Messages,
+        provider: &p,
+        model: "gpt-x",
+        alias: "gpt",
+        now_unix: 1,
+        now_ns: 1,
+        usage_chunk: false,
+        chat: None,
+    };
+    let body = br#"{"model":"gpt","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}"#;
+    let translator = || crate::providers::prepare(&a, body).unwrap().response.unwrap();
+    for status in [401, 403] {
+        let mut t = translator();
+        assert_eq!(t.on_headers(status, Some("application/json")), (502, BodyMode::Buffer));
+        let v = json(&t.on_body(
+            br#"{"error":{"message":"Incorrect API key provided: sk-PROV****CRET","code":"invalid_api_key"}}"#,
+        ));
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "api_error");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.starts_with(&format!("oai ({status}): the provider refused")), "{msg}");
+        assert!(!msg.contains("sk-PROV"), "the provider's message quoting the key is not passed on: {msg}");
+    }
+    for (answer, status) in [
+        (&b"<html>hi</html>"[..], Some(502)),
+        (br#"{"object":"chat.completion"}"#, Some(502)),
+        (br#"{"choices":[{"message":{"content":"hi"},"finish_reason":"stop"}]}"#, None),
+    ] {
+        let mut t = translator();
+        assert_eq!(t.on_headers(200, Some("application/json")).0, 200);
+        let v = json(&t.on_body(answer));
+        assert_eq!(t.body_status(), status, "{}", String::from_utf8_lossy(answer));
+        assert_eq!(v["type"] == "error", status.is_some());
+    }
+    // Other errors keep their status.
+    let mut t = translator();
+    assert_eq!(t.on_headers(429, Some("application/json")).0, 429);
+    assert_eq!(json(&t.on_body(br#"{"error":{"message":"slow"}}"#))["error"]["type"], "rate_limit_error");
+    assert_eq!(t.body_status(), None);
+}

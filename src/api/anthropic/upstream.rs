@@ -31,7 +31,10 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         inner: out.response.take(),
         stream: req.stream,
         model: a.model.to_string(),
+        provider: a.provider.name.clone(),
         status: 0,
+        refused: None,
+        unreadable: false,
         converter: StreamToAnthropic::new(a.model),
         scratch: Vec::new(),
     }));
@@ -43,7 +46,13 @@ struct ToAnthropic {
     inner: Option<Box<dyn ResponseTranslator>>,
     stream: bool,
     model: String,
+    /// The provider's name (errors made here name it).
+    provider: String,
     status: u16,
+    /// An OpenAI-format provider refused the gateway's credential with this status (401/403).
+    refused: Option<u16>,
+    /// An OpenAI-format provider's 2xx that is no chat completion: the client gets a 502.
+    unreadable: bool,
     converter: StreamToAnthropic,
     scratch: Vec<u8>,
 }
@@ -53,6 +62,12 @@ impl ResponseTranslator for ToAnthropic {
         let (status, mode) = match self.inner.as_mut() {
             Some(t) => t.on_headers(status, content_type),
             None if (200..300).contains(&status) && self.stream => (status, BodyMode::Stream),
+            // The provider refusing the gateway's own credential is not the caller's fault (the same
+            // answer translated providers give).
+            None if status == 401 || status == 403 => {
+                self.refused = Some(status);
+                (providers::client_status_for_provider_error(status), BodyMode::Buffer)
+            }
             None => (status, BodyMode::Buffer),
         };
         self.status = status;
@@ -60,14 +75,35 @@ impl ResponseTranslator for ToAnthropic {
     }
 
     fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
+        if let Some(refused) = self.refused {
+            let (status, e) =
+                providers::provider_error_body(&self.provider, refused, providers::REFUSED_CREDENTIAL, None);
+            return anthropic_input::error_from_openai(status, &e);
+        }
         let openai_body = match self.inner.as_mut() {
             Some(t) => t.on_body(body),
             None => body.to_vec(),
         };
-        if (200..300).contains(&self.status) {
-            anthropic_input::response_from_openai(&openai_body, &self.model)
-        } else {
-            anthropic_input::error_from_openai(self.status, &openai_body)
+        if let Some(status) = self.body_status() {
+            return anthropic_input::error_from_openai(status, &openai_body);
+        }
+        if !(200..300).contains(&self.status) {
+            return anthropic_input::error_from_openai(self.status, &openai_body);
+        }
+        match anthropic_input::try_response_from_openai(&openai_body, &self.model) {
+            Ok(message) => message,
+            Err(why) => {
+                self.unreadable = true;
+                let e = crate::providers::toolkit::unreadable_answer(&self.provider, why);
+                anthropic_input::error_from_openai(502, &e)
+            }
+        }
+    }
+
+    fn body_status(&self) -> Option<u16> {
+        match self.inner.as_ref() {
+            Some(t) => t.body_status(),
+            None => self.unreadable.then_some(502),
         }
     }
 

@@ -1,7 +1,7 @@
 //! Anthropic answers and errors → OpenAI chat completions and OpenAI-shaped errors.
 
 use super::Translator;
-use crate::providers::{toolkit, Usage};
+use crate::providers::Usage;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
@@ -66,7 +66,7 @@ struct MessageBody<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default, borrow)]
-    content: Vec<&'a RawValue>,
+    content: Option<Vec<&'a RawValue>>,
     #[serde(default)]
     stop_reason: Option<String>,
     #[serde(default)]
@@ -144,12 +144,15 @@ impl Translator {
         let msg: MessageBody = match serde_json::from_slice(body) {
             Ok(m) => m,
             Err(e) => {
-                return toolkit::unreadable_answer(&self.provider, &format!("unreadable response: {e}"));
+                return self.prologue.unreadable(&self.provider, &format!("unreadable response: {e}"));
             }
+        };
+        let Some(content) = msg.content.or_else(|| msg.stop_reason.as_ref().map(|_| Vec::new())) else {
+            return self.prologue.unreadable(&self.provider, "the response holds neither content nor a stop_reason");
         };
         let mut text = String::new();
         let mut calls = Vec::new();
-        for raw in msg.content {
+        for raw in content {
             let Ok(b) = serde_json::from_str::<Block>(raw.get()) else { continue };
             match b.kind.as_str() {
                 "text" => text.push_str(b.text.as_deref().unwrap_or("")),

@@ -368,3 +368,33 @@ fn made_ids_follow_the_attempts_clock() {
     assert_ne!(later.0, first.0);
     assert_ne!(later.1, first.1);
 }
+
+/// A 2xx the translator cannot read, or that holds neither content nor a stop reason, is the client's
+/// 502 (the status follows the body); a readable one keeps its 200.
+#[test]
+fn unreadable_or_empty_success_is_a_502() {
+    let client = br#"{"model":"c","messages":[{"role":"user","content":"x"}]}"#;
+    for (body, status) in [
+        (&b"not json"[..], Some(502)),
+        (b"{}", Some(502)),
+        (br#"{"type":"message","usage":{"input_tokens":1}}"#, Some(502)),
+        (br#"{"content":[]}"#, None),
+        (br#"{"stop_reason":"end_turn"}"#, None),
+        (br#"{"content":[{"type":"text","text":"hi"}],"stop_reason":"end_turn"}"#, None),
+    ] {
+        let mut t = prep(client).unwrap().response.unwrap();
+        assert_eq!(t.on_headers(200, Some("application/json")).0, 200);
+        let v = json_of(&t.on_body(body), "answer");
+        assert_eq!(t.body_status(), status, "{}", String::from_utf8_lossy(body));
+        if status.is_some() {
+            assert_eq!(v["error"]["code"], "provider_error");
+        } else {
+            assert_eq!(v["object"], "chat.completion");
+        }
+    }
+    // An error status is the prologue's business: no status change after the body.
+    let mut t = prep(client).unwrap().response.unwrap();
+    assert_eq!(t.on_headers(429, Some("application/json")).0, 429);
+    t.on_body(b"<html>slow down</html>");
+    assert_eq!(t.body_status(), None);
+}

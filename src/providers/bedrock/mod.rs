@@ -223,4 +223,8 @@ impl ResponseTranslator for Translator {
     fn content_type(&self) -> &'static str {
         self.prologue.content_type()
     }
+
+    fn body_status(&self) -> Option<u16> {
+        self.prologue.body_status()
+    }
 }

@@ -1,7 +1,7 @@
 //! Converse answers and errors → OpenAI chat completions and OpenAI-shaped errors.
 
 use super::{finish_reason, text_prefix, usage_of, Translator};
-use crate::providers::{toolkit, usage_json};
+use crate::providers::usage_json;
 use serde_json::{json, Value};
 
 /// Sets a field of a JSON object (no-op on anything else).
@@ -41,8 +41,11 @@ pub(super) fn error_parts(status: u16, body: &[u8]) -> (String, Option<String>) 
 impl Translator {
     pub(super) fn completion(&mut self, body: &[u8]) -> Vec<u8> {
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return toolkit::unreadable_answer(&self.provider.name, "the Converse response is not JSON");
+            return self.prologue.unreadable(&self.provider.name, "the Converse response is not JSON");
         };
+        if v.pointer("/output/message").is_none() && v.get("stopReason").is_none() {
+            return self.prologue.unreadable(&self.provider.name, "the Converse response holds no output message");
+        }
         let mut text = String::new();
         let mut calls = Vec::new();
         let blocks = v.pointer("/output/message/content").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);

@@ -277,3 +277,19 @@ fn stream_request_with_error_status_is_buffered_json() {
     assert_eq!(v["error"]["type"], "rate_limit_error");
     assert_eq!(v["error"]["message"], "bedrock (429): slow down");
 }
+
+#[test]
+fn unreadable_or_empty_success_is_a_502() {
+    for (body, status) in [
+        (&b"<html>hi</html>"[..], Some(502)),
+        (b"{}", Some(502)),
+        (br#"{"usage":{"inputTokens":1}}"#, Some(502)),
+        (br#"{"output":{"message":{"role":"assistant","content":[{"text":"hi"}]}},"stopReason":"end_turn"}"#, None),
+    ] {
+        let mut t = run(r#"{"model":"m","messages":[{"role":"user","content":"x"}]}"#).unwrap().response.unwrap();
+        assert_eq!(t.on_headers(200, Some("application/json")).0, 200);
+        let v: Value = serde_json::from_slice(&t.on_body(body)).unwrap();
+        assert_eq!(t.body_status(), status, "{}", String::from_utf8_lossy(body));
+        assert_eq!(v["error"]["code"] == "provider_error", status.is_some());
+    }
+}

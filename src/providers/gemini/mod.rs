@@ -45,7 +45,7 @@ mod tests;
 
 pub(crate) use settings::{settings, vertex_settings};
 
-use super::toolkit::{self, Prologue};
+use super::toolkit::Prologue;
 use super::{Attempt, BodyMode, Outgoing, ResponseTranslator, Usage};
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
@@ -274,13 +274,20 @@ impl ResponseTranslator for Translator {
             return error;
         }
         let Ok(v) = serde_json::from_slice::<Value>(body) else {
-            return toolkit::unreadable_answer(&self.provider.name, "the provider's response is not JSON");
+            return self.prologue.unreadable(&self.provider.name, "the provider's response is not JSON");
         };
         let out = match self.mode {
+            // Neither candidates nor the prompt's feedback: nothing to translate.
+            Mode::Chat { stream: false, .. } if v.get("candidates").is_none() && v.get("promptFeedback").is_none() => {
+                return self.prologue.unreadable(&self.provider.name, "the response holds no candidates");
+            }
             Mode::Chat { stream: false, .. } => self.completion(&v),
+            Mode::Embeddings { .. } if v.get("embeddings").is_none() => {
+                return self.prologue.unreadable(&self.provider.name, "the response holds no embeddings");
+            }
             Mode::Embeddings { base64 } => self.embeddings(&v, base64),
             Mode::Chat { stream: true, .. } => {
-                return self.own_error("a streamed response arrived as one body").into_bytes();
+                return self.prologue.unreadable(&self.provider.name, "a streamed response arrived as one body");
             }
         };
         out.to_string().into_bytes()
@@ -307,5 +314,9 @@ impl ResponseTranslator for Translator {
 
     fn content_type(&self) -> &'static str {
         self.prologue.content_type()
+    }
+
+    fn body_status(&self) -> Option<u16> {
+        self.prologue.body_status()
     }
 }

@@ -376,3 +376,25 @@ fn non_stream_without_candidates_or_usage() {
     let v: Value = serde_json::from_slice(&t.on_body(b"<html>")).unwrap();
     assert_eq!(v["error"]["type"], "server_error");
 }
+
+#[test]
+fn unreadable_or_empty_success_is_a_502() {
+    for (body, status) in [
+        (&b"<html>hi</html>"[..], Some(502)),
+        (b"{}", Some(502)),
+        (br#"{"usageMetadata":{"promptTokenCount":1}}"#, Some(502)),
+        (br#"{"promptFeedback":{"blockReason":"SAFETY"}}"#, None),
+        (br#"{"candidates":[{"content":{"parts":[{"text":"a"}]},"finishReason":"STOP"}]}"#, None),
+    ] {
+        let mut t = translator(false, false);
+        assert_eq!(t.on_headers(200, Some("application/json")).0, 200);
+        let v: Value = serde_json::from_slice(&t.on_body(body)).unwrap();
+        assert_eq!(t.body_status(), status, "{}", String::from_utf8_lossy(body));
+        assert_eq!(v["error"]["code"] == "provider_error", status.is_some());
+    }
+    // A streamed request answered with one body cannot be translated either.
+    let mut t = translator(true, false);
+    t.on_headers(200, Some("application/json"));
+    t.on_body(br#"{"candidates":[]}"#);
+    assert_eq!(t.body_status(), Some(502));
+}
