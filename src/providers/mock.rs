@@ -2,6 +2,7 @@
 //! upstream at all. Chat echoes the last user message; embeddings are deterministic unit vectors derived
 //! from the input. Usage is estimated the documented way (`request::estimate_tokens`).
 
+use crate::api::error::ApiError;
 use crate::api::openai::{content_text, estimate_tokens, ChatRequest, EmbeddingsRequest};
 use crate::codec::sha256;
 use crate::config::provider_kinds::{read, KindResult};
@@ -90,7 +91,7 @@ pub fn chat(req: &ChatRequest, alias: &str, clock: Clock) -> LocalResponse {
         out.push_str("\n\n");
     };
     push(json!({"role": "assistant", "content": "", "refusal": null}), Value::Null);
-    for piece in split_words(&e.reply) {
+    for piece in pieces(&e.reply, MAX_STREAM_PIECES) {
         push(json!({"content": piece}), Value::Null);
     }
     push(json!({}), json!("stop"));
@@ -110,6 +111,30 @@ pub fn chat(req: &ChatRequest, alias: &str, clock: Clock) -> LocalResponse {
     }
     out.push_str("data: [DONE]\n\n");
     LocalResponse::event_stream(out)
+}
+
+/// At most this many content chunks in a streamed mock answer: its size stays the reply's plus a bounded
+/// overhead, whatever the reply's words (one chunk per word of a 2 MB reply of one-letter words was a
+/// 238 MB answer).
+pub const MAX_STREAM_PIECES: usize = 256;
+
+/// The reply in at most `max` pieces: word pieces, neighbours joined when there are more words than that.
+fn pieces(s: &str, max: usize) -> Vec<&str> {
+    let words = split_words(s);
+    if words.len() <= max {
+        return words;
+    }
+    let per = words.len().div_ceil(max.max(1));
+    let mut out = Vec::with_capacity(max);
+    let mut start = 0;
+    for group in words.chunks(per) {
+        let len: usize = group.iter().map(|w| w.len()).sum();
+        if let Some(p) = s.get(start..start + len) {
+            out.push(p);
+        }
+        start += len;
+    }
+    out
 }
 
 /// Splits text into word pieces, each piece keeping the white space before it.
@@ -139,6 +164,10 @@ fn split_words(s: &str) -> Vec<&str> {
 /// Default vector size of mock embeddings when the request names no `dimensions`.
 pub const DEFAULT_DIMENSIONS: u32 = 8;
 const MAX_DIMENSIONS: u32 = 4096;
+/// At most this many inputs in one embeddings request (OpenAI's own limit).
+pub const MAX_INPUTS: usize = 2048;
+/// At most this many numbers in one mock embeddings answer (inputs x dimensions): about 5 MB of JSON.
+pub const MAX_FLOATS: usize = 256 * 1024;
 
 fn vector(text: &str, dims: u32) -> Vec<f32> {
     let mut v = Vec::with_capacity(dims as usize);
@@ -179,6 +208,17 @@ pub fn embeddings(req: &EmbeddingsRequest, alias: &str) -> LocalResponse {
         _ => Vec::new(),
     };
     let dims = req.dimensions.unwrap_or(DEFAULT_DIMENSIONS).clamp(1, MAX_DIMENSIONS);
+    if inputs.len() > MAX_INPUTS {
+        let m = format!("The mock provider takes at most {MAX_INPUTS} inputs per request; got {}.", inputs.len());
+        return ApiError::invalid_request(m, Some("input")).into();
+    }
+    if inputs.len().saturating_mul(dims as usize) > MAX_FLOATS {
+        let m = format!(
+            "The mock provider answers at most {MAX_FLOATS} numbers per request (inputs x dimensions); {} x {dims} is more.",
+            inputs.len()
+        );
+        return ApiError::invalid_request(m, Some("dimensions")).into();
+    }
     let base64 = req.encoding_format.as_deref() == Some("base64");
     let mut tokens = 0u64;
     let data: Vec<Value> = inputs
@@ -295,5 +335,35 @@ mod tests {
         let decoded: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
         assert_eq!(decoded, a);
         assert_eq!(vb["usage"]["prompt_tokens"], 1);
+    }
+
+    #[test]
+    fn answers_stay_bounded() {
+        // One-letter words: one chunk each would make the answer ~100x the request.
+        let text = "a ".repeat(100_000);
+        let body =
+            serde_json::json!({"model":"m","stream":true,"messages":[{"role":"user","content":text}]}).to_string();
+        let r = chat(&crate::api::openai::parse_chat(body.as_bytes()).unwrap(), "m", Clock { unix_secs: 1, seq: 1 });
+        assert!(r.body.len() < body.len() + 256 * 400, "{} bytes for a {} byte request", r.body.len(), body.len());
+        let rebuilt: String = String::from_utf8(r.body)
+            .unwrap()
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(rebuilt, text, "the pieces still make the reply");
+        assert_eq!(pieces("a b c d e", 2), vec!["a b c", " d e"]);
+        assert_eq!(pieces("a b", 5), vec!["a", " b"]);
+
+        let many = format!(r#"{{"model":"e","input":[{}],"dimensions":4096}}"#, vec!["\"\""; 4000].join(","));
+        let r = embeddings(&parse_embeddings(many.as_bytes()).unwrap(), "e");
+        assert_eq!(r.status, 400);
+        let big = format!(r#"{{"model":"e","input":[{}],"dimensions":4096}}"#, vec!["\"x\""; 100].join(","));
+        let r = embeddings(&parse_embeddings(big.as_bytes()).unwrap(), "e");
+        assert_eq!(r.status, 400);
+        assert!(String::from_utf8_lossy(&r.body).contains("dimensions"));
+        let ok = format!(r#"{{"model":"e","input":[{}],"dimensions":1024}}"#, vec!["\"x\""; 100].join(","));
+        assert_eq!(embeddings(&parse_embeddings(ok.as_bytes()).unwrap(), "e").status, 200);
     }
 }
