@@ -64,3 +64,23 @@ def test_a_2mb_streaming_echo_is_answered_in_bounded_size_and_time(envoy):
     status, _, _ = request("POST", f"{envoy.base}/v1/chat/completions",
                            json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]}), AUTH)
     assert status == 200
+
+
+def test_a_failed_vm_is_reloaded_under_the_shipped_policy(tmp_path):
+    """The shipped config with a module whose VM traps on every request (test_errors.trap_module): each
+    failure is followed by a reload of the VM (with `fail_open: false`, the old policy, vm_reload_success
+    stays 0 and the worker's VM stays dead until Envoy restarts)."""
+    from test_errors import trap_module
+
+    wasm = tmp_path / "trap.wasm"
+    wasm.write_bytes(trap_module())
+    e = Envoy(demo_config(), wasm=wasm).wait_ready()
+    try:
+        for _ in range(3):
+            status, _, raw = request("POST", e.base + "/v1/chat/completions", "{}", {"content-type": "application/json"})
+            assert status == 503 and json.loads(raw)["error"]["code"] == "gateway_unavailable"
+            time.sleep(1.3)  # past the 1 s reload backoff
+        stats = dict(line.split(": ", 1) for line in e.admin("/stats").splitlines() if ": " in line)
+        assert int(stats["wasm.switchyard.vm_reload_success"]) >= 1, {k: v for k, v in stats.items() if "reload" in k}
+    finally:
+        e.stop()
