@@ -368,3 +368,13 @@ fn made_ids_follow_the_attempts_clock() {
     assert_ne!(later.0, first.0);
     assert_ne!(later.1, first.1);
 }
+
+#[test]
+fn empty_and_typeless_tool_schemas_become_object_schemas() {
+    let v = translated(
+        r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"a","parameters":{}}},{"type":"function","function":{"name":"b","parameters":{"properties":{"q":{"type":"string"}}}}},{"type":"function","function":{"name":"c","parameters":{"type":"object","properties":{}}}}]}"#,
+    );
+    assert_eq!(v["tools"][0]["input_schema"], json!({"type": "object", "properties": {}}));
+    assert_eq!(v["tools"][1]["input_schema"], json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+    assert_eq!(v["tools"][2]["input_schema"], json!({"type": "object", "properties": {}}));
+}

@@ -376,3 +376,17 @@ fn non_stream_without_candidates_or_usage() {
     let v: Value = serde_json::from_slice(&t.on_body(b"<html>")).unwrap();
     assert_eq!(v["error"]["type"], "server_error");
 }
+
+#[test]
+fn empty_tool_schemas_are_left_out_and_typeless_ones_typed() {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [
+        {"type": "function", "function": {"name": "a", "parameters": {}}},
+        {"type": "function", "function": {"name": "b", "parameters": {"properties": {"q": {"type": "string"}}}}}]});
+    let v1 = provider(ProviderKind::Gemini { api_version: "v1".into() });
+    for (p, key) in [(gemini(), "parametersJsonSchema"), (vertex(), "parametersJsonSchema"), (v1, "parameters")] {
+        let v = sent(chat(&p, &body).unwrap());
+        let decls = &v["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0], json!({"name": "a"}));
+        assert_eq!(decls[1][key], json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+    }
+}
