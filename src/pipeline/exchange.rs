@@ -121,6 +121,9 @@ pub struct Exchange {
     pub key: Option<usize>,
     /// The model and sizes (resolve).
     pub ask: Option<Ask>,
+    /// Provider-steering headers the client sent that some provider forwards (header time; dispatch
+    /// decides per target).
+    pub steering: Vec<crate::forwarding::Noted>,
     /// The request was admitted and answered or sent on (dispatch).
     pub forwarded: bool,
     /// What the local limits hold until the answer is settled (limits, settle).
