@@ -19,6 +19,9 @@ pub struct RequestInfo {
     /// a format of its own): the attempt's path, and the client's body for an endpoint that pins another
     /// model (that attempt is prepared again from it).
     pub translated: Option<std::rc::Rc<Translated>>,
+    /// Provider-steering headers the client sent that some but not every target forwards: each attempt
+    /// sets or removes them for its provider ([`crate::forwarding::Forwarding::for_attempt`]).
+    pub steering: Vec<crate::forwarding::Noted>,
 }
 
 /// A request body the route-level filter translated for a model's only target.
@@ -33,6 +36,8 @@ pub struct Translated {
 /// Read access to the request or response headers the host holds.
 pub trait Headers {
     fn get(&self, name: &str) -> Option<String>;
+    /// Calls `f` with every header name, in the host's order (the forwarding allow-list reads them).
+    fn each_name(&self, _f: &mut dyn FnMut(&str)) {}
 }
 
 /// A response the filter answers with itself.
@@ -86,13 +91,26 @@ pub struct Decision {
     pub set: Vec<(&'static str, String)>,
     /// Keep this for the upstream role's attempts.
     pub register: Option<RequestInfo>,
+    /// Positions of request headers not forwarded, in the map as the host listed it to this callback
+    /// (see [`crate::forwarding`]).
+    pub drop: Vec<u32>,
+    /// Provider-steering headers a provider forwards (names from the config): set (`Some`) or removed.
+    pub steer: Vec<(std::rc::Rc<str>, Option<String>)>,
     /// Replace the request body with this.
     pub body: Option<Vec<u8>>,
 }
 
 impl Decision {
     pub fn new(step: Step) -> Self {
-        Decision { step, remove: Vec::new(), set: Vec::new(), register: None, body: None }
+        Decision {
+            step,
+            remove: Vec::new(),
+            set: Vec::new(),
+            register: None,
+            body: None,
+            drop: Vec::new(),
+            steer: Vec::new(),
+        }
     }
 
     pub fn respond(r: impl Into<LocalResponse>) -> Self {
@@ -197,6 +215,12 @@ impl Headers for Pairs {
     fn get(&self, name: &str) -> Option<String> {
         self.value(name).map(str::to_string)
     }
+
+    fn each_name(&self, f: &mut dyn FnMut(&str)) {
+        for s in &self.spans {
+            f(self.text(s.0, s.1));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -215,6 +239,12 @@ pub mod testing {
     impl Headers for MapHeaders {
         fn get(&self, name: &str) -> Option<String> {
             self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
+        }
+
+        fn each_name(&self, f: &mut dyn FnMut(&str)) {
+            for (k, _) in &self.0 {
+                f(k);
+            }
         }
     }
 }

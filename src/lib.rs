@@ -6,6 +6,7 @@
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod forwarding;
 pub mod http;
 pub mod limits;
 pub mod observe;

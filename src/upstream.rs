@@ -175,6 +175,10 @@ impl UpstreamFilter {
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
+        // Provider-steering headers: those this attempt's provider forwards, and no others.
+        if !self.cfg.forwarding.is_empty() {
+            self.cfg.forwarding.for_attempt(target.0, info.map(|i| i.steering.as_slice()), h, &mut d.steer);
+        }
         // The route filter wrote the body for this very target: set path and credential now and let the
         // body through untouched (unless this endpoint pins another model name).
         let pinned_other = meta.model.as_ref().is_some_and(|m| Some(m) != model.targets.first().map(|t| &t.model));
@@ -359,6 +363,7 @@ mod tests {
             body_ready: false,
             path: "/v1/chat/completions".into(),
             translated: None,
+            steering: Vec::new(),
         };
         let mut f = filter();
         let meta = EndpointMeta { provider: Some("openai".into()), model: None };
@@ -376,6 +381,7 @@ mod tests {
             body_ready: true,
             path: "/v1/chat/completions".into(),
             translated: None,
+            steering: Vec::new(),
         };
         let azure_path = "/openai/deployments/prod-deployment/chat/completions?api-version=2024-10-21";
         let mut f = filter();

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod error;
+pub mod json;
 pub mod openai;
 
 use crate::http::LocalResponse;

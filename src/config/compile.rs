@@ -13,6 +13,7 @@ use super::{
     Allowed, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, Target, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_OUTPUT_TOKENS,
 };
+use crate::forwarding::Forwarding;
 use hashbrown::{HashMap, HashSet};
 use serde_json::Value;
 
@@ -21,7 +22,7 @@ pub fn compile(raw: RawConfig) -> R<Config> {
     let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys } = raw;
     // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
     let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
-    let providers = compile_providers(providers);
+    let providers = compile_providers(providers)?;
     let models = compile_models(models, &providers)?;
     let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;
     Ok(Config {
@@ -29,6 +30,7 @@ pub fn compile(raw: RawConfig) -> R<Config> {
         default_max_output_tokens: default_max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
         log_bodies_max_bytes: log_bodies.map(|l| l.max_bytes),
         providers: providers.list,
+        forwarding: providers.forwarding,
         models: models.by_name,
         keys: keys.list,
         keys_by_digest: keys.by_digest,
@@ -43,10 +45,14 @@ struct Providers {
     ids: HashMap<String, ProviderId>,
     /// Left out: an optional credential is not set.
     disabled: Vec<String>,
+    /// Which provider forwards which client headers beyond the allow-list.
+    forwarding: Forwarding,
 }
 
-fn compile_providers(raw: Vec<RawProvider>) -> Providers {
-    let mut p = Providers { list: Vec::new(), ids: HashMap::new(), disabled: Vec::new() };
+fn compile_providers(raw: Vec<RawProvider>) -> R<Providers> {
+    let mut p =
+        Providers { list: Vec::new(), ids: HashMap::new(), disabled: Vec::new(), forwarding: Forwarding::default() };
+    let mut forward_lists = Vec::new();
     for RawProvider { name, settings } in raw {
         let Some(s) = settings else {
             p.disabled.push(name);
@@ -54,9 +60,18 @@ fn compile_providers(raw: Vec<RawProvider>) -> Providers {
         };
         p.ids.insert(name.clone(), p.list.len());
         let cluster = s.cluster.unwrap_or_else(|| name.clone());
+        forward_lists.push(s.forward_headers);
         p.list.push(Provider { name, kind: s.kind, cluster, credential: s.credential });
     }
-    p
+    let lists: Vec<&[String]> = forward_lists.iter().map(Vec::as_slice).collect();
+    p.forwarding = Forwarding::new(&lists).map_err(|(id, j)| {
+        let name = p.list.get(id).map_or("", |x| x.name.as_str());
+        err(
+            format!("providers.{name}.forward_headers[{j}]"),
+            format!("more than {} distinct names across all providers", crate::forwarding::MAX_NAMES),
+        )
+    })?;
+    Ok(p)
 }
 
 struct Models {

@@ -189,6 +189,8 @@ pub struct Config {
     /// Opt-in: log request and response bodies, cut to this many bytes each.
     pub log_bodies_max_bytes: Option<usize>,
     pub providers: Vec<Provider>,
+    /// Which provider forwards which client headers beyond the allow-list (`forward_headers`).
+    pub forwarding: crate::forwarding::Forwarding,
     pub models: HashMap<String, Model>,
     pub keys: Vec<Key>,
     keys_by_digest: HashMap<[u8; 32], usize>,

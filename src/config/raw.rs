@@ -49,6 +49,8 @@ pub struct RawProviderSettings {
     pub cluster: Option<String>,
     /// `api_key`, resolved.
     pub credential: Option<Secret>,
+    /// `forward_headers`: client headers beyond the allow-list this provider gets.
+    pub forward_headers: Vec<String>,
 }
 
 /// `models.<name>`.
@@ -171,7 +173,11 @@ fn provider(name: &str, v: &Value, env: &dyn Env) -> R<RawProvider> {
     let Some(kind) = provider_kinds::settings(kind_name, o, &path, env)? else {
         return Ok(left_out);
     };
-    check_fields(o, &path, kind.fields)?;
+    // Fields every kind that calls a provider shares, beyond the kind's own.
+    let shared: &[&str] = if kind.kind.answers_locally() { &[] } else { &["forward_headers"] };
+    let known: Vec<&str> = kind.fields.iter().chain(shared).copied().collect();
+    check_fields(o, &path, &known)?;
+    let forward_headers = forward_headers(o.get("forward_headers"), &join(&path, "forward_headers"))?;
     let cluster = opt_str(o, &path, "cluster")?;
     if !is_header_safe(cluster.unwrap_or(name)) {
         return Err(err(join(&path, "cluster"), "must be printable ASCII"));
@@ -186,8 +192,33 @@ fn provider(name: &str, v: &Value, env: &dyn Env) -> R<RawProvider> {
     if kind.kind.requires_key() && credential.is_none() {
         return Err(err(join(&path, "api_key"), format!("is required for kind {kind_name}")));
     }
-    let settings = RawProviderSettings { kind: kind.kind, cluster: cluster.map(str::to_string), credential };
+    let settings =
+        RawProviderSettings { kind: kind.kind, cluster: cluster.map(str::to_string), credential, forward_headers };
     Ok(RawProvider { name: name.to_string(), settings: Some(settings) })
+}
+
+/// `forward_headers`: a list of header names (see `crate::forwarding::refused` for what may not be
+/// listed), each once.
+fn forward_headers(v: Option<&Value>, path: &str) -> R<Vec<String>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let Value::Array(items) = v else {
+        return Err(err(path, format!("must be an array of header names, got {}", type_name(v))));
+    };
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let Value::String(name) = item else {
+            return Err(err(at, format!("must be a header name, got {}", type_name(item))));
+        };
+        if let Some(reason) = crate::forwarding::refused(name) {
+            return Err(err(at, format!("'{name}' {reason}")));
+        }
+        if out.contains(name) {
+            return Err(err(at, format!("'{name}' is listed twice")));
+        }
+        out.push(name.clone());
+    }
+    Ok(out)
 }
 
 fn models(v: &Value, path: &str) -> R<Vec<RawModel>> {

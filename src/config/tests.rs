@@ -374,3 +374,44 @@ fn field_errors_are_parse_raw_errors() {
     assert_eq!(e.field, "models.demo.colour");
     assert!(e.reason.starts_with("unknown field (expected one of: provider, model, price, cluster, targets)"));
 }
+
+#[test]
+fn forward_headers_per_provider() {
+    let mut v: Value = serde_json::from_str(&sample()).unwrap();
+    v["providers"]["openai"]["forward_headers"] = serde_json::json!(["openai-organization", "openai-project"]);
+    v["providers"]["azure"]["forward_headers"] = serde_json::json!(["openai-project"]);
+    let cfg = Config::parse(v.to_string().as_bytes(), &env()).unwrap();
+    let (openai, _) = cfg.provider_by_name("openai").unwrap();
+    let (azure, _) = cfg.provider_by_name("azure").unwrap();
+    let (ollama, _) = cfg.provider_by_name("ollama").unwrap();
+    let f = &cfg.forwarding;
+    assert!(f.forwards(openai, "openai-organization") && f.forwards(openai, "openai-project"));
+    assert!(!f.forwards(azure, "openai-organization") && f.forwards(azure, "openai-project"));
+    assert!(!f.forwards(ollama, "openai-organization") && !f.forwards(ollama, "openai-project"));
+    assert!(Config::parse(sample().as_bytes(), &env()).unwrap().forwarding.is_empty());
+
+    let cases: Vec<(&str, Value, &str, &str)> = vec![
+        ("openai", serde_json::json!("openai-organization"), "providers.openai.forward_headers", "must be an array"),
+        ("openai", serde_json::json!([1]), "providers.openai.forward_headers[0]", "must be a header name"),
+        ("openai", serde_json::json!(["a", "a"]), "providers.openai.forward_headers[1]", "listed twice"),
+        ("openai", serde_json::json!(["x-api-key"]), "providers.openai.forward_headers[0]", "credential"),
+        ("openai", serde_json::json!(["Openai-Project"]), "providers.openai.forward_headers[0]", "lower-case"),
+        ("local", serde_json::json!(["openai-project"]), "providers.local.forward_headers", "unknown field"),
+    ];
+    for (provider, value, field, reason) in cases {
+        let mut v: Value = serde_json::from_str(&sample()).unwrap();
+        v["providers"][provider]["forward_headers"] = value;
+        let e = parse_err(v);
+        assert_eq!(e.field, field);
+        assert!(e.reason.contains(reason), "{}", e.reason);
+    }
+    let mut v: Value = serde_json::from_str(&sample()).unwrap();
+    // Providers are read in name order: azure's 40 names, then openai's 20 old and 24 new ones.
+    let many: Vec<String> = (0..40).map(|i| format!("x-h{i}")).collect();
+    v["providers"]["azure"]["forward_headers"] = serde_json::json!(many);
+    let more: Vec<String> = (20..70).map(|i| format!("x-h{i}")).collect();
+    v["providers"]["openai"]["forward_headers"] = serde_json::json!(more);
+    let e = parse_err(v);
+    assert_eq!(e.field, "providers.openai.forward_headers[44]");
+    assert!(e.reason.contains("more than 64 distinct names"));
+}

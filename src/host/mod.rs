@@ -182,13 +182,24 @@ fn read_map(map: MapType) -> Pairs {
 /// Applies a decision's header edits and step to the request (`present`: the headers as they are, so
 /// that only headers that exist are removed).
 fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Pairs>) -> Action {
-    for name in &d.remove {
-        if present.is_none_or(|h| h.has(name)) {
-            ctx.set_http_request_header(name, None);
+    let written = match present {
+        Some(h) if !d.drop.is_empty() => remove_request_headers(ctx, h, &d),
+        _ => {
+            for name in &d.remove {
+                if present.is_none_or(|h| h.has(name)) {
+                    ctx.set_http_request_header(name, None);
+                }
+            }
+            false
+        }
+    };
+    if !written {
+        for (name, value) in &d.set {
+            ctx.set_http_request_header(name, Some(value));
         }
     }
-    for (name, value) in &d.set {
-        ctx.set_http_request_header(name, Some(value));
+    for (name, value) in &d.steer {
+        ctx.set_http_request_header(name, value.as_deref());
     }
     // No explicit `clear_route_cache`: Envoy clears the route cache itself when a Wasm filter changes
     // request headers (ABI 0.2.1), as setting the routing header does; the e2e tests route on it.
@@ -203,6 +214,34 @@ fn apply(ctx: &dyn HttpContext, d: Decision, present: Option<&Pairs>) -> Action 
         // Only the route role's body stages ask for callouts; it handles them before coming here.
         Step::Callout(_) => Action::Pause,
     }
+}
+
+/// Removes the request headers a decision drops (by position in `present`, and `remove` by name): one
+/// host call each when they and the headers to set are two at most, else the whole map, with the
+/// headers to set, in one call (an SDK's request has a dozen headers not forwarded). Returns whether
+/// the headers to set were written.
+fn remove_request_headers(ctx: &dyn HttpContext, present: &Pairs, d: &Decision) -> bool {
+    let removed = |at: usize, name: &str| d.drop.binary_search(&(at as u32)).is_ok() || d.remove.contains(&name);
+    let count = present.entries().enumerate().filter(|(at, (k, _))| removed(*at, k)).count();
+    if count + d.set.len() <= 2 {
+        for (at, (name, _)) in present.entries().enumerate() {
+            if removed(at, name) {
+                ctx.set_http_request_header(name, None);
+            }
+        }
+        return false;
+    }
+    let mut all: Vec<(&str, &[u8])> = Vec::with_capacity(present.len() + d.set.len());
+    all.extend(
+        present
+            .entries()
+            .enumerate()
+            .filter(|(at, (k, _))| !removed(*at, k) && !d.set.iter().any(|(n, _)| n == k))
+            .map(|(_, e)| e),
+    );
+    all.extend(d.set.iter().map(|(k, v)| (*k, v.as_bytes())));
+    ctx.set_http_request_headers_bytes(all);
+    true
 }
 
 /// Writes a response's header edits (`present`: the headers as they are): one host call each when they

@@ -35,6 +35,11 @@ impl Stage for Dispatch {
         }
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
+        let mut steering = Vec::new();
+        if !x.steering.is_empty() {
+            let targets: Vec<_> = model.targets.iter().map(|t| t.provider).collect();
+            steering = cfg.forwarding.at_dispatch(&targets, &x.steering, &mut d.steer);
+        }
         let bytes = req.bytes;
         let mut translated = None;
         if let [t] = model.targets.as_slice() {
@@ -91,6 +96,7 @@ impl Stage for Dispatch {
             body_ready: d.body.is_some(),
             path: x.path.clone(),
             translated,
+            steering,
         });
         Flow::Forward(d)
     }

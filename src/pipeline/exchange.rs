@@ -26,8 +26,16 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Parses `bytes` for `op` (`None` for operations that have no body).
+    /// Checks ([`crate::api::json::check`]) and parses `bytes` for `op` (`None` for operations that have
+    /// no body).
     pub fn parse(op: Operation, bytes: &'a [u8]) -> Option<Result<Request<'a>, ApiError>> {
+        if matches!(op, Operation::ListModels | Operation::RetrieveModel) {
+            return None;
+        }
+        // One validation for every body, whatever path its model takes afterwards.
+        if let Err(e) = crate::api::json::check(bytes) {
+            return Some(Err(e));
+        }
         let parsed = match op {
             Operation::ChatCompletions => request::parse_chat(bytes).map(Parsed::Chat),
             Operation::Embeddings => request::parse_embeddings(bytes).map(Parsed::Embeddings),
@@ -131,6 +139,9 @@ pub struct Exchange {
     pub key: Option<usize>,
     /// The model and sizes (resolve).
     pub ask: Option<Ask>,
+    /// Provider-steering headers the client sent that some provider forwards (header time; dispatch
+    /// decides per target).
+    pub steering: Vec<crate::forwarding::Noted>,
     /// The request was admitted and answered or sent on (dispatch).
     pub forwarded: bool,
     /// What the local limits hold until the answer is settled (limits, settle).

@@ -136,6 +136,7 @@ impl Pipeline {
                 started_ns: 0,
                 key: None,
                 ask: None,
+                steering: Vec::new(),
                 forwarded: false,
                 reservation: None,
                 translator: None,
@@ -238,6 +239,8 @@ impl Pipeline {
         let mut d = Decision::new(Step::NeedBody);
         d.remove.extend_from_slice(CREDENTIAL_HEADERS);
         d.remove.extend_from_slice(INTERNAL_HEADERS);
+        // Every other header the client sent that is not forwarded (the allow-list).
+        self.x.cfg.forwarding.sort(h, &mut d.drop, &mut self.x.steering);
         // `content-length` stays until the body is in: then it is set to the length of the body written
         // here, or left for the upstream role to drop when it rewrites an attempt's body. A request with a
         // length goes upstream with one, not chunked.

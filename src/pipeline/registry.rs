@@ -94,6 +94,7 @@ mod tests {
             body_ready: false,
             path: "/v1/chat/completions".into(),
             translated: None,
+            steering: Vec::new(),
         }
     }
 

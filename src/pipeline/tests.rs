@@ -67,7 +67,8 @@ fn routes_to_the_models_cluster() {
             alias: "gpt-prod".into(),
             body_ready: true,
             path: "/v1/chat/completions".into(),
-            translated: None
+            translated: None,
+            steering: Vec::new(),
         })
     );
     let body = d.body.clone().unwrap();

@@ -15,6 +15,7 @@ pub mod kind;
 pub mod mock;
 pub mod openai;
 pub mod openai_compatible;
+pub(crate) mod schema;
 pub(crate) mod toolkit;
 
 #[cfg(test)]

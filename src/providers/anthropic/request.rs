@@ -2,6 +2,7 @@
 
 use crate::api::error::{quote, ApiError};
 use crate::codec::sha256;
+use crate::providers::schema;
 use crate::providers::toolkit::bad;
 use serde_json::{json, Map, Value};
 
@@ -421,8 +422,8 @@ fn translate_tools(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
             tool.insert("description".into(), Value::String(d.to_string()));
         }
         let schema = match f.get("parameters") {
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
-            Some(p @ Value::Object(_)) => p.clone(),
+            None | Some(Value::Null) => schema::no_parameters(),
+            Some(Value::Object(p)) => schema::with_object_type(p),
             Some(_) => {
                 return Err(bad("Tool parameters must be a JSON schema object.", &format!("{fparam}.parameters")))
             }

@@ -398,3 +398,13 @@ fn unreadable_or_empty_success_is_a_502() {
     t.on_body(b"<html>slow down</html>");
     assert_eq!(t.body_status(), None);
 }
+
+#[test]
+fn empty_and_typeless_tool_schemas_become_object_schemas() {
+    let v = translated(
+        r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"a","parameters":{}}},{"type":"function","function":{"name":"b","parameters":{"properties":{"q":{"type":"string"}}}}},{"type":"function","function":{"name":"c","parameters":{"type":"object","properties":{}}}}]}"#,
+    );
+    assert_eq!(v["tools"][0]["input_schema"], json!({"type": "object", "properties": {}}));
+    assert_eq!(v["tools"][1]["input_schema"], json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+    assert_eq!(v["tools"][2]["input_schema"], json!({"type": "object", "properties": {}}));
+}

@@ -2,6 +2,7 @@
 
 use super::Obj;
 use crate::api::error::ApiError;
+use crate::providers::schema;
 use crate::providers::toolkit::bad;
 use serde_json::{json, Value};
 
@@ -289,7 +290,8 @@ fn tool_config(req: &Obj, tool_history: bool) -> Result<Option<Value>, ApiError>
             spec.insert("description".into(), json!(d));
         }
         let schema = match f.and_then(|f| f.get("parameters")) {
-            None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
+            None | Some(Value::Null) => schema::no_parameters(),
+            Some(Value::Object(s)) => schema::with_object_type(s),
             Some(s) => s.clone(),
         };
         spec.insert("inputSchema".into(), json!({"json": schema}));

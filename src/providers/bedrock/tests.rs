@@ -293,3 +293,14 @@ fn unreadable_or_empty_success_is_a_502() {
         assert_eq!(v["error"]["code"] == "provider_error", status.is_some());
     }
 }
+
+#[test]
+fn empty_and_typeless_tool_schemas_become_object_schemas() {
+    let body = r#"{"model":"m","messages":[{"role":"user","content":"x"}],
+            "tools":[{"type":"function","function":{"name":"a","parameters":{}}},
+                     {"type":"function","function":{"name":"b","parameters":{"properties":{"q":{"type":"string"}}}}}]}"#;
+    let v: Value = serde_json::from_slice(&run(body).unwrap().body.unwrap()).unwrap();
+    let schema = |i: usize| v["toolConfig"]["tools"][i]["toolSpec"]["inputSchema"]["json"].clone();
+    assert_eq!(schema(0), json!({"type": "object", "properties": {}}));
+    assert_eq!(schema(1), json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+}

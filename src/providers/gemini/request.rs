@@ -3,6 +3,7 @@
 use super::{present, SKIP_SIGNATURE};
 use crate::api::error::{quote, ApiError};
 use crate::config::ProviderKind;
+use crate::providers::schema;
 use crate::providers::toolkit::bad;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
@@ -320,9 +321,19 @@ fn tools(req: &Value, json_schema: bool) -> Result<Option<Value>, ApiError> {
         if let Some(desc) = f.get("description").and_then(Value::as_str) {
             d.insert("description".into(), Value::String(desc.to_string()));
         }
-        if let Some(p) = present(f, "parameters") {
-            let key = if json_schema { "parametersJsonSchema" } else { "parameters" };
-            d.insert(key.into(), p.clone());
+        // An empty schema is a function without parameters (Gemini refuses `{}`); one that names no
+        // type is an object's.
+        match present(f, "parameters") {
+            Some(Value::Object(p)) if p.is_empty() => {}
+            Some(p) => {
+                let key = if json_schema { "parametersJsonSchema" } else { "parameters" };
+                let p = match p {
+                    Value::Object(o) => schema::with_object_type(o),
+                    other => other.clone(),
+                };
+                d.insert(key.into(), p);
+            }
+            None => {}
         }
         decls.push(Value::Object(d));
     }

@@ -398,3 +398,17 @@ fn unreadable_or_empty_success_is_a_502() {
     t.on_body(br#"{"candidates":[]}"#);
     assert_eq!(t.body_status(), Some(502));
 }
+
+#[test]
+fn empty_tool_schemas_are_left_out_and_typeless_ones_typed() {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": [
+        {"type": "function", "function": {"name": "a", "parameters": {}}},
+        {"type": "function", "function": {"name": "b", "parameters": {"properties": {"q": {"type": "string"}}}}}]});
+    let v1 = provider(ProviderKind::Gemini { api_version: "v1".into() });
+    for (p, key) in [(gemini(), "parametersJsonSchema"), (vertex(), "parametersJsonSchema"), (v1, "parameters")] {
+        let v = sent(chat(&p, &body).unwrap());
+        let decls = &v["tools"][0]["functionDeclarations"];
+        assert_eq!(decls[0], json!({"name": "a"}));
+        assert_eq!(decls[1][key], json!({"type": "object", "properties": {"q": {"type": "string"}}}));
+    }
+}
