@@ -134,8 +134,8 @@ impl RouteHttp {
         self.callout = None;
         let now = now_ns(self);
         let Some(d) = self.core.on_callout(outcome, &self.ctx(now)) else { return };
-        let respond = matches!(d.step, Step::Respond(_));
-        if self.body_decision(d, now) == Action::Continue && !respond {
+        // A local answer leaves the request paused (`apply` says Pause); only a request sent on resumes.
+        if self.body_decision(d, now) == Action::Continue {
             self.resume_http_request();
         }
     }

@@ -42,8 +42,11 @@ impl Stage for Dispatch {
         }
         let bytes = req.bytes;
         let mut translated = None;
-        if let [t] = model.targets.as_slice() {
-            let Some(p) = cfg.provider(t.provider) else { return Flow::Next };
+        let only = match model.targets.as_slice() {
+            [t] => cfg.provider(t.provider).map(|p| (t, p)),
+            _ => None,
+        };
+        if let Some((t, p)) = only {
             if p.kind.speaks_openai() && matches!(op, Operation::ChatCompletions | Operation::Embeddings) {
                 // One OpenAI-format target: write its body here, where the body is already in hand, so that
                 // the upstream role only sets the path and the credential (no second buffering and parse).

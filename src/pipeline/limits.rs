@@ -27,11 +27,4 @@ impl Stage for LocalLimits {
             Err(e) => Flow::Fail(e),
         }
     }
-
-    /// A request that ends without an answer (refused later, client gone) still releases its hold.
-    fn on_done(&mut self, x: &mut Exchange, ctx: &Ctx) {
-        if let Some(mut r) = x.reservation.take() {
-            r.settle(ctx.store, None, ctx.now_ns);
-        }
-    }
 }
