@@ -47,6 +47,12 @@ impl Headers for H {
     fn get(&self, name: &str) -> Option<String> {
         self.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.clone())
     }
+
+    fn each_name(&self, f: &mut dyn FnMut(&str)) {
+        for (k, _) in &self.0 {
+            f(k);
+        }
+    }
 }
 
 const KEY: &str = "sk-bench-key";
@@ -153,6 +159,12 @@ fn main() {
             let d = f.on_request_headers(&headers, false);
             assert!(d.step == Step::NeedBody);
             black_box(f.on_request_body(black_box(&body), &ctx));
+        });
+        bench(&format!("request body check, api::json ({label})"), 200_000, || {
+            black_box(switchyard::api::json::check(black_box(&body)).is_ok());
+        });
+        bench(&format!("chat parse, api::openai ({label})"), 200_000, || {
+            black_box(switchyard::api::openai::parse_chat(black_box(&body)).is_ok());
         });
         bench(&format!("route role + limits: reserve and settle ({label})"), 20_000, || {
             let mut f = RouteFilter::new(cfg.clone());
