@@ -5,6 +5,9 @@ SHELL       := /bin/bash
 TARGET      := wasm32-wasip1
 WASM_OUT    := target/$(TARGET)/release/switchyard.wasm
 WASM        := dist/switchyard.wasm
+# Test-only variant with the `fault-injection` feature (own target dir, so neither build undoes the other).
+FAULT_DIR   := $(or $(CARGO_TARGET_DIR),target)/fault
+FAULT_WASM  := dist/switchyard-fault.wasm
 VENV        := .venv
 PY          := $(VENV)/bin/python
 ENVOY       := $(VENV)/bin/envoy
@@ -14,7 +17,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
+.PHONY: help setup build build-fault run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +39,11 @@ build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1)
 	@cp $(WASM_OUT) $(WASM)
 	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
 
+build-fault: .wasm-target ## Build dist/switchyard-fault.wasm: test-only, aborts the VM on request (feature fault-injection)
+	cargo build --release --target $(TARGET) --features fault-injection --target-dir $(FAULT_DIR)
+	@mkdir -p dist
+	@cp $(FAULT_DIR)/$(TARGET)/release/switchyard.wasm $(FAULT_WASM)
+
 run: setup build ## Start Envoy with envoy/envoy.yaml on 127.0.0.1 (mock model 'echo' needs no keys)
 	@read -r LPORT APORT < <($(PY) -c "import yaml; c = yaml.safe_load(open('$(ENVOY_YAML)')); \
 	print(c['static_resources']['listeners'][0]['address']['socket_address']['port_value'], c['admin']['address']['socket_address']['port_value'])"); \
@@ -55,7 +63,7 @@ run: setup build ## Start Envoy with envoy/envoy.yaml on 127.0.0.1 (mock model '
 unit: ## Unit tests of the pure core (native target)
 	cargo test --quiet
 
-e2e: setup build ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
+e2e: setup build build-fault ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
 	$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
 
 lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings denied

@@ -174,6 +174,11 @@ impl HttpContext for RouteHttp {
     fn on_http_request_headers(&mut self, _n: usize, end_of_stream: bool) -> Action {
         self.core.set_start(now_ns(self));
         let headers = read_map(MapType::HttpRequestHeaders);
+        // Test builds only (feature `fault-injection`): a deliberate VM failure, to show Envoy reloads it.
+        #[cfg(feature = "fault-injection")]
+        if headers.value("x-switchyard-test-fault") == Some("abort") {
+            std::process::abort();
+        }
         self.request_id = headers.value("x-request-id").map(str::to_string);
         let d = self.core.on_request_headers(&headers, end_of_stream);
         // Envoy's own answers to this request (local_reply_config) take the client API's error shape.

@@ -21,6 +21,11 @@ pub(crate) mod toolkit;
 #[cfg(test)]
 pub(crate) mod fixtures;
 
+/// Most inputs in one embeddings request that the gateway itself expands (the mock's answer, Gemini's
+/// `batchEmbedContents` request): OpenAI's own limit. Each input costs a fixed overhead in the expanded
+/// form, so an array of empty strings would otherwise grow many times its size.
+pub const MAX_EMBEDDING_INPUTS: usize = 2048;
+
 use crate::api::error::ApiError;
 use crate::api::openai::Operation;
 use crate::config::{Provider, ProviderKind, WireFormat};

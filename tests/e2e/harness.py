@@ -26,6 +26,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "dist" / "switchyard.wasm"
+# Test-only build with the `fault-injection` feature (`make build-fault`, run by `make e2e`).
+FAULT_WASM = ROOT / "dist" / "switchyard-fault.wasm"
 DEMO_YAML = ROOT / "envoy" / "envoy.yaml"
 
 

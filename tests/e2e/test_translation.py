@@ -313,6 +313,17 @@ def test_gemini_embeddings(stack, respond):
     assert rec.headers["x-goog-api-key"] == GEMINI_SECRET
 
 
+def test_gemini_embeddings_take_at_most_2048_inputs(stack):
+    # Each input becomes a ~60-byte request of its own in batchEmbedContents: an array of empty strings
+    # would grow ~20x on the way; beyond OpenAI's own 2048 inputs it is a 400 naming `input`.
+    before = len(stack.up["gemini"].requests)
+    with pytest.raises(openai.BadRequestError) as e:
+        stack.oai().embeddings.create(model="gemini-flash", input=[""] * 2049)
+    assert e.value.status_code == 400 and e.value.body["param"] == "input", e.value.body
+    assert "2048" in e.value.body["message"]
+    assert len(stack.up["gemini"].requests) == before, "nothing reached the provider"
+
+
 # ------------------------------------------------------------------------------------------------- errors
 
 

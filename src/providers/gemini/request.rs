@@ -444,6 +444,13 @@ pub(super) fn embeddings_request(req: &Value, model: &str) -> Result<(Value, boo
                 .ok_or_else(|| bad("'input' must be a string or an array of strings (no token arrays).", "input"))?,
             _ => return Err(bad("'input' must be a string or a non-empty array of strings.", "input")),
         };
+    if texts.len() > crate::providers::MAX_EMBEDDING_INPUTS {
+        let max = crate::providers::MAX_EMBEDDING_INPUTS;
+        return Err(bad(
+            format!("'input' has {} items; at most {max} are accepted in one request.", texts.len()),
+            "input",
+        ));
+    }
     let dims = match present(req, "dimensions") {
         None => None,
         Some(v) => Some(

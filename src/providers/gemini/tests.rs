@@ -215,6 +215,8 @@ fn rejects_what_gemini_cannot_take() {
         (vertex(), Operation::Embeddings, json!({"model": "e", "input": "x"}), "model"),
         (gemini(), Operation::Embeddings, json!({"model": "e", "input": [[1, 2, 3]]}), "input"),
         (gemini(), Operation::Embeddings, json!({"model": "e", "input": []}), "input"),
+        // Each input becomes a ~60-byte request of its own: more than OpenAI's 2048 is refused.
+        (gemini(), Operation::Embeddings, json!({"model": "e", "input": vec![""; 2049]}), "input"),
         (
             gemini(),
             Operation::Embeddings,
