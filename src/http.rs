@@ -130,8 +130,11 @@ pub const CREDENTIAL_HEADERS: &[&str] =
 /// sent to providers.
 pub const H_CLUSTER: &str = "x-switchyard-cluster";
 pub const H_MODEL: &str = "x-switchyard-model";
+/// Set by the route role on every forwarded request: the model's name, for a per-model Envoy route
+/// (timeout, retries) to match on. Never reaches a provider.
+pub const H_ROUTE: &str = "x-switchyard-route";
 pub const H_KEY: &str = "x-switchyard-key-id";
-pub const INTERNAL_HEADERS: &[&str] = &[H_CLUSTER, H_MODEL, H_KEY];
+pub const INTERNAL_HEADERS: &[&str] = &[H_CLUSTER, H_ROUTE, H_MODEL, H_KEY];
 
 /// Response headers that tell the client what served the request.
 pub const H_SERVED_PROVIDER: &str = "x-switchyard-provider";

@@ -7,6 +7,9 @@ pub mod api;
 pub mod codec;
 pub mod config;
 pub mod forwarding;
+/// The gateway file and what the `switchyard` CLI renders from it (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub mod gateway;
 pub mod http;
 pub mod limits;
 pub mod observe;

@@ -6,8 +6,8 @@ use crate::api::error::ApiError;
 use crate::api::openai::{self as request, Operation};
 use crate::config::{Config, ProviderId};
 use crate::http::{
-    Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER,
-    INTERNAL_HEADERS,
+    Decision, Headers, RequestInfo, Step, CREDENTIAL_HEADERS, H_CLUSTER, H_MODEL, H_ROUTE, H_SERVED_MODEL,
+    H_SERVED_PROVIDER, INTERNAL_HEADERS,
 };
 use crate::providers::{self, BodyMode, ResponseTranslator};
 use std::rc::Rc;
@@ -92,7 +92,7 @@ impl UpstreamFilter {
         match self.plan(&NoHeaders, meta, Some(info)) {
             Ok(mut d) if self.body_ready => {
                 d.remove.clear();
-                d.remove.push(H_CLUSTER);
+                d.remove.extend_from_slice(&[H_CLUSTER, H_ROUTE]);
                 self.quiet = true;
                 Some(d)
             }
@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(d.step, Step::Continue);
         assert_eq!(d.set(":path"), Some(azure_path));
         assert_eq!(d.set("api-key"), Some("az-inline"));
-        assert_eq!(d.remove, vec![H_CLUSTER]);
+        assert_eq!(d.remove, vec![H_CLUSTER, H_ROUTE]);
         assert!(!f.wants_body() && f.passes_response());
         // A provider path equal to the client's is not set again.
         let openai = RequestInfo { alias: "gpt-4o-mini".into(), ..info.clone() };

@@ -7,7 +7,7 @@
 use super::{cut, Ctx, Exchange, Flow, Parsed, Request, Stage};
 use crate::api::anthropic as anthropic_input;
 use crate::api::openai::Operation;
-use crate::http::{Decision, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER};
+use crate::http::{Decision, LocalResponse, RequestInfo, Step, Translated, CREDENTIAL_HEADERS, H_CLUSTER, H_ROUTE};
 use crate::providers::{self, mock, Attempt};
 use std::rc::Rc;
 
@@ -35,6 +35,7 @@ impl Stage for Dispatch {
         }
         let mut d = Decision::new(Step::Continue);
         d.set.push((H_CLUSTER, model.cluster.clone()));
+        d.set.push((H_ROUTE, model.name.clone()));
         let mut steering = Vec::new();
         if !x.steering.is_empty() {
             let targets: Vec<_> = model.targets.iter().map(|t| t.provider).collect();

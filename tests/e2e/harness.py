@@ -1,7 +1,9 @@
 """Test harness: the real Envoy (pinned wheel) with the built switchyard.wasm, and mock model providers.
 
-Configs are derived from the shipped envoy/envoy.yaml (listener, local replies, filters, anchors), with
-ports, the .wasm path, the plugin configuration and the clusters replaced for the test at hand.
+Configs are made by the real CLI: a test writes a gateway file (a dict: providers with the mocks' URLs,
+models, keys) and `render()` runs `dist/switchyard render` on it, so every test exercises the compiler.
+A test that needs what a gateway file cannot say (a hand-written misconfiguration the filter must
+survive) patches the rendered config, and says so. `Envoy` then sets the ports and the .wasm path.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ WASM = ROOT / "dist" / "switchyard.wasm"
 # Test-only build with the `fault-injection` feature (`make build-fault`, run by `make e2e`).
 FAULT_WASM = ROOT / "dist" / "switchyard-fault.wasm"
 DEMO_YAML = ROOT / "envoy" / "envoy.yaml"
+DEMO_GATEWAY = ROOT / "envoy" / "gateway.yaml"
+# The native CLI (`make build`).
+CLI = ROOT / "dist" / "switchyard"
 
 
 def envoy_binary() -> str:
@@ -172,9 +177,47 @@ class MockUpstream:
 # -------------------------------------------------------------------------------------------------- envoy
 
 
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    """Runs dist/switchyard with `args`."""
+    if not CLI.exists():
+        raise RuntimeError("no dist/switchyard: run `make build`")
+    return subprocess.run([str(CLI), *args], input=stdin, capture_output=True, text=True, timeout=30, cwd=ROOT)
+
+
+def gateway_file(gateway: dict | str | Path) -> Path:
+    """A gateway file on disk: a path as given, or a dict written as JSON to a temporary file."""
+    if isinstance(gateway, (str, Path)):
+        return Path(gateway)
+    f = tempfile.NamedTemporaryFile("w", prefix="switchyard-gw-", suffix=".json", delete=False)
+    with f:
+        json.dump(gateway, f)
+    return Path(f.name)
+
+
+def render(gateway: dict | str | Path) -> dict:
+    """The Envoy bootstrap `switchyard render` makes of a gateway file (a dict or a path)."""
+    out = cli("render", str(gateway_file(gateway)))
+    if out.returncode != 0:
+        raise RuntimeError(f"switchyard render failed ({out.returncode}): {out.stderr}")
+    return yaml.safe_load(out.stdout)
+
+
+def render_istio(gateway: dict | str | Path) -> list[dict]:
+    """The Istio resources `switchyard render --istio` makes of a gateway file."""
+    out = cli("render", "--istio", str(gateway_file(gateway)))
+    if out.returncode != 0:
+        raise RuntimeError(f"switchyard render --istio failed ({out.returncode}): {out.stderr}")
+    return [d for d in yaml.safe_load_all(out.stdout) if d is not None]
+
+
+def mock_url(u: "MockUpstream") -> str:
+    """A gateway file's provider url for a mock upstream."""
+    return f"http://127.0.0.1:{u.port}"
+
+
 def demo_config() -> dict:
-    with open(DEMO_YAML) as f:
-        return yaml.safe_load(f)
+    """The shipped demo: envoy/gateway.yaml rendered (envoy/envoy.yaml is the same, checked by test_gateway)."""
+    return render(DEMO_GATEWAY)
 
 
 def plugin_configs(cfg: dict) -> Iterable[dict]:
