@@ -475,19 +475,19 @@ fn model_cluster(g: &Gateway, m: &ModelRoute, a: &mut Anchors) -> Y {
         ),
         Wire::Plain => {}
     }
-    c.note("A failing endpoint is ejected for a while instead of being tried on every request.");
-    c.push(
-        "outlier_detection",
-        a.once("eject_failing", || {
+    if let Some(e) = m.ejection {
+        c.note("A failing endpoint is ejected for a while instead of being tried on every request.");
+        c.push(
+            "outlier_detection",
             map([
-                ("consecutive_5xx", int(3)),
-                ("consecutive_gateway_failure", int(3)),
+                ("consecutive_5xx", int(e.consecutive_errors)),
+                ("consecutive_gateway_failure", int(e.consecutive_errors)),
                 ("interval", s("10s")),
-                ("base_ejection_time", s("30s")),
+                ("base_ejection_time", s(secs(e.ejection_time_ms))),
                 ("max_ejection_percent", int(100)),
-            ])
-        }),
-    );
+            ]),
+        );
+    }
     let mut groups: Vec<Y> = Vec::new();
     let mut split = Vec::new();
     for t in &m.targets {

@@ -107,6 +107,15 @@ pub struct ModelRoute {
     pub retries: u32,
     /// The longest wait a provider's `Retry-After` can impose before the next attempt (ms).
     pub max_retry_wait_ms: u64,
+    /// Outlier detection of the model's own cluster; `None`: off.
+    pub ejection: Option<Ejection>,
+}
+
+/// `outlier_detection`: a target failing this many times in a row is left out for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ejection {
+    pub consecutive_errors: u32,
+    pub ejection_time_ms: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -2,7 +2,8 @@
 //! filter's own parser, then the checks that need both.
 
 use super::{
-    EnvVar, Gateway, ModelRoute, Protocol, RouteTarget, Service, SocketAddr, Strategy, Upstream, Url, DEFAULT_WASM,
+    Ejection, EnvVar, Gateway, ModelRoute, Protocol, RouteTarget, Service, SocketAddr, Strategy, Upstream, Url,
+    DEFAULT_WASM,
 };
 use crate::config::fields::{as_obj, err, join, type_name, R};
 use crate::config::{Config, Env, ProviderKind};
@@ -13,13 +14,15 @@ const TOP: &[&str] = &["listener", "admin", "wasm", "services", "istio"];
 /// Provider fields only the renderer reads.
 const PROVIDER: &[&str] = &["url"];
 /// Model fields only the renderer reads.
-const MODEL: &[&str] = &["strategy", "timeout", "idle_timeout", "retries", "max_retry_wait"];
+const MODEL: &[&str] = &["strategy", "timeout", "idle_timeout", "retries", "max_retry_wait", "outlier_detection"];
 /// Target fields only the renderer reads.
 const TARGET: &[&str] = &["weight"];
 
 const DEFAULT_TIMEOUT_MS: u64 = 300_000;
 const DEFAULT_IDLE_TIMEOUT_MS: u64 = 120_000;
 const DEFAULT_MAX_RETRY_WAIT_MS: u64 = 2_000;
+/// A target failing 3 times in a row (5xx, reset, connect failure) is left out for 30 s.
+const DEFAULT_EJECTION: Ejection = Ejection { consecutive_errors: 3, ejection_time_ms: 30_000 };
 /// Retries of a one-target model (5xx, resets, connect failures; never a 429) at most.
 const MAX_SINGLE_RETRIES: u32 = 3;
 
@@ -166,6 +169,16 @@ pub fn parse(root: &Value) -> R<Gateway> {
             duration(extra.get("idle_timeout"), &join(&path, "idle_timeout"), DEFAULT_IDLE_TIMEOUT_MS)?;
         let max_retry_wait_ms =
             duration(extra.get("max_retry_wait"), &join(&path, "max_retry_wait"), DEFAULT_MAX_RETRY_WAIT_MS)?;
+        let ejection = match extra.get("outlier_detection") {
+            _ if !own_cluster && extra.contains_key("outlier_detection") => {
+                return Err(err(
+                    join(&path, "outlier_detection"),
+                    "needs targets: it ejects a failing target of the model's own cluster",
+                ))
+            }
+            None => own_cluster.then_some(DEFAULT_EJECTION),
+            Some(v) => ejection(v, &join(&path, "outlier_detection"))?,
+        };
         let others = targets.len().saturating_sub(1) as u32;
         let retries = match extra.get("retries") {
             None if several => others,
@@ -197,6 +210,7 @@ pub fn parse(root: &Value) -> R<Gateway> {
             idle_timeout_ms,
             retries,
             max_retry_wait_ms,
+            ejection,
         });
     }
 
@@ -422,4 +436,25 @@ fn services(v: &Value, clusters: &mut Vec<(String, String)>) -> R<Vec<Service>> 
         out.push(Service { name: name.clone(), url, protocol, connect_timeout_ms });
     }
     Ok(out)
+}
+
+/// `outlier_detection`: `false`, or `{consecutive_errors, ejection_time}`.
+fn ejection(v: &Value, path: &str) -> R<Option<Ejection>> {
+    match v {
+        Value::Bool(false) => Ok(None),
+        Value::Object(o) => {
+            crate::config::fields::check_fields(o, path, &["consecutive_errors", "ejection_time"])?;
+            let consecutive_errors = match o.get("consecutive_errors") {
+                None => DEFAULT_EJECTION.consecutive_errors,
+                Some(n) => match n.as_u64() {
+                    Some(n) if (1..=1000).contains(&n) => n as u32,
+                    _ => return Err(err(join(path, "consecutive_errors"), "must be an integer from 1 to 1000")),
+                },
+            };
+            let ejection_time_ms =
+                duration(o.get("ejection_time"), &join(path, "ejection_time"), DEFAULT_EJECTION.ejection_time_ms)?;
+            Ok(Some(Ejection { consecutive_errors, ejection_time_ms }))
+        }
+        _ => Err(err(path, "must be false (off) or {consecutive_errors, ejection_time}")),
+    }
 }

@@ -1,6 +1,8 @@
 """Issue 5, end to end: cross-provider fallback and weighted splits riding on Envoy's retries. The model's
 cluster holds endpoints of different provider kinds (priority levels for fallback, weights for splits);
-the upstream filter translates each attempt for the endpoint Envoy picked."""
+the upstream filter translates each attempt for the endpoint Envoy picked. Issue 16: the config is
+rendered from a gateway file, whose retry policy moves a 429 only to another target, never back onto the
+same provider, and tries no target twice."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk, echo_responder
 from provider_wire import anthropic_error, anthropic_message, anthropic_stream
 
@@ -47,38 +49,53 @@ FAILURES = {
 }
 
 
-def plugin() -> dict:
+def gateway(s: "Stack") -> dict:
+    """The module's gateway file: one provider per mock upstream."""
     return {
         "providers": {
-            "openai": {"kind": "openai", "api_key": "sk-openai-fallback-test"},
-            "anthropic": {"kind": "anthropic", "api_key": "sk-ant-fallback-test"},
-            "compat": {"kind": "openai_compatible"},
+            "openai": {"kind": "openai", "api_key": "sk-openai-fallback-test", "url": mock_url(s.primary)},
+            "anthropic": {"kind": "anthropic", "api_key": "sk-ant-fallback-test", "url": mock_url(s.secondary)},
+            "openai-stable": {"kind": "openai", "api_key": "sk-openai-fallback-test", "url": mock_url(s.stable)},
+            "compat": {"kind": "openai_compatible", "url": mock_url(s.canary)},
+            "openai-broken": {"kind": "openai", "api_key": "sk-openai-fallback-test", "url": mock_url(s.broken)},
+            "anthropic-backup": {"kind": "anthropic", "api_key": "sk-ant-fallback-test", "url": mock_url(s.backup)},
+            "openai-limited": {"kind": "openai", "api_key": "sk-openai-fallback-test", "url": mock_url(s.limited)},
         },
         "models": {
-            "ha": {"cluster": "ha", "targets": [
+            # The tests below fail its primary again and again: no ejection here (see "ejecting").
+            "ha": {"idle_timeout": "1s", "outlier_detection": False, "targets": [
                 {"provider": "openai", "model": "gpt-4o-mini", "price": {"input": 0.01, "output": 0.01}},
                 {"provider": "anthropic", "model": "claude-haiku", "price": {"input": 2000, "output": 4000}},
             ]},
-            "ejecting": {"cluster": "ejecting", "targets": [
-                {"provider": "openai", "model": "gpt-4o-mini"},
-                {"provider": "anthropic", "model": "claude-haiku"},
+            "ejecting": {"idle_timeout": "1s", "targets": [
+                {"provider": "openai-broken", "model": "gpt-4o-mini"},
+                {"provider": "anthropic-backup", "model": "claude-haiku"},
             ]},
-            # Single OpenAI-format targets (their body is written by the route filter) behind endpoints
-            # that pin another model name, or that belong to another provider (a misconfiguration).
+            # Single targets with a cluster of their own, whose endpoints are then hand-edited (below).
             "solo-pinned": {"cluster": "solo-pinned", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
             "solo-stray": {"cluster": "solo-stray", "targets": [{"provider": "openai", "model": "gpt-4o-mini"}]},
-            # A single Anthropic target (translated by the route filter) behind an endpoint pinning another name.
             "solo-claude": {"cluster": "solo-claude", "targets": [{"provider": "anthropic", "model": "claude-haiku"}]},
-            "canary": {"cluster": "canary", "targets": [
-                {"provider": "openai", "model": "gpt-stable"},
-                {"provider": "compat", "model": "gpt-canary"},
+            "canary": {"strategy": "split", "targets": [
+                {"provider": "openai-stable", "model": "gpt-stable", "weight": 90},
+                {"provider": "compat", "model": "gpt-canary", "weight": 10},
             ]},
+            # One target with retries: 5xx are tried again on it, a 429 never is.
+            "limited": {"provider": "openai-limited", "model": "gpt-4o-mini", "retries": 2},
         },
         "keys": [
             {"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]},
             {"id": "b", "sha256": sha256_hex(BUDGET_KEY), "models": ["*"], "limits": {"budget": {"usd": 0.5, "period": "day"}}},
         ],
     }
+
+
+def repoint(cfg: dict, cluster: str, upstream: MockUpstream, meta: dict) -> None:
+    """Hand-written endpoint metadata a gateway file never produces (an endpoint pinning another model name,
+    or naming a provider that is no target of the model): the filter must still do the right thing."""
+    c = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == cluster)
+    ep = c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]
+    ep["endpoint"]["address"]["socket_address"]["port_value"] = upstream.port
+    ep["metadata"]["filter_metadata"]["switchyard"] = meta
 
 
 class Stack:
@@ -92,24 +109,11 @@ class Stack:
         self.pinned = MockUpstream(echo_responder)
         self.stray = MockUpstream(echo_responder)
         self.claude_pinned = MockUpstream(anthropic_ok)
-        cfg = demo_config()
-        for pc in plugin_configs(cfg):
-            pc["configuration"]["value"] = json.dumps(plugin())
-        filters = upstream_filters(cfg)
-        cfg["static_resources"]["clusters"] = [
-            plain_cluster("ha", [(self.primary.port, {"provider": "openai"}, 0), (self.secondary.port, {"provider": "anthropic"}, 1)], filters),
-            plain_cluster("canary", [(self.stable.port, {"provider": "openai"}, 0, 90), (self.canary.port, {"provider": "compat"}, 0, 10)], filters),
-            plain_cluster("ejecting", [(self.broken.port, {"provider": "openai"}, 0), (self.backup.port, {"provider": "anthropic"}, 1)], filters),
-            plain_cluster("solo-pinned", [(self.pinned.port, {"provider": "openai", "model": "gpt-4o-pinned"})], filters),
-            plain_cluster("solo-stray", [(self.stray.port, {"provider": "anthropic"})], filters),
-            plain_cluster("solo-claude", [(self.claude_pinned.port, {"provider": "anthropic", "model": "claude-pinned"})], filters),
-        ]
-        # The outlier detection of the shipped example, on the cluster whose primary always fails.
-        demo_smart = next(c for c in demo_config()["static_resources"]["clusters"] if c["name"] == "smart")
-        ejecting = next(c for c in cfg["static_resources"]["clusters"] if c["name"] == "ejecting")
-        ejecting["outlier_detection"] = demo_smart["outlier_detection"]
-        route = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"][0]
-        route["route"]["retry_policy"]["per_try_idle_timeout"] = "1s"
+        self.limited = MockUpstream(echo_responder)
+        cfg = render(gateway(self))
+        repoint(cfg, "solo-pinned", self.pinned, {"provider": "openai", "model": "gpt-4o-pinned"})
+        repoint(cfg, "solo-stray", self.stray, {"provider": "anthropic"})
+        repoint(cfg, "solo-claude", self.claude_pinned, {"provider": "anthropic", "model": "claude-pinned"})
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
 
     def client(self, key=KEY) -> openai.OpenAI:
@@ -117,7 +121,7 @@ class Stack:
 
     def close(self):
         shut(self.envoy, self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned,
-             self.stray, self.claude_pinned)
+             self.stray, self.claude_pinned, self.limited)
 
 
 stack = module_stack(Stack)
@@ -175,10 +179,10 @@ def test_all_targets_fail_cleanly(stack, failing_primary):
     assert time.time() - start < 5
     assert e.value.status_code == 503
     tried = (len(stack.primary.requests) - p0, len(stack.secondary.requests) - s0)
-    assert tried[0] >= 1 and tried[1] >= 1 and sum(tried) == 3, f"1 try + num_retries 2 over both targets: {tried}"
-    # The last attempt's error, in the OpenAI shape: the third try went back to the primary.
+    assert tried == (1, 1), f"each target once (retries = targets - 1), none tried twice: {tried}"
+    # The last attempt's error (the secondary's), in the OpenAI shape.
     assert set(e.value.body) == {"message", "type", "param", "code"}
-    assert "unavailable" in e.value.body["message"] or "Overloaded" in e.value.body["message"]
+    assert "Overloaded" in e.value.body["message"]
 
 
 def test_no_retry_after_the_stream_started(stack):
@@ -286,3 +290,39 @@ def test_limits_charge_the_target_that_served(stack, failing_primary):
             assert e.code == "insufficient_quota"
             statuses.append(429)
     assert 429 in statuses and statuses.index(429) >= 5, statuses
+
+
+def test_a_429_moves_to_the_other_target_after_its_retry_after(stack, failing_primary):
+    """The primary's 429 says Retry-After: 1; the route's rate-limited back-off waits for it (capped by
+    max_retry_wait) before the attempt on the other target."""
+    stack.primary.responder = lambda r: Reply(status=429, headers={"content-type": "application/json", "retry-after": "1"},
+                                              body=b'{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}')
+    p0, s0 = len(stack.primary.requests), len(stack.secondary.requests)
+    start = time.time()
+    raw = stack.client().chat.completions.with_raw_response.create(model="ha", messages=MESSAGES)
+    took = time.time() - start
+    assert raw.headers["x-switchyard-provider"] == "anthropic"
+    assert (len(stack.primary.requests) - p0, len(stack.secondary.requests) - s0) == (1, 1)
+    assert 0.8 <= took < 4, f"waited for Retry-After: 1 before the fallback ({took:.2f} s)"
+
+
+def test_a_one_target_model_never_retries_a_429_and_the_client_gets_retry_after(stack):
+    stack.limited.responder = lambda r: Reply(status=429, headers={"content-type": "application/json", "retry-after": "7"},
+                                              body=b'{"error":{"message":"slow down","type":"requests","param":null,"code":"rate_limit_exceeded"}}')
+    try:
+        n0 = len(stack.limited.requests)
+        status, headers, body = request("POST", f"{stack.envoy.base}/v1/chat/completions",
+                                        json.dumps({"model": "limited", "messages": MESSAGES}),
+                                        {"authorization": f"Bearer {KEY}", "content-type": "application/json"})
+        assert status == 429
+        assert len(stack.limited.requests) == n0 + 1, "a rate-limited provider is asked exactly once"
+        assert headers.get("retry-after") == "7", headers
+        assert json.loads(body)["error"]["code"] == "rate_limit_exceeded"
+        # The same model's retries do apply to a 5xx: 1 try + retries 2.
+        stack.limited.responder = FAILURES["503"]
+        n0 = len(stack.limited.requests)
+        with pytest.raises(openai.InternalServerError):
+            stack.client().chat.completions.create(model="limited", messages=MESSAGES)
+        assert len(stack.limited.requests) == n0 + 3
+    finally:
+        stack.limited.responder = echo_responder
