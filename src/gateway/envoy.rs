@@ -7,6 +7,8 @@ use super::yaml::{flow, int, list, map, s, Y};
 use super::{Gateway, ModelRoute, Protocol, Strategy, Upstream, Url};
 use crate::http::{H_CLUSTER, H_ROUTE};
 
+/// Client connections at once, for the whole Envoy.
+const MAX_CONNECTIONS: i64 = 50_000;
 /// The listener's per-connection buffer; the local reply for a translated answer over it names 32 MiB.
 const BUFFER_LIMIT: i64 = 32 * 1024 * 1024;
 /// Every answer Envoy makes itself, in the client's error shape (kept as YAML: it is read more than written).
@@ -49,6 +51,26 @@ pub fn render(g: &Gateway) -> Y {
     doc.push("static_resources", map([("listeners", list([listener])), ("clusters", Y::List(clusters))]));
     doc.note("The filter's stats are named wasmcustom.switchyard.<metric>.model.<m>.provider.<p>.key.<k>[.outcome.<o>];\nthese tag extractors turn the segments into Prometheus labels (model, provider, key, outcome).");
     doc.push("stats_config", stats_config());
+    doc.note("Envoy's cap on client connections at once (past it, new connections are refused).");
+    doc.push(
+        "overload_manager",
+        map([(
+            "resource_monitors",
+            list([map([
+                ("name", s("envoy.resource_monitors.global_downstream_max_connections")),
+                (
+                    "typed_config",
+                    map([
+                        (
+                            "@type",
+                            s("type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig"),
+                        ),
+                        ("max_active_downstream_connections", int(MAX_CONNECTIONS)),
+                    ]),
+                ),
+            ])]),
+        )]),
+    );
     doc.push(
         "admin",
         map([(
