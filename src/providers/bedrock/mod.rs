@@ -115,11 +115,18 @@ struct Translator {
     usage: Option<Usage>,
     decoder: eventstream::Decoder,
     started: bool,
-    /// `contentBlockIndex` → OpenAI tool call index.
+    /// Open tool blocks: `contentBlockIndex` → OpenAI tool call index, at most `MAX_OPEN_TOOLS` (a block's
+    /// deltas follow its start; the oldest open one is dropped past that, so a hostile stream of many
+    /// blocks cannot make each argument piece search a long list).
     tool_blocks: Vec<(u64, usize)>,
+    /// The next OpenAI tool call index.
+    next_tool: usize,
     finished: bool,
     closed: bool,
 }
+
+/// Tool blocks open at once in a translated stream (see `Translator::tool_blocks`).
+pub(crate) const MAX_OPEN_TOOLS: usize = 64;
 
 fn finish_reason(stop: Option<&str>) -> &'static str {
     match stop {
@@ -167,6 +174,7 @@ impl Translator {
             decoder: eventstream::Decoder::new(),
             started: false,
             tool_blocks: Vec::new(),
+            next_tool: 0,
             finished: false,
             closed: false,
         }

@@ -63,8 +63,12 @@ impl Translator {
             Some("contentBlockStart") => {
                 let Some(tu) = p.pointer("/start/toolUse") else { return };
                 self.start(out);
-                let index = self.tool_blocks.len();
+                let index = self.next_tool;
+                self.next_tool += 1;
                 let block = p.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                if self.tool_blocks.len() >= super::MAX_OPEN_TOOLS {
+                    self.tool_blocks.remove(0);
+                }
                 self.tool_blocks.push((block, index));
                 let delta = json!({"tool_calls": [{
                     "index": index,
@@ -83,7 +87,7 @@ impl Translator {
                     d.pointer("/toolUse/input").and_then(Value::as_str).filter(|t| !t.is_empty())
                 {
                     let block = p.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(u64::MAX);
-                    if let Some(&(_, index)) = self.tool_blocks.iter().find(|(b, _)| *b == block) {
+                    if let Some(&(_, index)) = self.tool_blocks.iter().rev().find(|(b, _)| *b == block) {
                         self.chunk(
                             out,
                             json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
@@ -91,6 +95,10 @@ impl Translator {
                         );
                     }
                 }
+            }
+            Some("contentBlockStop") => {
+                let block = p.get("contentBlockIndex").and_then(Value::as_u64).unwrap_or(u64::MAX);
+                self.tool_blocks.retain(|(b, _)| *b != block);
             }
             Some("messageStop") if !self.finished => {
                 self.start(out);

@@ -304,3 +304,38 @@ fn empty_and_typeless_tool_schemas_become_object_schemas() {
     assert_eq!(schema(0), json!({"type": "object", "properties": {}}));
     assert_eq!(schema(1), json!({"type": "object", "properties": {"q": {"type": "string"}}}));
 }
+
+#[test]
+fn many_tool_blocks_stay_bounded_and_indexed() {
+    let req = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":true}"#;
+    let mut t = run(req).unwrap().response.unwrap();
+    t.on_headers(200, None);
+    let ev = |kind: &str, payload: String| {
+        eventstream::encode(&[(":event-type", kind), (":message-type", "event")], payload.as_bytes())
+    };
+    let mut out = Vec::new();
+    for i in 0..1000u32 {
+        let start = format!(r#"{{"contentBlockIndex":{i},"start":{{"toolUse":{{"toolUseId":"t{i}","name":"f"}}}}}}"#);
+        t.on_stream(&ev("contentBlockStart", start), false, &mut out);
+    }
+    // Only the newest blocks stay open: a late piece of block 999 finds its index (999), one of block 0 is
+    // dropped (its block was pushed out), and none searched more than MAX_OPEN_TOOLS entries.
+    for i in [999u32, 0] {
+        let delta = format!(r#"{{"contentBlockIndex":{i},"delta":{{"toolUse":{{"input":"{{\"a\":{i}}}"}}}}}}"#);
+        t.on_stream(&ev("contentBlockDelta", delta), false, &mut out);
+    }
+    t.on_stream(&ev("contentBlockStop", r#"{"contentBlockIndex":999}"#.into()), false, &mut out);
+    t.on_stream(&[], true, &mut out);
+    let events = sse::decode_all(&out);
+    let args: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(&e.data).ok())
+        .filter(|v| {
+            v.pointer("/choices/0/delta/tool_calls/0/function/arguments")
+                .and_then(Value::as_str)
+                .is_some_and(|a| !a.is_empty())
+        })
+        .collect();
+    assert_eq!(args.len(), 1, "only the open block's piece is sent");
+    assert_eq!(args[0]["choices"][0]["delta"]["tool_calls"][0]["index"], 999);
+}
