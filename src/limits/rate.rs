@@ -42,7 +42,7 @@ pub(super) fn state(rate: Rate, tat: u128, now: u128) -> RateState {
 
 /// One GCRA decision on a bucket's theoretical arrival time (TAT): a request of cost c fits when
 /// `max(TAT, now) + c·interval - now <= window`; taking it moves TAT there.
-pub(super) fn gcra_step(tat: u64, rate: Rate, cost: u64, now_ns: u64) -> Result<(u64, RateState), Refused> {
+pub fn gcra_step(tat: u64, rate: Rate, cost: u64, now_ns: u64) -> Result<(u64, RateState), Refused> {
     let now = now_ns as u128;
     let tat = (tat as u128).max(now);
     let new_tat = tat + cost as u128 * rate.interval_ns();
@@ -55,7 +55,7 @@ pub(super) fn gcra_step(tat: u64, rate: Rate, cost: u64, now_ns: u64) -> Result<
 
 /// Moves a TAT by a signed number of units: positive charges (even past the limit, which delays later
 /// requests), negative refunds.
-pub(super) fn gcra_shift(tat: u64, rate: Rate, delta: i64, now_ns: u64) -> u64 {
+pub fn gcra_shift(tat: u64, rate: Rate, delta: i64, now_ns: u64) -> u64 {
     let step = delta.unsigned_abs() as u128 * rate.interval_ns();
     let tat = tat as u128;
     let new_tat = if delta >= 0 { tat.max(now_ns as u128) + step } else { tat.saturating_sub(step) };
