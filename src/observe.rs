@@ -53,6 +53,8 @@ pub struct Record {
     /// The response reached the client in part only: the provider's answer broke off after it had
     /// started (an upstream reset or protocol error mid-body). An upstream error whatever the status.
     pub broke_off: bool,
+    /// What the fleet-wide rate-limit service said (`ok`, `over_limit`, `unavailable`), when asked.
+    pub fleet_limits: Option<&'static str>,
 }
 
 impl Record {
@@ -109,7 +111,12 @@ struct Series {
 pub struct MetricIds {
     series: hashbrown::HashTable<Series>,
     hasher: hashbrown::DefaultHashBuilder,
+    /// `switchyard.fleet_limits.outcome.*`, by [`FLEET_OUTCOMES`].
+    fleet: [Option<u32>; FLEET_OUTCOMES.len()],
 }
+
+/// What the fleet-wide rate-limit service may say of a request.
+pub const FLEET_OUTCOMES: [&str; 3] = ["ok", "over_limit", "unavailable"];
 
 /// The id in `slot`, defining the metric named by `name` the first time.
 fn id(slot: &mut Option<u32>, t: &dyn Telemetry, kind: Kind, name: impl FnOnce() -> String) -> Option<u32> {
@@ -185,6 +192,12 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
         );
     }
 
+    if let Some(o) = r.fleet_limits {
+        if let Some(slot) = FLEET_OUTCOMES.iter().position(|f| *f == o).and_then(|i| ids.fleet.get_mut(i)) {
+            counter(slot, &|| format!("switchyard.fleet_limits.outcome.{o}"), 1);
+        }
+    }
+
     t.log_record(&encode_struct(&log_fields(r)));
 }
 
@@ -218,6 +231,9 @@ pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
     }
     f.push(("outcome", Value::Str(r.outcome())));
     f.push(("stream", Value::Bool(r.stream)));
+    if let Some(o) = r.fleet_limits {
+        f.push(("fleet_limits", Value::Str(o)));
+    }
     f
 }
 

@@ -3,6 +3,7 @@
 
 pub mod eventstream;
 pub mod percent;
+pub mod protobuf;
 pub mod sha256;
 pub mod sigv4;
 pub mod sse;

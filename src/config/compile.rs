@@ -14,17 +14,19 @@ use super::{
     DEFAULT_MAX_OUTPUT_TOKENS,
 };
 use crate::forwarding::Forwarding;
+use crate::limits::fleet::{FleetLimits, FleetService};
 use hashbrown::{HashMap, HashSet};
 use serde_json::Value;
 
 /// Stage 2: cross-checks the raw configuration and builds the lookup tables.
 pub fn compile(raw: RawConfig) -> R<Config> {
-    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys } = raw;
+    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet } = raw;
     // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
     let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
     let providers = compile_providers(providers)?;
     let models = compile_models(models, &providers)?;
     let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;
+    check_fleet(&keys.list, fleet.as_ref(), &keys.fleet_paths)?;
     Ok(Config {
         max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         default_max_output_tokens: default_max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
@@ -36,6 +38,7 @@ pub fn compile(raw: RawConfig) -> R<Config> {
         keys_by_digest: keys.by_digest,
         disabled: providers.disabled,
         unavailable: models.unavailable,
+        fleet,
     })
 }
 
@@ -128,6 +131,8 @@ struct Keys {
     list: Vec<Key>,
     /// SHA-256 of the key → index in `list`.
     by_digest: HashMap<[u8; 32], usize>,
+    /// (index in `list`, the path of its `limits.fleet`).
+    fleet_paths: Vec<(usize, String)>,
 }
 
 fn compile_keys(
@@ -138,7 +143,7 @@ fn compile_keys(
 ) -> R<Keys> {
     let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
     all_names.sort_unstable();
-    let mut out = Keys { list: Vec::new(), by_digest: HashMap::new() };
+    let mut out = Keys { list: Vec::new(), by_digest: HashMap::new(), fleet_paths: Vec::new() };
     let mut ids = HashSet::new();
     for RawKey { path, id, sha256, models: listed, limits } in raw {
         if !ids.insert(id.clone()) {
@@ -170,7 +175,12 @@ fn compile_keys(
         let models_json = models_list_json(&visible, models, providers);
         let mut limits = match limits {
             None => KeyLimits::default(),
-            Some(l) => compile_limits(l, model_names)?,
+            Some(l) => {
+                if l.fleet.is_some() {
+                    out.fleet_paths.push((out.list.len(), l.fleet_path.clone()));
+                }
+                compile_limits(l, model_names)?
+            }
         };
         crate::limits::name_records(&id, &mut limits);
         out.list.push(Key { id, allowed, limits, models_json });
@@ -179,7 +189,7 @@ fn compile_keys(
 }
 
 fn compile_limits(raw: RawLimits, model_names: &HashSet<String>) -> R<KeyLimits> {
-    let RawLimits { requests, tokens, concurrent, budget, models } = raw;
+    let RawLimits { requests, tokens, concurrent, budget, models, fleet, .. } = raw;
     let mut l = KeyLimits { requests, tokens, concurrent, budget, ..KeyLimits::default() };
     for m in models {
         if !model_names.contains(&m.model) {
@@ -187,7 +197,41 @@ fn compile_limits(raw: RawLimits, model_names: &HashSet<String>) -> R<KeyLimits>
         }
         l.per_model.insert(m.model, ModelLimits { requests: m.requests, tokens: m.tokens, ..ModelLimits::default() });
     }
+    if let Some(f) = fleet {
+        let mut fl = FleetLimits { requests: f.requests, tokens: f.tokens, budget: f.budget, ..FleetLimits::default() };
+        for m in f.models {
+            if !model_names.contains(&m.model) {
+                return Err(err(m.path, format!("names no model '{}' in models", m.model)));
+            }
+            fl.per_model.insert(m.model, (m.requests, m.tokens));
+        }
+        l.fleet = Some(fl).filter(|f| !f.is_empty());
+    }
     Ok(l)
+}
+
+/// Fleet-wide limits need the service's section; a standard service cannot hold budgets.
+fn check_fleet(keys: &[Key], fleet: Option<&FleetService>, paths: &[(usize, String)]) -> R<()> {
+    for (i, path) in paths {
+        let Some(k) = keys.get(*i) else { continue };
+        let Some(f) = &k.limits.fleet else { continue };
+        match fleet {
+            None => {
+                return Err(err(
+                    path.clone(),
+                    "needs the top-level fleet_limits section (the rate-limit service's cluster)",
+                ))
+            }
+            Some(s) if s.standard && f.budget.is_some() => {
+                return Err(err(
+                    join(path, "budget"),
+                    "needs protocol \"switchyard\" in fleet_limits (a standard rate-limit service keeps no money)",
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
 }
 
 fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {

@@ -131,6 +131,8 @@ pub struct KeyLimits {
     pub per_model: HashMap<String, ModelLimits>,
     /// The shared-data record of the key's own limits (named once, at load).
     pub record: std::rc::Rc<str>,
+    /// Limits held for the whole fleet by the rate-limit service (`limits.fleet`).
+    pub fleet: Option<crate::limits::fleet::FleetLimits>,
 }
 
 impl KeyLimits {
@@ -198,6 +200,8 @@ pub struct Config {
     pub disabled: Vec<String>,
     /// Models left out with their provider, so that a request for one says why it is not served.
     pub unavailable: HashMap<String, String>,
+    /// `fleet_limits`: the rate-limit service behind fleet-wide limits.
+    pub fleet: Option<crate::limits::fleet::FleetService>,
 }
 
 /// A configuration error: the JSON path of the bad field and what is wrong with it.

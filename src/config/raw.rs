@@ -24,6 +24,8 @@ pub struct RawConfig {
     /// In the file's order (by name).
     pub models: Vec<RawModel>,
     pub keys: Vec<RawKey>,
+    /// `fleet_limits`: the rate-limit service behind fleet-wide limits.
+    pub fleet: Option<crate::limits::fleet::FleetService>,
 }
 
 /// `log_bodies`.
@@ -99,6 +101,10 @@ pub struct RawLimits {
     pub budget: Option<Budget>,
     /// `models`, in the file's order; the names are not yet looked up.
     pub models: Vec<RawModelLimits>,
+    /// `fleet`: limits held for the whole fleet (no `concurrent`, no `fleet` inside).
+    pub fleet: Option<Box<RawLimits>>,
+    /// `fleet`'s path, for messages.
+    pub fleet_path: String,
 }
 
 /// `keys[i].limits.models.<name>`.
@@ -112,7 +118,8 @@ pub struct RawModelLimits {
 }
 
 /// The top-level fields (an unknown one is rejected with this list).
-const SECTIONS: &[&str] = &["max_body_bytes", "default_max_output_tokens", "log_bodies", "providers", "models", "keys"];
+const SECTIONS: &[&str] =
+    &["max_body_bytes", "default_max_output_tokens", "log_bodies", "providers", "models", "keys", "fleet_limits"];
 
 /// Stage 1: reads the file into raw types, rejecting what is wrong in any single field.
 pub fn parse_raw(bytes: &[u8], env: &dyn Env) -> R<RawConfig> {
@@ -131,7 +138,8 @@ pub fn parse_raw(bytes: &[u8], env: &dyn Env) -> R<RawConfig> {
     let providers = required(o, "providers", "is required", |v, path| providers(v, path, env))?;
     let models = required(o, "models", "is required", models)?;
     let keys = required(o, "keys", "is required (a list of virtual keys)", keys)?;
-    Ok(RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys })
+    let fleet = optional(o, "fleet_limits", fleet_service)?;
+    Ok(RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet })
 }
 
 /// A top-level section that may be left out.
@@ -323,10 +331,72 @@ fn key(path: &str, v: &Value) -> R<RawKey> {
     Ok(RawKey { path: path.to_string(), id: id.to_string(), sha256, models, limits })
 }
 
-fn limits(v: &Value, path: &str) -> R<RawLimits> {
+/// `fleet_limits`: `{cluster, domain, timeout_ms, failure_mode, protocol}`.
+fn fleet_service(v: &Value, path: &str) -> R<crate::limits::fleet::FleetService> {
     let o = as_obj(v, path)?;
-    check_fields(o, path, &["requests", "tokens", "concurrent", "budget", "models"])?;
+    check_fields(o, path, &["cluster", "domain", "timeout_ms", "failure_mode", "protocol"])?;
+    let cluster = req_str(o, path, "cluster")?;
+    if !is_header_safe(cluster) {
+        return Err(err(join(path, "cluster"), "must be printable ASCII"));
+    }
+    let domain = opt_str(o, path, "domain")?.unwrap_or("switchyard");
+    let timeout_ms = match o.get("timeout_ms") {
+        None => 50,
+        Some(t) => match t.as_u64() {
+            Some(n) if (1..=10_000).contains(&n) => n,
+            _ => return Err(err(join(path, "timeout_ms"), "must be an integer from 1 to 10000 (milliseconds)")),
+        },
+    };
+    let fail_open = match opt_str(o, path, "failure_mode")? {
+        None | Some("open") => true,
+        Some("closed") => false,
+        Some(_) => {
+            return Err(err(
+                join(path, "failure_mode"),
+                "must be \"open\" (admit on the local limits alone) or \"closed\" (refuse with 503)",
+            ))
+        }
+    };
+    let standard = match opt_str(o, path, "protocol")? {
+        None | Some("switchyard") => false,
+        Some("standard") => true,
+        Some(_) => return Err(err(
+            join(path, "protocol"),
+            "must be \"switchyard\" (switchyard-limits: reserve, then settle) or \"standard\" (any rate-limit service)",
+        )),
+    };
+    Ok(crate::limits::fleet::FleetService {
+        cluster: cluster.to_string(),
+        domain: domain.to_string(),
+        timeout_ms,
+        fail_open,
+        standard,
+    })
+}
+
+fn limits(v: &Value, path: &str) -> R<RawLimits> {
+    limits_of(v, path, false)
+}
+
+fn limits_of(v: &Value, path: &str, fleet: bool) -> R<RawLimits> {
+    let o = as_obj(v, path)?;
+    let fields: &[&str] = if fleet {
+        &["requests", "tokens", "budget", "models"]
+    } else {
+        &["requests", "tokens", "concurrent", "budget", "models", "fleet"]
+    };
+    if fleet && o.contains_key("concurrent") {
+        return Err(err(
+            join(path, "concurrent"),
+            "is local only in this version (a fleet-wide count of requests in flight needs leases)",
+        ));
+    }
+    check_fields(o, path, fields)?;
     let mut l = RawLimits::default();
+    if let Some(x) = o.get("fleet") {
+        l.fleet_path = join(path, "fleet");
+        l.fleet = Some(Box::new(limits_of(x, &l.fleet_path, true)?));
+    }
     if let Some(x) = o.get("requests") {
         l.requests = Some(rate(x, &join(path, "requests"))?);
     }

@@ -218,6 +218,21 @@ pub fn parse(root: &Value) -> R<Gateway> {
         None => Vec::new(),
         Some(v) => services(v, &mut clusters)?,
     };
+    // The rate-limit service is called over gRPC: its cluster must be one of `services`, speaking gRPC.
+    if let Some(c) = plugin.get("fleet_limits").and_then(|f| f.get("cluster")).and_then(Value::as_str) {
+        match services.iter().find(|s| s.name == c) {
+            None => {
+                return Err(err(
+                    "fleet_limits.cluster",
+                    format!("names no entry of services ('{c}'): add services.{c} with the rate-limit service's url"),
+                ))
+            }
+            Some(s) if s.protocol != Protocol::Grpc => {
+                return Err(err(format!("services.{c}.protocol"), "must be \"grpc\" for the rate-limit service"))
+            }
+            Some(_) => {}
+        }
+    }
     Ok(Gateway { listener, admin, wasm, plugin, upstreams, models, services, env_vars })
 }
 

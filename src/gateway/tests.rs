@@ -70,6 +70,17 @@ fn a_good_file_gives_routes_clusters_and_the_plugin_config() {
     assert_eq!(env, [("ANTHROPIC_API_KEY", false), ("OPENAI_API_KEY", true)]);
 }
 
+/// The base file with several top-level fields set.
+fn with_all(fields: &[(&str, Value)]) -> Value {
+    let mut root = base();
+    for (pointer, v) in fields {
+        if let Value::Object(o) = &mut root {
+            o.insert(pointer.trim_start_matches('/').to_string(), v.clone());
+        }
+    }
+    root
+}
+
 struct EveryVar;
 impl crate::config::Env for EveryVar {
     fn var(&self, _: &str) -> Option<String> {
@@ -192,6 +203,27 @@ fn bad_files_are_refused_naming_the_field() {
             "already",
         ),
         ("filter's own message", with("/max_body_bytes", Some(json!(5))), "max_body_bytes", "1024"),
+        (
+            "rate-limit service not among services",
+            with("/fleet_limits", Some(json!({"cluster": "rls"}))),
+            "fleet_limits.cluster",
+            "services.rls",
+        ),
+        (
+            "rate-limit service not on gRPC",
+            with_all(&[
+                ("/fleet_limits", json!({"cluster": "rls"})),
+                ("/services", json!({"rls": {"url": "http://127.0.0.1:8081", "protocol": "http1"}})),
+            ]),
+            "services.rls.protocol",
+            "grpc",
+        ),
+        (
+            "fleet limits without the service",
+            with("/keys/0/limits", Some(json!({"fleet": {"requests": {"limit": 5}}}))),
+            "keys[0].limits.fleet",
+            "fleet_limits",
+        ),
     ];
     for (what, file, field, needle) in table {
         match parse(&file) {

@@ -1,6 +1,7 @@
 //! The proxy-wasm host adapter (wasm32 only): moves headers and bodies between Envoy and the core, and
 //! turns the core's decisions into host calls. No gateway logic lives here.
 
+mod fleet;
 mod route;
 mod upstream;
 
@@ -31,6 +32,8 @@ struct Root {
     cfg: Option<Rc<Config>>,
     role: Role,
     seq: Rc<Cell<u64>>,
+    /// Sends fleet-wide settlements (route role with `fleet_limits`).
+    settler: Option<fleet::Settler>,
 }
 
 struct VmEnv;
@@ -41,7 +44,13 @@ impl Env for VmEnv {
     }
 }
 
-impl Context for Root {}
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, _size: usize) {
+        if let Some(s) = &mut self.settler {
+            s.on_response(token, status);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -76,6 +85,10 @@ impl RootContext for Root {
                         log::warn!("Envoy refused to declare the access-log record type: the log fields stay empty");
                     }
                     crate::limits::create_missing(&HostStore, &crate::limits::shared_keys(&cfg));
+                    if cfg.fleet.is_some() {
+                        self.settler = Some(fleet::Settler::new());
+                        self.set_tick_period(fleet::TICK);
+                    }
                 }
                 self.cfg = Some(Rc::new(cfg));
                 true
@@ -84,6 +97,12 @@ impl RootContext for Root {
                 log::error!("{e}");
                 false
             }
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let (Some(s), Some(svc)) = (&mut self.settler, self.cfg.as_ref().and_then(|c| c.fleet.as_ref())) {
+            s.on_tick(svc);
         }
     }
 

@@ -71,6 +71,7 @@ impl RouteHttp {
         } else {
             self.core.on_done(&ctx, attempts)
         };
+        super::fleet::queue(self.core.take_fleet_settlement());
         if let Some(record) = record {
             METRICS.with(|ids| observe::emit(&record, &mut ids.borrow_mut(), &HostTelemetry));
         }

@@ -10,6 +10,7 @@
 //! Layout: this file is the shared-data store and its compare-and-swap update; `rate.rs` the GCRA and
 //! budget-period arithmetic; `reservation.rs` what a request reserves and settles.
 
+pub mod fleet;
 mod rate;
 mod reservation;
 #[cfg(test)]

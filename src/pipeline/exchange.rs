@@ -7,6 +7,7 @@ use crate::api::error::ApiError;
 use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
 use crate::config::{Config, Key, Price};
 use crate::http::Decision;
+use crate::limits::fleet::{Descriptor, Hold};
 use crate::limits::Reservation;
 use crate::observe::Record;
 use crate::providers::{BodyMode, ResponseTranslator, Usage};
@@ -146,6 +147,12 @@ pub struct Exchange {
     pub forwarded: bool,
     /// What the local limits hold until the answer is settled (limits, settle).
     pub reservation: Option<Reservation>,
+    /// What the fleet-wide limits hold until the answer is settled (fleet_limits, fleet_settle).
+    pub fleet_hold: Option<Hold>,
+    /// What the rate-limit service said of the request: `ok`, `over_limit` or `unavailable`.
+    pub fleet_outcome: Option<&'static str>,
+    /// The settlement the host sends the rate-limit service after the response (fleet_settle).
+    pub fleet_settle: Vec<Descriptor>,
     /// The translator of a request the route role translated for its model's only target (dispatch,
     /// translate): the provider's answer comes back untouched by the upstream role and is translated here.
     pub translator: Option<Box<dyn ResponseTranslator>>,

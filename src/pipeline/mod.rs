@@ -20,6 +20,7 @@ pub mod authorize;
 pub mod callout;
 pub mod dispatch;
 mod exchange;
+pub mod fleet_limits;
 pub mod framing;
 pub mod limits;
 pub mod provider_errors;
@@ -60,27 +61,34 @@ pub struct Ctx<'a> {
     pub store: &'a dyn SharedStore,
 }
 
-/// The request stages, in order. Policy stages (cache lookup, guardrails, fleet-wide limits) go between
-/// authorize and the local limits.
-pub fn request_stages(_cfg: &Config) -> Vec<Box<dyn Stage>> {
-    vec![
-        Box::new(authenticate::Authenticate),
-        Box::new(resolve::Resolve),
-        Box::new(authorize::Authorize),
-        Box::new(limits::LocalLimits),
-        Box::new(dispatch::Dispatch),
-    ]
+/// The request stages, in order. Policy stages (cache lookup, guardrails) go between authorize and the
+/// local limits; the fleet-wide limits come after the local ones (a request the local tier refuses costs
+/// no round trip), and only when the config has a rate-limit service.
+pub fn request_stages(cfg: &Config) -> Vec<Box<dyn Stage>> {
+    let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(6);
+    stages.push(Box::new(authenticate::Authenticate));
+    stages.push(Box::new(resolve::Resolve));
+    stages.push(Box::new(authorize::Authorize));
+    stages.push(Box::new(limits::LocalLimits));
+    if cfg.fleet.is_some() {
+        stages.push(Box::new(fleet_limits::FleetLimits::default()));
+    }
+    stages.push(Box::new(dispatch::Dispatch));
+    stages
 }
 
 /// The response stages, in order.
-pub fn response_stages(_cfg: &Config) -> Vec<Box<dyn Stage>> {
-    vec![
-        Box::new(translate::Translate),
-        Box::new(provider_errors::ProviderErrors::default()),
-        Box::new(usage::UsageStage::default()),
-        Box::new(settle::Settle),
-        Box::new(telemetry::Telemetry),
-    ]
+pub fn response_stages(cfg: &Config) -> Vec<Box<dyn Stage>> {
+    let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(6);
+    stages.push(Box::new(translate::Translate));
+    stages.push(Box::new(provider_errors::ProviderErrors::default()));
+    stages.push(Box::new(usage::UsageStage::default()));
+    stages.push(Box::new(settle::Settle));
+    if cfg.fleet.is_some() {
+        stages.push(Box::new(fleet_limits::FleetSettle));
+    }
+    stages.push(Box::new(telemetry::Telemetry));
+    stages
 }
 
 /// A request paused on a callout.
@@ -139,6 +147,9 @@ impl Pipeline {
                 steering: Vec::new(),
                 forwarded: false,
                 reservation: None,
+                fleet_hold: None,
+                fleet_outcome: None,
+                fleet_settle: Vec::new(),
                 translator: None,
                 translator_mode: None,
                 status: 0,
@@ -180,6 +191,12 @@ impl Pipeline {
     /// The client API, known once the request headers are in.
     pub fn client_api(&self) -> ClientApi {
         self.x.api
+    }
+
+    /// The fleet-wide settlement of a request that is over, for the host to send (batched) to the
+    /// rate-limit service.
+    pub fn take_fleet_settlement(&mut self) -> Vec<crate::limits::fleet::Descriptor> {
+        std::mem::take(&mut self.x.fleet_settle)
     }
 
     /// Whether [`Pipeline::on_done`] has run.

@@ -53,5 +53,6 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
         attempts: x.attempts,
         stream: x.ask.as_ref().filter(|_| x.forwarded).is_some_and(|a| a.stream),
         broke_off: x.sent.is_some_and(|s| s.broke_off),
+        fleet_limits: x.fleet_outcome,
     }
 }
