@@ -155,6 +155,19 @@ fn summary(g: &Gateway) -> String {
         models.sort_unstable();
         out.push_str(&format!("  off       {p} (no {}): {}\n", vars.join(" / "), models.join(", ")));
     }
+    if let Some(f) = &cfg.fleet {
+        let url = g.services.iter().find(|s| s.name == f.cluster).map_or(String::new(), |s| {
+            format!("{}://{}:{}", if s.url.tls { "https" } else { "http" }, s.url.host, s.url.port)
+        });
+        let keys = cfg.keys.iter().filter(|k| k.limits.fleet.is_some()).count();
+        out.push_str(&format!(
+            "  fleet     {} {url} ({} protocol, {} ms, fail {}): {keys} key(s) with fleet-wide limits\n",
+            f.cluster,
+            if f.standard { "standard" } else { "switchyard" },
+            f.timeout_ms,
+            if f.fail_open { "open" } else { "closed" }
+        ));
+    }
     out
 }
 

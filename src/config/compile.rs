@@ -15,6 +15,7 @@ use super::{
 };
 use crate::forwarding::Forwarding;
 use crate::limits::fleet::{FleetLimits, FleetService};
+use crate::limits::Rate;
 use hashbrown::{HashMap, HashSet};
 use serde_json::Value;
 
@@ -228,7 +229,32 @@ fn check_fleet(keys: &[Key], fleet: Option<&FleetService>, paths: &[(usize, Stri
                     "needs protocol \"switchyard\" in fleet_limits (a standard rate-limit service keeps no money)",
                 ))
             }
+            Some(s) if s.standard => check_standard_windows(f, path)?,
             Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// A standard service knows windows of a second, minute, hour or day only (the protocol's units).
+fn check_standard_windows(f: &FleetLimits, path: &str) -> R<()> {
+    let mut rates: Vec<(String, Rate)> = Vec::new();
+    rates.extend(f.requests.map(|r| (join(path, "requests"), r)));
+    rates.extend(f.tokens.map(|r| (join(path, "tokens"), r)));
+    let mut names: Vec<&String> = f.per_model.keys().collect();
+    names.sort();
+    for m in names {
+        let (req, tok) = &f.per_model[m];
+        let base = join(&join(path, "models"), m);
+        rates.extend(req.map(|r| (join(&base, "requests"), r)));
+        rates.extend(tok.map(|r| (join(&base, "tokens"), r)));
+    }
+    for (p, r) in rates {
+        if ![1, 60, 3600, 86_400].contains(&r.window_secs) {
+            return Err(err(
+                join(&p, "window_secs"),
+                "must be 1, 60, 3600 or 86400 with protocol \"standard\" (the rate-limit protocol's units)",
+            ));
         }
     }
     Ok(())

@@ -244,6 +244,47 @@ fn rejections_name_the_field() {
             "required",
         ),
         (Box::new(|v| v["keys"] = serde_json::json!({})), "keys", "must be an array"),
+        (
+            Box::new(|v| v["keys"][0]["limits"] = serde_json::json!({"fleet": {"requests": {"limit": 5}}})),
+            "keys[0].limits.fleet",
+            "fleet_limits",
+        ),
+        (
+            Box::new(|v| {
+                v["fleet_limits"] = serde_json::json!({"cluster": "rls"});
+                v["keys"][0]["limits"] = serde_json::json!({"fleet": {"concurrent": 2}});
+            }),
+            "keys[0].limits.fleet.concurrent",
+            "local only",
+        ),
+        (
+            Box::new(|v| {
+                v["fleet_limits"] = serde_json::json!({"cluster": "rls", "protocol": "standard"});
+                v["keys"][0]["limits"] = serde_json::json!({"fleet": {"budget": {"usd": 5, "period": "day"}}});
+            }),
+            "keys[0].limits.fleet.budget",
+            "keeps no money",
+        ),
+        (
+            Box::new(|v| {
+                v["fleet_limits"] = serde_json::json!({"cluster": "rls", "protocol": "standard"});
+                v["keys"][0]["limits"] =
+                    serde_json::json!({"fleet": {"models": {"demo": {"tokens": {"limit": 5, "window_secs": 90}}}}});
+            }),
+            "keys[0].limits.fleet.models.demo.tokens.window_secs",
+            "1, 60, 3600 or 86400",
+        ),
+        (
+            Box::new(|v| v["fleet_limits"] = serde_json::json!({"cluster": "rls", "failure_mode": "maybe"})),
+            "fleet_limits.failure_mode",
+            "open",
+        ),
+        (
+            Box::new(|v| v["fleet_limits"] = serde_json::json!({"cluster": "rls", "timeout_ms": 0})),
+            "fleet_limits.timeout_ms",
+            "1 to 10000",
+        ),
+        (Box::new(|v| v["fleet_limits"] = serde_json::json!({"domain": "x"})), "fleet_limits.cluster", "required"),
     ];
     for (mutate, field, reason) in cases {
         let mut v = base.clone();
