@@ -1,5 +1,6 @@
 """Issue 2, end to end: the real Envoy with the built switchyard.wasm in both roles, mock providers that
-record what they receive, and the official openai SDK as the client."""
+record what they receive, and the official openai SDK as the client. The Envoy config is rendered from the
+module's gateway file by `switchyard render`."""
 
 from __future__ import annotations
 
@@ -11,20 +12,7 @@ import threading
 import openai
 import pytest
 
-from harness import (
-    Envoy,
-    MockUpstream,
-    Reply,
-    demo_config,
-    free_port,
-    module_stack,
-    plain_cluster,
-    plugin_configs,
-    request,
-    sha256_hex,
-    shut,
-    upstream_filters,
-)
+from harness import Envoy, MockUpstream, Reply, free_port, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk, echo_responder, error
 
 KEY_ALL = "sk-sy-test-all-0123456789"
@@ -36,18 +24,23 @@ SECRETS = [OPENAI_SECRET, AZURE_SECRET, COMPAT_SECRET, KEY_ALL, KEY_LIMITED]
 MAX_BODY = 65536
 
 
-def plugin(dead_port: int) -> dict:
+def gateway(s: "Stack") -> dict:
+    """The module's gateway file: a provider per mock upstream, and one at a port nobody listens on."""
+    dead = f"http://127.0.0.1:{s.dead_port}"
     return {
         "max_body_bytes": MAX_BODY,
         "providers": {
             "local": {"kind": "mock"},
-            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}},
-            "azure": {"kind": "azure_openai", "api_version": "2024-10-21", "api_key": {"env": "AZURE_OPENAI_API_KEY"}},
-            "compat": {"kind": "openai_compatible", "base_path": "/custom/api/v1", "api_key": COMPAT_SECRET},
-            "ollama": {"kind": "openai_compatible"},
-            "down": {"kind": "openai", "api_key": "sk-down-unused"},
-            "slow": {"kind": "openai", "api_key": "sk-slow-unused"},
-            "absent": {"kind": "openai", "api_key": {"env": "NOT_SET_ANYWHERE", "optional": True}},
+            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}, "url": mock_url(s.up["openai"])},
+            "azure": {"kind": "azure_openai", "api_version": "2024-10-21", "api_key": {"env": "AZURE_OPENAI_API_KEY"},
+                      "url": mock_url(s.up["azure"])},
+            "compat": {"kind": "openai_compatible", "base_path": "/custom/api/v1", "api_key": COMPAT_SECRET,
+                       "url": mock_url(s.up["compat"])},
+            "ollama": {"kind": "openai_compatible", "url": mock_url(s.up["ollama"])},
+            "down": {"kind": "openai", "api_key": "sk-down-unused", "url": dead},
+            "slow": {"kind": "openai", "api_key": "sk-slow-unused", "url": mock_url(s.up["slow"])},
+            # Off (its variable is set nowhere); its url keeps the rendered cluster off the public API's DNS.
+            "absent": {"kind": "openai", "api_key": {"env": "NOT_SET_ANYWHERE", "optional": True}, "url": dead},
         },
         "models": {
             "echo": {"provider": "local"},
@@ -57,7 +50,8 @@ def plugin(dead_port: int) -> dict:
             "mistral-large": {"provider": "compat", "model": "mistral-large-latest"},
             "qwen": {"provider": "ollama", "model": "qwen2.5:7b"},
             "broken": {"provider": "down"},
-            "sleepy": {"provider": "slow"},
+            # A model's own route settings: the slow provider answers after 3 s, this model waits 1 s.
+            "sleepy": {"provider": "slow", "timeout": "1s"},
             "ghost": {"provider": "absent"},
         },
         "keys": [
@@ -71,23 +65,8 @@ class Stack:
     def __init__(self):
         self.up = {name: MockUpstream(echo_responder) for name in ["openai", "azure", "compat", "ollama", "slow"]}
         self.up["slow"].responder = lambda r: Reply(body=b"{}", delay=3)
-        dead_port = free_port()
-        cfg = demo_config()
-        filters = upstream_filters(cfg)
-        pcs = list(plugin_configs(cfg))
-        for pc in pcs:
-            pc["vm_config"]["environment_variables"]["host_env_keys"] = ["OPENAI_API_KEY", "AZURE_OPENAI_API_KEY", "NOT_SET_ANYWHERE"]
-            pc["configuration"]["value"] = json.dumps(plugin(dead_port))
-        clusters = [plain_cluster(n, [(u.port, {"provider": n})], filters) for n, u in self.up.items()]
-        clusters.append(plain_cluster("down", [(dead_port, {"provider": "down"})], filters))
-        cfg["static_resources"]["clusters"] = clusters
-        # A model can have its own route settings: here a 1s timeout for the slow provider's cluster.
-        vhost = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]
-        catch_all = vhost["routes"][0]
-        slow_route = json.loads(json.dumps(catch_all))
-        slow_route["match"] = {"prefix": "/", "headers": [{"name": "x-switchyard-cluster", "string_match": {"exact": "slow"}}]}
-        slow_route["route"]["timeout"] = "1s"
-        vhost["routes"] = [slow_route, catch_all]
+        self.dead_port = free_port()
+        cfg = render(gateway(self))
         self.env = {"OPENAI_API_KEY": OPENAI_SECRET, "AZURE_OPENAI_API_KEY": AZURE_SECRET}
         self.envoy = Envoy(cfg, env=self.env, log_level="debug").wait_ready()
 
@@ -482,9 +461,11 @@ def test_provider_timeout_is_504(stack):
 
 
 def test_client_cannot_pick_the_cluster(stack):
-    """A client-sent routing header is replaced by the filter's own choice."""
+    """A client-sent routing header is replaced by the filter's own choice (the cluster, and the model route
+    whose header the rendered routes match)."""
     before = len(stack.up["azure"].requests)
-    status, headers, body = post(stack, body=OK_BODY, headers={"x-switchyard-cluster": "azure", "x-switchyard-model": "azure-gpt"})
+    status, headers, body = post(stack, body=OK_BODY, headers={"x-switchyard-cluster": "azure", "x-switchyard-model": "azure-gpt",
+                                                               "x-switchyard-route": "azure-gpt"})
     assert status == 200, body
     assert len(stack.up["azure"].requests) == before
     assert stack.up["openai"].last().json()["model"] == "gpt-4o-mini-2024-07-18"

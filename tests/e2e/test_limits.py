@@ -1,5 +1,6 @@
 """Issue 4, end to end: per-key limits enforced by the filter in Envoy with two worker threads
-(--concurrency 2), counters in Envoy's shared data."""
+(--concurrency 2), counters in Envoy's shared data. The Envoy config is rendered from the module's gateway
+file by `switchyard render`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 
 KEYS = {name: f"sk-sy-limits-{name}-0001" for name in ["req", "tok", "tokstream", "budget", "conc", "model", "free", "rel", "ant", "one"]}
@@ -40,11 +41,12 @@ def usage_responder(rec):
     return Reply(body=json.dumps(r).encode(), headers={"content-type": "application/json", "x-provider-trace": "caf\u00e9-1"})
 
 
-def plugin() -> dict:
+def gateway(up: MockUpstream) -> dict:
+    """The module's gateway file: one OpenAI-format provider (the mock upstream) and the built-in mock."""
     k = lambda name, limits: {"id": name, "sha256": sha256_hex(KEYS[name]), "models": ["*"], "limits": limits}
     return {
         "default_max_output_tokens": 200,
-        "providers": {"openai": {"kind": "openai", "api_key": "sk-upstream-limits"}, "local": {"kind": "mock"}},
+        "providers": {"openai": {"kind": "openai", "api_key": "sk-upstream-limits", "url": mock_url(up)}, "local": {"kind": "mock"}},
         "models": {
             "gpt": {"provider": "openai", "model": "gpt-4o-mini", "price": {"input": 1000, "output": 2000}},
             "other": {"provider": "openai", "model": "gpt-4o"},
@@ -69,10 +71,7 @@ def plugin() -> dict:
 class Stack:
     def __init__(self):
         self.up = MockUpstream(usage_responder)
-        cfg = demo_config()
-        for pc in plugin_configs(cfg):
-            pc["configuration"]["value"] = json.dumps(plugin())
-        cfg["static_resources"]["clusters"] = [plain_cluster("openai", [(self.up.port, {"provider": "openai"})], upstream_filters(cfg), timeout="5s")]
+        cfg = render(gateway(self.up))
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
 
     def client(self, name) -> openai.OpenAI:
