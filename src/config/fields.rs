@@ -87,7 +87,7 @@ pub(crate) fn credential(v: &Value, path: &str, env: &dyn Env) -> R<Option<Secre
                 None if optional => Ok(None),
                 None => Err(err(
                     join(path, "env"),
-                    format!("environment variable {name} is not set in the VM (add it to vm_config.environment_variables.host_env_keys, or mark the credential optional)"),
+                    format!("environment variable {name} is not set in the VM: set it in Envoy's environment (a hand-written config must also list it in vm_config.environment_variables.host_env_keys), or mark the credential optional"),
                 )),
             }
         }
