@@ -108,6 +108,7 @@ fn settings_wasm_url(root: &Value, given: String) -> R<String> {
 /// The Istio resources, as one multi-document YAML text.
 pub fn render(g: &Gateway, root: &Value) -> R<String> {
     let st = settings(root)?;
+    let g = &in_mesh(g);
     for m in &g.models {
         if m.own_cluster {
             return Err(err(
@@ -120,6 +121,9 @@ pub fn render(g: &Gateway, root: &Value) -> R<String> {
     for u in &g.upstreams {
         docs.push(service_entry(u, &st));
         docs.push(destination_rule(u, &st));
+    }
+    for svc in g.services.iter().filter(|s| !is_cluster_local(&s.url.host)) {
+        docs.push(service_entry_for_service(svc, &st));
     }
     docs.push(virtual_service(g, &st));
     for u in &g.upstreams {
@@ -134,6 +138,51 @@ pub fn render(g: &Gateway, root: &Value) -> R<String> {
         out.push_str(&to_string(&d));
     }
     Ok(out)
+}
+
+/// Istio names a cluster `outbound|PORT||HOST`: the services a stage calls (`fleet_limits.cluster`) are
+/// named so in the plugin configuration rendered for the mesh.
+fn in_mesh(g: &Gateway) -> Gateway {
+    let mut g = g.clone();
+    let named = g.plugin.get("fleet_limits").and_then(|f| f.get("cluster")).and_then(Value::as_str).map(str::to_string);
+    if let Some(svc) = named.and_then(|n| g.services.iter().find(|s| s.name == n)) {
+        let cluster = format!("outbound|{}||{}", svc.url.port, svc.url.address());
+        if let Some(f) = g.plugin.get_mut("fleet_limits").and_then(Value::as_object_mut) {
+            f.insert("cluster".into(), Value::String(cluster));
+        }
+    }
+    g
+}
+
+/// A Kubernetes Service's name in the mesh (no ServiceEntry needed).
+fn is_cluster_local(host: &str) -> bool {
+    host.ends_with(".svc.cluster.local") || host.ends_with(".svc")
+}
+
+/// A service outside the mesh (a rate-limit service on a VM, say): a ServiceEntry so the gateway's Envoy
+/// has its cluster.
+fn service_entry_for_service(svc: &super::Service, st: &IstioSettings) -> Y {
+    let (name, protocol) = match svc.protocol {
+        super::Protocol::Grpc => ("grpc", "GRPC"),
+        super::Protocol::Http2 => ("http2", "HTTP2"),
+        super::Protocol::Http1 => ("http", "HTTP"),
+    };
+    let port = map([("number", int(svc.url.port)), ("name", s(name)), ("protocol", s(protocol))]);
+    let mut spec = map([
+        ("hosts", flow(list([s(svc.url.address())]))),
+        ("location", s("MESH_EXTERNAL")),
+        ("resolution", s(if svc.url.is_ip() { "STATIC" } else { "DNS" })),
+        ("ports", list([port])),
+    ]);
+    if svc.url.is_ip() {
+        spec.push("endpoints", list([flow(map([("address", s(svc.url.address()))]))]));
+    }
+    map([
+        ("apiVersion", s("networking.istio.io/v1")),
+        ("kind", s("ServiceEntry")),
+        ("metadata", meta(&format!("service-{}", k8s_name(&svc.name)), st)),
+        ("spec", spec),
+    ])
 }
 
 fn meta(name: &str, st: &IstioSettings) -> Y {

@@ -297,3 +297,26 @@ fn the_istio_rendering_carries_the_same_plugin_config_and_refuses_multi_target_m
     }
     assert!(text.contains(&g.plugin_json_pretty().lines().nth(1).unwrap().trim().to_string()));
 }
+
+#[test]
+fn the_istio_rendering_names_the_rate_limit_service_as_istio_does() {
+    let mut file = base();
+    let models = file["models"].as_object_mut().unwrap();
+    models.remove("smart");
+    models.remove("canary");
+    file["fleet_limits"] = json!({"cluster": "ratelimit"});
+    for (url, entry) in [
+        ("http://switchyard-limits.switchyard.svc.cluster.local:8081", false),
+        ("http://limits.example.com:8081", true),
+    ] {
+        file["services"] = json!({"ratelimit": {"url": url}});
+        let g = parse(&file).unwrap();
+        assert_eq!(g.plugin["fleet_limits"]["cluster"], "ratelimit", "plain Envoy: the service's own cluster");
+        let text = istio::render(&g, &file).unwrap();
+        let host = url.trim_start_matches("http://").trim_end_matches(":8081");
+        let cluster = format!("outbound|8081||{host}");
+        // In the WasmPlugin and in every upstream filter.
+        assert_eq!(text.matches(&format!("\"{cluster}\"")).count(), 1 + g.upstreams.len(), "{text}");
+        assert_eq!(text.contains("name: service-ratelimit"), entry, "{url}");
+    }
+}
