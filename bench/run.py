@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from harness import demo_config, plain_cluster, plugin_configs, sha256_hex, upstream_filters  # noqa: E402
+from harness import plugin_configs, render, sha256_hex  # noqa: E402
 
 import yaml  # noqa: E402
 
@@ -233,19 +233,23 @@ def plain_envoy_config(port: int, upstream: int) -> dict:
     }
 
 
-def switchyard_config(port: int, upstream: int) -> dict:
-    plugin = {
+def switchyard_gateway(port: int, upstream: int) -> dict:
+    """Switchyard's gateway file: three providers on the one mock, key auth and every kind of limit on."""
+    mock = f"http://127.0.0.1:{upstream}"
+    return {
+        "listener": {"address": "127.0.0.1", "port": port},
+        "wasm": str(ROOT / "dist" / "switchyard.wasm"),
         "providers": {
-            "mock-openai": {"kind": "openai_compatible", "base_path": "/v1", "api_key": "sk-upstream-bench"},
-            "mock-stream": {"kind": "openai_compatible", "base_path": "/stream/v1", "api_key": "sk-upstream-bench"},
-            "mock-anthropic": {"kind": "anthropic", "api_key": "sk-ant-upstream-bench"},
+            "mock-openai": {"kind": "openai_compatible", "url": mock, "base_path": "/v1", "api_key": "sk-upstream-bench"},
+            "mock-stream": {"kind": "openai_compatible", "url": mock, "base_path": "/stream/v1", "api_key": "sk-upstream-bench"},
+            "mock-anthropic": {"kind": "anthropic", "url": mock, "api_key": "sk-ant-upstream-bench"},
         },
         "models": {
             "bench-openai": {"provider": "mock-openai", "model": "gpt-4o-mini", "price": {"input": 0.15, "output": 0.6}},
             "bench-stream": {"provider": "mock-stream", "model": "gpt-4o-mini", "price": {"input": 0.15, "output": 0.6}},
             "bench-claude": {"provider": "mock-anthropic", "model": "claude-haiku", "price": {"input": 0.8, "output": 4}},
         },
-        # Key auth and every kind of limit on, set high enough never to refuse during the run.
+        # Set high enough never to refuse during the run.
         "keys": [{"id": "bench", "sha256": sha256_hex(KEY), "models": ["*"], "limits": {
             "requests": {"limit": 1_000_000_000, "window_secs": 60},
             "tokens": {"limit": 1_000_000_000_000, "window_secs": 60},
@@ -253,18 +257,15 @@ def switchyard_config(port: int, upstream: int) -> dict:
             "budget": {"usd": 1_000_000_000, "period": "day"},
         }}],
     }
-    cfg = demo_config()
-    listener = cfg["static_resources"]["listeners"][0]
-    listener["address"]["socket_address"]["port_value"] = port
-    hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def switchyard_config(port: int, upstream: int) -> dict:
+    """The Envoy config `switchyard render` makes of the gateway file."""
+    cfg = render(switchyard_gateway(port, upstream))
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm.pop("access_log", None)  # measured without the access log, like the plain Envoy
+    # An admin port of the kernel's choosing (a gateway file names a fixed one).
     cfg["admin"]["address"]["socket_address"]["port_value"] = 0
-    for pc in plugin_configs(cfg):
-        pc["configuration"]["value"] = json.dumps(plugin)
-        pc["vm_config"]["code"]["local"]["filename"] = str(ROOT / "dist" / "switchyard.wasm")
-    filters = upstream_filters(cfg)
-    cfg["static_resources"]["clusters"] = [
-        plain_cluster(name, [(upstream, {"provider": name})], filters) for name in ("mock-openai", "mock-stream", "mock-anthropic")]
     return cfg
 
 

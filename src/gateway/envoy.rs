@@ -434,12 +434,13 @@ fn cluster_head(name: &str, urls: &[&Url], connect_timeout_ms: u64) -> Y {
     c
 }
 
-fn endpoint(url: &Url, meta: Y, weight: Option<u32>) -> Y {
+fn endpoint(u: &Upstream, meta: Y, weight: Option<u32>) -> Y {
+    let url = &u.url;
     let mut e = map([(
         "endpoint",
         flow(map([
             ("address", map([("socket_address", map([("address", s(url.address())), ("port_value", int(url.port))]))])),
-            ("hostname", s(url.address())),
+            ("hostname", s(u.hostname())),
         ])),
     )]);
     if let Some(w) = weight {
@@ -464,7 +465,7 @@ fn provider_cluster(g: &Gateway, u: &Upstream, a: &mut Anchors) -> Y {
         "load_assignment",
         map([
             ("cluster_name", s(&u.cluster)),
-            ("endpoints", list([map([("lb_endpoints", list([endpoint(&u.url, meta, None)]))])])),
+            ("endpoints", list([map([("lb_endpoints", list([endpoint(u, meta, None)]))])])),
         ]),
     );
     c
@@ -522,9 +523,9 @@ fn model_cluster(g: &Gateway, m: &ModelRoute, a: &mut Anchors) -> Y {
         match m.strategy {
             Strategy::Fallback => {
                 let p = groups.len();
-                groups.push(map([("priority", int(p as i64)), ("lb_endpoints", list([endpoint(&u.url, meta, None)]))]));
+                groups.push(map([("priority", int(p as i64)), ("lb_endpoints", list([endpoint(u, meta, None)]))]));
             }
-            Strategy::Split => split.push(endpoint(&u.url, meta, Some(t.weight))),
+            Strategy::Split => split.push(endpoint(u, meta, Some(t.weight))),
         }
     }
     if m.strategy == Strategy::Split {

@@ -353,7 +353,7 @@ fn virtual_service(g: &Gateway, st: &IstioSettings) -> Y {
             "A 429 is never retried onto the same provider; 5xx, resets and connect failures up to `retries` times.",
         );
         r.push("retries", map([("attempts", int(m.retries)), ("retryOn", s("5xx,reset,connect-failure"))]));
-        r.push("headers", map([("request", map([("set", flow(map([("host", s(u.url.address()))])))]))]));
+        r.push("headers", map([("request", map([("set", flow(map([("host", s(u.hostname()))])))]))]));
         routes.push(r);
     }
     let mut spec =

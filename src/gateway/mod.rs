@@ -81,6 +81,19 @@ pub struct Upstream {
     pub optional_env: Vec<String>,
 }
 
+impl Upstream {
+    /// The host name its requests carry (the endpoint's `hostname`, which Envoy's `auto_host_rewrite`
+    /// writes as `:authority` and `auto_sni` sends): the URL's, except for Bedrock, whose requests the
+    /// filter signs for the regional endpoint whatever address they go to (a signature over another host
+    /// than the one sent is refused).
+    pub fn hostname(&self) -> String {
+        match &self.kind {
+            ProviderKind::Bedrock { region, .. } => crate::providers::bedrock::host(region),
+            _ => self.url.address().to_string(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
     /// Targets in order: each is tried when the one before failed.

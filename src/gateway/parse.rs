@@ -300,7 +300,7 @@ fn provider_url(kind: &ProviderKind, given: Option<&Value>, path: &str) -> R<Url
             "global" => "https://aiplatform.googleapis.com".to_string(),
             loc => format!("https://{loc}-aiplatform.googleapis.com"),
         }),
-        ProviderKind::Bedrock { region, .. } => Some(format!("https://bedrock-runtime.{region}.amazonaws.com")),
+        ProviderKind::Bedrock { region, .. } => Some(format!("https://{}", crate::providers::bedrock::host(region))),
         ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } | ProviderKind::Mock => None,
     };
     let url = match (given, default) {

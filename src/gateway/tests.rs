@@ -282,6 +282,34 @@ fn the_envoy_rendering_has_a_route_per_model_and_clusters_from_the_targets() {
 }
 
 #[test]
+fn bedrock_requests_keep_the_signed_host_whatever_url_they_go_to() {
+    // The filter signs every Bedrock request for the regional host name: sent to another address (a
+    // sidecar, a mock), the request must still carry that host, or the signature is refused.
+    let mut file = base();
+    file["providers"]["bedrock"] = json!({"kind": "bedrock", "region": "eu-west-1", "access_key_id": "AKID",
+                                          "secret_access_key": "secret", "url": "http://127.0.0.1:9000"});
+    file["models"]["nova"] = json!({"provider": "bedrock", "model": "us.amazon.nova-lite-v1:0"});
+    file["models"]["both"] =
+        json!({"targets": [{"provider": "bedrock", "model": "m"}, {"provider": "ollama", "model": "b"}]});
+    let g = parse(&file).unwrap();
+    assert_eq!(g.upstream("bedrock").unwrap().hostname(), "bedrock-runtime.eu-west-1.amazonaws.com");
+    assert_eq!(g.upstream("ollama").unwrap().hostname(), "127.0.0.1");
+    let text = to_string(&envoy::render(&g));
+    let bedrock_endpoint = "{ address: { socket_address: { address: 127.0.0.1, port_value: 9000 } }, hostname: bedrock-runtime.eu-west-1.amazonaws.com }";
+    // The provider's own cluster and the model cluster it is a target in.
+    assert_eq!(text.matches(bedrock_endpoint).count(), 2, "{text}");
+    assert!(text.contains("port_value: 11434 } }, hostname: 127.0.0.1 }"), "{text}");
+    // Istio: the route sets the same host.
+    let models = file["models"].as_object_mut().unwrap();
+    for m in ["smart", "canary", "both"] {
+        models.remove(m);
+    }
+    let g = parse(&file).unwrap();
+    let text = istio::render(&g, &file).unwrap();
+    assert!(text.contains("set: { host: bedrock-runtime.eu-west-1.amazonaws.com }"), "{text}");
+}
+
+#[test]
 fn the_istio_rendering_carries_the_same_plugin_config_and_refuses_multi_target_models() {
     let mut file = base();
     let g = parse(&file).unwrap();

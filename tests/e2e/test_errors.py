@@ -17,7 +17,7 @@ import anthropic
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, demo_config, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion
 from provider_wire import anthropic_message, bedrock_converse
 
@@ -25,25 +25,29 @@ KEY = "sk-sy-errors-test-1"
 ANTHROPIC_SECRET = "sk-ant-PROVIDER-SECRET-errors"
 OPENAI_SECRET = "sk-openai-PROVIDER-SECRET-errors"
 SECRETS = [KEY, ANTHROPIC_SECRET, OPENAI_SECRET, "AKIDERRORSTEST", "errors-secret-key"]
-# Over the listener's per_connection_buffer_limit_bytes (32 MiB) in envoy/envoy.yaml.
+# Over the listener's per_connection_buffer_limit_bytes (32 MiB) that `switchyard render` writes.
 BIG = 33 * 1024 * 1024 + 17
 
 
-def plugin() -> dict:
+def gateway(s: "Stack") -> dict:
+    """The module's gateway file: one provider per mock upstream, and two providers (of two kinds) on the raw
+    socket server."""
     return {
         "providers": {
-            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}},
+            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}, "url": mock_url(s.up["anthropic"])},
             "bedrock": {"kind": "bedrock", "region": "us-east-1", "access_key_id": "AKIDERRORSTEST",
-                        "secret_access_key": "errors-secret-key"},
-            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}},
+                        "secret_access_key": "errors-secret-key", "url": mock_url(s.up["bedrock"])},
+            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}, "url": mock_url(s.up["openai"])},
+            # Served by a raw socket server that breaks HTTP in the middle of an answer.
+            "anthropic-raw": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}, "url": mock_url(s.raw)},
+            "openai-raw": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}, "url": mock_url(s.raw)},
         },
         "models": {
             "claude": {"provider": "anthropic", "model": "claude-sonnet-4-5"},
             "nova": {"provider": "bedrock", "model": "us.amazon.nova-lite-v1:0"},
             "gpt": {"provider": "openai", "model": "gpt-4o-mini"},
-            # Served by a raw socket server that breaks HTTP in the middle of an answer.
-            "claude-raw": {"provider": "anthropic", "model": "claude-sonnet-4-5", "cluster": "raw-anthropic"},
-            "gpt-raw": {"provider": "openai", "model": "gpt-4o-mini", "cluster": "raw-openai"},
+            "claude-raw": {"provider": "anthropic-raw", "model": "claude-sonnet-4-5"},
+            "gpt-raw": {"provider": "openai-raw", "model": "gpt-4o-mini"},
         },
         "keys": [{"id": "errors", "sha256": sha256_hex(KEY), "models": ["*"]}],
     }
@@ -95,15 +99,7 @@ class Stack:
     def __init__(self):
         self.up = {name: MockUpstream(lambda r: Reply()) for name in ["anthropic", "bedrock", "openai"]}
         self.raw = RawUpstream()
-        cfg = demo_config()
-        for pc in plugin_configs(cfg):
-            pc["vm_config"]["environment_variables"]["host_env_keys"] = ["ANTHROPIC_API_KEY", "OPENAI_API_KEY"]
-            pc["configuration"]["value"] = json.dumps(plugin())
-        filters = upstream_filters(cfg)
-        clusters = [plain_cluster(n, [(u.port, {"provider": n})], filters) for n, u in self.up.items()]
-        clusters.append(plain_cluster("raw-anthropic", [(self.raw.port, {"provider": "anthropic"})], filters))
-        clusters.append(plain_cluster("raw-openai", [(self.raw.port, {"provider": "openai"})], filters))
-        cfg["static_resources"]["clusters"] = clusters
+        cfg = render(gateway(self))
         env = {"ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "OPENAI_API_KEY": OPENAI_SECRET}
         self.envoy = Envoy(cfg, env=env, access_log=True).wait_ready()
 

@@ -11,7 +11,7 @@ import anthropic
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, cli, free_port, gateway_file, mock_url, module_stack, plugin_configs, render, request, sha256_hex, shut
 from openai_wire import chat_completion
 from provider_wire import anthropic_message, bedrock_converse, gemini_response, sigv4_check
 
@@ -44,13 +44,23 @@ def unavailable(rec):
     return Reply(status=503, body=b'{"error":{"message":"unavailable","type":"server_error","param":null,"code":null}}')
 
 
-def plugin() -> dict:
+def gateway(s: "Stack") -> dict:
+    """The module's gateway file: one provider per mock upstream (named after it)."""
+    openai_ = {"kind": "openai", "api_key": "sk-openai-hygiene", "forward_headers": ["openai-organization"]}
+    anthropic_ = {"kind": "anthropic", "api_key": "sk-ant-hygiene", "forward_headers": ["anthropic-beta"]}
+    url = lambda n: mock_url(s.up[n])  # noqa: E731
     return {
         "providers": {
-            "openai": {"kind": "openai", "api_key": "sk-openai-hygiene", "forward_headers": ["openai-organization"]},
-            "anthropic": {"kind": "anthropic", "api_key": "sk-ant-hygiene", "forward_headers": ["anthropic-beta"]},
-            "gemini": {"kind": "gemini", "api_key": "gk-hygiene"},
-            "bedrock": {"kind": "bedrock", "region": "us-east-1", "access_key_id": AWS_AK, "secret_access_key": AWS_SK},
+            "openai": {**openai_, "url": url("openai")},
+            "anthropic": {**anthropic_, "url": url("anthropic")},
+            "gemini": {"kind": "gemini", "api_key": "gk-hygiene", "url": url("gemini")},
+            "bedrock": {"kind": "bedrock", "region": "us-east-1", "access_key_id": AWS_AK, "secret_access_key": AWS_SK,
+                        "url": url("bedrock")},
+            # The same two kinds (and the headers each forwards) behind failing and healthy mocks.
+            "openai-down": {**openai_, "url": url("openai-down")},
+            "anthropic-down": {**anthropic_, "url": url("anthropic-down")},
+            "openai-ok": {**openai_, "url": url("openai-ok")},
+            "anthropic-ok": {**anthropic_, "url": url("anthropic-ok")},
         },
         "models": {
             "gpt": {"provider": "openai", "model": "gpt-4o-mini"},
@@ -58,10 +68,10 @@ def plugin() -> dict:
             "gemini-flash": {"provider": "gemini", "model": "gemini-2.5-flash"},
             "nova": {"provider": "bedrock", "model": "us.amazon.nova-lite-v1:0"},
             # Fallback both ways between two providers that forward different headers.
-            "openai-first": {"cluster": "openai-first", "targets": [
-                {"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "anthropic", "model": "claude-sonnet-4-5"}]},
-            "anthropic-first": {"cluster": "anthropic-first", "targets": [
-                {"provider": "anthropic", "model": "claude-sonnet-4-5"}, {"provider": "openai", "model": "gpt-4o-mini"}]},
+            "openai-first": {"targets": [
+                {"provider": "openai-down", "model": "gpt-4o-mini"}, {"provider": "anthropic-ok", "model": "claude-sonnet-4-5"}]},
+            "anthropic-first": {"targets": [
+                {"provider": "anthropic-down", "model": "claude-sonnet-4-5"}, {"provider": "openai-ok", "model": "gpt-4o-mini"}]},
         },
         "keys": [{"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]}],
     }
@@ -79,17 +89,7 @@ class Stack:
         }
         self.up["openai-ok"] = MockUpstream(gzipped_if_asked(chat_completion("gpt-4o-mini", "openai says hi")))
         self.up["anthropic-ok"] = MockUpstream(gzipped_if_asked(anthropic_message("claude-sonnet-4-5", "claude says hi")))
-        cfg = demo_config()
-        for pc in plugin_configs(cfg):
-            pc["configuration"]["value"] = json.dumps(plugin())
-        filters = upstream_filters(cfg)
-        port = lambda n: self.up[n].port  # noqa: E731
-        cfg["static_resources"]["clusters"] = [
-            plain_cluster(n, [(port(n), {"provider": n})], filters) for n in ["openai", "anthropic", "gemini", "bedrock"]
-        ] + [
-            plain_cluster("openai-first", [(port("openai-down"), {"provider": "openai"}, 0), (port("anthropic-ok"), {"provider": "anthropic"}, 1)], filters),
-            plain_cluster("anthropic-first", [(port("anthropic-down"), {"provider": "anthropic"}, 0), (port("openai-ok"), {"provider": "openai"}, 1)], filters),
-        ]
+        cfg = render(gateway(self))
         self.envoy = Envoy(cfg).wait_ready()
 
     def post(self, path: str, body, headers: dict | None = None):
@@ -255,13 +255,28 @@ BAD_FORWARD = [
 ]
 
 
+def forward_gateway(value=None) -> dict:
+    """A one-provider gateway file whose provider forwards `value` (no forward_headers when None)."""
+    openai_ = {"kind": "openai", "api_key": "sk-x", "url": f"http://127.0.0.1:{free_port()}"}
+    if value is not None:
+        openai_["forward_headers"] = value
+    return {"providers": {"openai": openai_}, "models": {"gpt": {"provider": "openai", "model": "gpt-4o-mini"}},
+            "keys": [{"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]}]}
+
+
 @pytest.mark.parametrize("name,value,field,reason", BAD_FORWARD, ids=[b[0] for b in BAD_FORWARD])
 def test_envoy_refuses_bad_forward_headers(name, value, field, reason):
-    cfg = demo_config()
-    pc = next(plugin_configs(cfg))
-    p = json.loads(pc["configuration"]["value"])
-    p["providers"]["openai"] = {"kind": "openai", "api_key": "sk-x", "forward_headers": value}
-    pc["configuration"]["value"] = json.dumps(p)
+    # The compiler refuses the file, naming the field with the filter's own message...
+    out = cli("check", str(gateway_file(forward_gateway(value))))
+    assert out.returncode == 1, out.stdout
+    assert f"invalid switchyard config at '{field}'" in out.stderr and reason in out.stderr, out.stderr
+    # ...so no rendered config has such a value. Envoy must refuse a hand-written one all the same: the
+    # file without it rendered, then the bad value written into the plugin configuration by hand.
+    cfg = render(forward_gateway())
+    for pc in plugin_configs(cfg):
+        p = json.loads(pc["configuration"]["value"])
+        p["providers"]["openai"]["forward_headers"] = value
+        pc["configuration"]["value"] = json.dumps(p)
     envoy = Envoy(cfg)
     try:
         code = envoy.wait_exit(timeout=30)

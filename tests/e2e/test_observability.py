@@ -11,7 +11,7 @@ import time
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, module_stack, plain_cluster, plugin_configs, request, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 from provider_wire import anthropic_message
 
@@ -35,16 +35,18 @@ def openai_usage(rec):
     return Reply(body=json.dumps(r).encode())
 
 
-def plugin(log_bodies=False) -> dict:
-    p = {
+def gateway(s: "Stack", log_bodies=False) -> dict:
+    """The module's gateway file: one provider per mock upstream; `fb` falls back from the failing one."""
+    g = {
         "providers": {
-            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}},
-            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}},
+            "openai": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}, "url": mock_url(s.openai)},
+            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}, "url": mock_url(s.anthropic)},
+            "openai-broken": {"kind": "openai", "api_key": {"env": "OPENAI_API_KEY"}, "url": mock_url(s.broken)},
         },
         "models": {
             "m1": {"provider": "openai", "model": "gpt-4o-mini", "price": {"input": 1, "output": 2}},
             "m2": {"provider": "anthropic", "model": "claude-haiku"},
-            "fb": {"cluster": "fb", "targets": [{"provider": "openai", "model": "gpt-4o"}, {"provider": "anthropic", "model": "claude-haiku"}]},
+            "fb": {"targets": [{"provider": "openai-broken", "model": "gpt-4o"}, {"provider": "anthropic", "model": "claude-haiku"}]},
         },
         "keys": [
             {"id": "team-a", "sha256": sha256_hex(K1), "models": ["*"]},
@@ -52,8 +54,8 @@ def plugin(log_bodies=False) -> dict:
         ],
     }
     if log_bodies:
-        p["log_bodies"] = {"max_bytes": 200}
-    return p
+        g["log_bodies"] = {"max_bytes": 200}
+    return g
 
 
 class Stack:
@@ -61,21 +63,13 @@ class Stack:
         self.openai = MockUpstream(openai_usage)
         self.anthropic = MockUpstream(lambda r: Reply(body=json.dumps(anthropic_message("claude-haiku", "hi", usage=(12, 5, 0))).encode()))
         self.broken = MockUpstream(lambda r: Reply(status=503, body=b'{"error":{"message":"down","type":"server_error","param":null,"code":null}}'))
-        cfg = demo_config()
+        cfg = render(gateway(self, log_bodies))
+        # Not a gateway-file field: a faster stats flush, so that histograms reach the admin endpoint sooner.
         cfg["stats_flush_interval"] = "1s"
-        for pc in plugin_configs(cfg):
-            pc["configuration"]["value"] = json.dumps(plugin(log_bodies))
-            pc["vm_config"]["environment_variables"]["host_env_keys"] = ["OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
-        filters = upstream_filters(cfg)
-        cfg["static_resources"]["clusters"] = [
-            plain_cluster("openai", [(self.openai.port, {"provider": "openai"})], filters),
-            plain_cluster("anthropic", [(self.anthropic.port, {"provider": "anthropic"})], filters),
-            plain_cluster("fb", [(self.broken.port, {"provider": "openai"}, 0), (self.anthropic.port, {"provider": "anthropic"}, 1)], filters),
-        ]
         hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         self.envoy = Envoy(cfg, env={"OPENAI_API_KEY": OPENAI_SECRET, "ANTHROPIC_API_KEY": ANTHROPIC_SECRET}, log_level=log_level,
                            access_log=True).wait_ready()
-        assert hcm["access_log"][0]["typed_config"]["path"] == "/dev/stdout", "the shipped config logs to stdout"
+        assert hcm["access_log"][0]["typed_config"]["path"] == "/dev/stdout", "the rendered config logs to stdout"
 
     def client(self, key) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15)

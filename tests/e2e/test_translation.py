@@ -10,7 +10,7 @@ import anthropic
 import openai
 import pytest
 
-from harness import Envoy, MockUpstream, Reply, demo_config, free_port, module_stack, plain_cluster, plugin_configs, sha256_hex, shut, upstream_filters
+from harness import Envoy, MockUpstream, Reply, free_port, mock_url, module_stack, render, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 from provider_wire import (
     anthropic_error,
@@ -37,18 +37,24 @@ BEDROCK_HOST = "bedrock-runtime.us-east-1.amazonaws.com"
 BEDROCK_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
 
 
-def plugin() -> dict:
+def gateway(s: "Stack") -> dict:
+    """The module's gateway file: one provider per mock upstream, credentials from the environment."""
     return {
         "providers": {
-            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}, "default_max_tokens": 1000},
-            "gemini": {"kind": "gemini", "api_key": {"env": "GEMINI_API_KEY"}},
-            "vertex": {"kind": "vertex", "project": "my-proj", "location": "us-central1", "api_key": {"env": "VERTEX_TOKEN"}},
+            "anthropic": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"}, "default_max_tokens": 1000,
+                          "url": mock_url(s.up["anthropic"])},
+            "gemini": {"kind": "gemini", "api_key": {"env": "GEMINI_API_KEY"}, "url": mock_url(s.up["gemini"])},
+            "vertex": {"kind": "vertex", "project": "my-proj", "location": "us-central1", "api_key": {"env": "VERTEX_TOKEN"},
+                       "url": mock_url(s.up["vertex"])},
             "bedrock": {
                 "kind": "bedrock", "region": "us-east-1",
                 "access_key_id": {"env": "AWS_ACCESS_KEY_ID"}, "secret_access_key": {"env": "AWS_SECRET_ACCESS_KEY"},
-                "session_token": {"env": "AWS_SESSION_TOKEN"},
+                "session_token": {"env": "AWS_SESSION_TOKEN"}, "url": mock_url(s.up["bedrock"]),
             },
-            "compat": {"kind": "openai_compatible", "base_path": "/v1"},
+            "compat": {"kind": "openai_compatible", "base_path": "/v1", "url": mock_url(s.up["compat"])},
+            # Listens nowhere: every answer for its model is Envoy's own.
+            "anthropic-down": {"kind": "anthropic", "api_key": {"env": "ANTHROPIC_API_KEY"},
+                               "url": f"http://127.0.0.1:{free_port()}"},
         },
         "models": {
             "claude": {"provider": "anthropic", "model": "claude-sonnet-4-5"},
@@ -56,8 +62,7 @@ def plugin() -> dict:
             "vertex-flash": {"provider": "vertex", "model": "gemini-2.0-flash"},
             "bedrock-claude": {"provider": "bedrock", "model": BEDROCK_MODEL},
             "mistral": {"provider": "compat", "model": "mistral-large-latest"},
-            # Its cluster's only endpoint listens nowhere: every answer is Envoy's own.
-            "claude-down": {"provider": "anthropic", "model": "claude-sonnet-4-5", "cluster": "anthropic-down"},
+            "claude-down": {"provider": "anthropic-down", "model": "claude-sonnet-4-5"},
         },
         "keys": [{"id": "t", "sha256": sha256_hex(KEY), "models": ["*"]}],
     }
@@ -79,20 +84,7 @@ class Stack:
             "bedrock": MockUpstream(bedrock_responder),
             "compat": MockUpstream(lambda r: Reply(body=json.dumps(chat_completion("mistral-large-latest", "mistral says hi")).encode())),
         }
-        cfg = demo_config()
-        for pc in plugin_configs(cfg):
-            pc["vm_config"]["environment_variables"]["host_env_keys"] = [
-                "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "VERTEX_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"]
-            pc["configuration"]["value"] = json.dumps(plugin())
-        filters = upstream_filters(cfg)
-        clusters = []
-        for name, u in self.up.items():
-            c = plain_cluster(name, [(u.port, {"provider": name})], filters)
-            if name == "bedrock":
-                c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["hostname"] = BEDROCK_HOST
-            clusters.append(c)
-        clusters.append(plain_cluster("anthropic-down", [(free_port(), {"provider": "anthropic"})], filters))
-        cfg["static_resources"]["clusters"] = clusters
+        cfg = render(gateway(self))
         env = {"ANTHROPIC_API_KEY": ANTHROPIC_SECRET, "GEMINI_API_KEY": GEMINI_SECRET, "VERTEX_TOKEN": VERTEX_TOKEN,
                "AWS_ACCESS_KEY_ID": AWS_AK, "AWS_SECRET_ACCESS_KEY": AWS_SK, "AWS_SESSION_TOKEN": AWS_TOKEN}
         self.envoy = Envoy(cfg, env=env).wait_ready()
@@ -185,6 +177,7 @@ def test_bedrock_plain_signed(stack):
     assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (11, 6)
     rec = stack.up["bedrock"].last()
     assert rec.path == "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse"
+    # Sent to the mock's 127.0.0.1 url, the request still carries the regional host it was signed for.
     assert rec.headers["host"] == BEDROCK_HOST
     body = rec.json()
     assert body["system"] == [{"text": "Be brief."}]
@@ -350,7 +343,7 @@ def test_envoy_errors_are_not_taken_for_the_providers(stack):
         stack.oai().chat.completions.create(model="claude-down", messages=MESSAGES)
     assert e.value.status_code == 502
     assert e.value.body["code"] == "upstream_unavailable", e.value.body
-    assert e.value.response.headers["x-switchyard-provider"] == "anthropic"
+    assert e.value.response.headers["x-switchyard-provider"] == "anthropic-down"
     with pytest.raises(anthropic.APIStatusError) as e:
         stack.ant().messages.create(model="claude-down", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert e.value.status_code == 502 and "could not be reached" in str(e.value.body)

@@ -83,7 +83,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     );
     // The signed host is the regional endpoint, set as the attempt's `:authority` too: the host Envoy's
     // upstream filters see is still the client's (`auto_host_rewrite` applies later), so it cannot be used.
-    let host = format!("bedrock-runtime.{region}.amazonaws.com");
+    let host = host(region);
     let signed_headers = [("content-type", "application/json"), ("host", host.as_str())];
     let request =
         sigv4::Request { method: "POST", path: &path, query: "", headers: &signed_headers, payload: &payload };
@@ -101,6 +101,11 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     headers.extend(sigv4::sign(&request, &creds, region, "bedrock", a.now_unix));
     let translator = Translator::new(a, stream, include_usage);
     Ok(Outgoing { path, headers, body: Some(payload), response: Some(Box::new(translator)) })
+}
+
+/// The regional endpoint's host name, which every request is signed for (and carries as its host).
+pub fn host(region: &str) -> String {
+    format!("bedrock-runtime.{region}.amazonaws.com")
 }
 
 // ---------------------------------------------------------------- response
