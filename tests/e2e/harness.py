@@ -156,6 +156,18 @@ class MockUpstream:
             do_GET = _handle
 
         class Server(ThreadingHTTPServer):
+            # A connection reset between the poll saying "readable" and accept() would leave a blocking
+            # accept() waiting forever (and close() with it): the listening socket does not block, and
+            # each connection does.
+            def server_activate(self):
+                super().server_activate()
+                self.socket.setblocking(False)
+
+            def get_request(self):
+                conn, addr = self.socket.accept()
+                conn.setblocking(True)
+                return conn, addr
+
             def handle_error(self, request, client_address):
                 pass  # resets and clients that go away are part of the tests
 
@@ -233,43 +245,6 @@ def plugin_configs(cfg: dict) -> Iterable[dict]:
         for hf in opts.get("http_filters", []):
             if hf["typed_config"]["@type"].endswith("wasm.v3.Wasm"):
                 yield hf["typed_config"]["config"]
-
-
-def upstream_filters(cfg: dict) -> list:
-    """The upstream HTTP filter list of a config derived from the shipped one (switchyard upstream role +
-    codec), taken from its first cluster."""
-    first = cfg["static_resources"]["clusters"][0]
-    opts = first["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
-    return opts["http_filters"]
-
-
-def plain_cluster(name: str, endpoints: list, filters: list, timeout: str = "2s") -> dict:
-    """A plain-HTTP/1.1 cluster to local mock upstreams, with the switchyard upstream filter. Endpoints are
-    (port, metadata) or (port, metadata, priority, weight)."""
-    groups: dict[int, list] = {}
-    for ep in endpoints:
-        port, meta = ep[0], ep[1]
-        priority = ep[2] if len(ep) > 2 else 0
-        e = {"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": port}}}}
-        if meta is not None:
-            e["metadata"] = {"filter_metadata": {"switchyard": meta}}
-        if len(ep) > 3:
-            e["load_balancing_weight"] = ep[3]
-        groups.setdefault(priority, []).append(e)
-    return {
-        "name": name,
-        "type": "STATIC",
-        "connect_timeout": timeout,
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http_protocol_options": {}},
-                "http_filters": filters,
-            }
-        },
-        "load_assignment": {"cluster_name": name, "endpoints": [
-            {"priority": p, "lb_endpoints": lb} for p, lb in sorted(groups.items())]},
-    }
 
 
 class Envoy:

@@ -134,8 +134,12 @@ def test_shipped_istio_and_compose_files_agree_with_envoy_yaml():
     cfg = render(ISTIO_GATEWAY)
     pcs = list(plugin_configs(cfg))
     assert len(pcs) >= 2, "both roles"
+    # The same config but for the rate-limit service's cluster, which Istio names outbound|PORT||HOST.
+    assert route_cfg["fleet_limits"]["cluster"] == "outbound|8081||switchyard-limits.switchyard.svc.cluster.local"
     for pc in pcs:
-        assert json.loads(pc["configuration"]["value"]) == route_cfg
+        plain = json.loads(pc["configuration"]["value"])
+        assert plain["fleet_limits"]["cluster"] == "ratelimit"
+        assert {**plain, "fleet_limits": route_cfg["fleet_limits"]} == route_cfg
     envoy = Envoy(cfg).wait_ready()
     try:
         client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)

@@ -32,6 +32,8 @@ from openai_wire import echo_responder
 
 ISTIO_GATEWAY = ROOT / "envoy" / "istio" / "gateway.yaml"
 ISTIO_YAML = ROOT / "envoy" / "istio" / "switchyard.yaml"
+FLEET_GATEWAY = ROOT / "envoy" / "fleet" / "gateway.yaml"
+FLEET_YAML = ROOT / "envoy" / "fleet" / "envoy.yaml"
 DEMO_KEY = "sk-switchyard-demo"
 
 
@@ -118,10 +120,14 @@ def test_the_shipped_rendered_files_are_not_stale():
     out = cli("render", "--istio", str(ISTIO_GATEWAY))
     assert out.returncode == 0, out.stderr
     assert out.stdout == ISTIO_YAML.read_text(), "envoy/istio/switchyard.yaml is stale: run `make render`"
+    out = cli("render", str(FLEET_GATEWAY))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == FLEET_YAML.read_text(), "envoy/fleet/envoy.yaml is stale: run `make render`"
 
 
 RENDERED = {
     "demo": DEMO_GATEWAY,
+    "fleet demo": FLEET_GATEWAY,
     "mixed tls and plain split, services": {
         **good(),
         "models": {
