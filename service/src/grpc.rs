@@ -88,7 +88,10 @@ impl Limits {
 
 #[tonic::async_trait]
 impl RateLimitService for Limits {
-    async fn should_rate_limit(&self, request: Request<RateLimitRequest>) -> Result<Response<RateLimitResponse>, Status> {
+    async fn should_rate_limit(
+        &self,
+        request: Request<RateLimitRequest>,
+    ) -> Result<Response<RateLimitResponse>, Status> {
         let res = self.decide(request.get_ref()).await;
         self.metrics.request(match &res {
             Ok(r) if r.overall_code == Code::OverLimit as i32 => Outcome::Over,

@@ -143,7 +143,7 @@ for i, it in ipairs(items) do
     if it.kind == 'r' then
       local interval = idiv(it.a, math.max(it.b, 1))
       local s, ns = rate_tat(it.key)
-      if it.op == '+' then
+      if it.op == '+' or it.cost == 0 then -- as gcra_shift: a zero delta counts as a charge
         if less(s, ns, now_s, now_n) then s, ns = now_s, now_n end
         s, ns = add(s, ns, it.cost * interval)
       else

@@ -27,8 +27,14 @@ pub enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     /// GCRA: `max` units per `window_secs`, burst `max`.
-    Rate { window_secs: u64, max: u32 },
-    Budget { max_micros: u64, period: BudgetPeriod },
+    Rate {
+        window_secs: u64,
+        max: u32,
+    },
+    Budget {
+        max_micros: u64,
+        period: BudgetPeriod,
+    },
 }
 
 /// What a descriptor is, for metrics.
@@ -119,8 +125,11 @@ fn switchyard_item(d: &RateLimitDescriptor, cost: u64) -> Result<Entry, String> 
     let id = id.filter(|id| !id.is_empty()).ok_or("empty switchyard_key")?;
     match limit {
         Some(name @ ("requests" | "tokens")) => {
-            let window_secs = window.filter(|w| (1..=MAX_WINDOW_SECS).contains(w)).ok_or("window_secs missing, 0 or over 366 days")?;
-            let max = d.limit.as_ref().ok_or("a rate needs the descriptor's limit (requests_per_unit)")?.requests_per_unit;
+            let window_secs = window
+                .filter(|w| (1..=MAX_WINDOW_SECS).contains(w))
+                .ok_or("window_secs missing, 0 or over 366 days")?;
+            let max =
+                d.limit.as_ref().ok_or("a rate needs the descriptor's limit (requests_per_unit)")?.requests_per_unit;
             let current = RateLimit { name: String::new(), requests_per_unit: max, unit: unit_of_secs(window_secs) };
             Ok(Entry {
                 planned: Planned::Script(Item {
@@ -219,7 +228,12 @@ mod tests {
                     Some(250),
                 ),
                 desc(
-                    &[("switchyard_key", "k1"), ("limit", "budget"), ("period", "month:683"), ("max_micros", "5000000")],
+                    &[
+                        ("switchyard_key", "k1"),
+                        ("limit", "budget"),
+                        ("period", "month:683"),
+                        ("max_micros", "5000000"),
+                    ],
                     None,
                     Some(0),
                 ),
@@ -240,7 +254,10 @@ mod tests {
         assert_eq!((b.key.as_str(), b.cost), ("sy:{k1}:r:tokens:90:model=m", 250));
         assert_eq!(b.current_limit.as_ref().map(|l| l.unit), Some(0));
         let c = item(&p[2]);
-        assert_eq!((c.key.as_str(), c.cost, c.index_key.as_deref()), ("sy:{k1}:b:month:683", 0, Some("sy:{k1}:budgets")));
+        assert_eq!(
+            (c.key.as_str(), c.cost, c.index_key.as_deref()),
+            ("sy:{k1}:b:month:683", 0, Some("sy:{k1}:budgets"))
+        );
         assert_eq!(p[2].class, Class::Budget);
         assert_eq!((item(&p[3]).op, item(&p[3]).cost), (Op::Refund, 7));
         // Request hits_addend 0 means 1.
@@ -260,14 +277,19 @@ mod tests {
             (vec![("switchyard_key", ""), ("limit", "requests"), ("window_secs", "60")], Some((1, 0))),
             (vec![("switchyard_key", "k"), ("limit", "requests"), ("window_secs", "60"), ("op", "x")], Some((1, 0))),
         ] {
-            assert!(plan(&req(vec![desc(&pairs, limit, None)], 0), "switchyard", &Rules::default()).is_err(), "{pairs:?}");
+            assert!(
+                plan(&req(vec![desc(&pairs, limit, None)], 0), "switchyard", &Rules::default()).is_err(),
+                "{pairs:?}"
+            );
         }
     }
 
     #[test]
     fn standard_descriptors() {
         let mut rules = Rules::default();
-        rules.add_yaml("domain: edge\ndescriptors: [{key: user, rate_limit: {unit: minute, requests_per_unit: 3}}]").unwrap();
+        rules
+            .add_yaml("domain: edge\ndescriptors: [{key: user, rate_limit: {unit: minute, requests_per_unit: 3}}]")
+            .unwrap();
         let mut r = req(
             vec![
                 desc(&[("user", "bob")], None, None),

@@ -43,7 +43,8 @@ async fn shutdown_signal() {
 pub async fn run(cfg: Config) -> Result<(), String> {
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(Store::new(&cfg.redis, cfg.redis_timeout, metrics.clone())?);
-    let grpc_in = TcpIncoming::bind(cfg.grpc).map_err(|e| format!("--grpc {}: {e}", cfg.grpc))?.with_nodelay(Some(true));
+    let grpc_in =
+        TcpIncoming::bind(cfg.grpc).map_err(|e| format!("--grpc {}: {e}", cfg.grpc))?.with_nodelay(Some(true));
     let admin_in = tokio::net::TcpListener::bind(cfg.admin).await.map_err(|e| format!("--admin {}: {e}", cfg.admin))?;
 
     // Watch Redis once a second, so an outage and the recovery are logged even while no request comes.
@@ -57,7 +58,8 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     });
 
     let admin = admin::router(Admin { store: store.clone(), metrics: metrics.clone() });
-    let admin_task = tokio::spawn(async move { axum::serve(admin_in, admin).with_graceful_shutdown(shutdown_signal()).await });
+    let admin_task =
+        tokio::spawn(async move { axum::serve(admin_in, admin).with_graceful_shutdown(shutdown_signal()).await });
 
     let limits = Limits { domain: cfg.domain.clone(), rules: Arc::new(cfg.rules), store, metrics };
     log::line(&format!(

@@ -112,8 +112,9 @@ impl Store {
     /// The budgets of one key id (its index, then each budget hash; never a scan of the keyspace).
     pub async fn budgets(&self, id: &str) -> Result<Vec<BudgetRow>, String> {
         let index = keys::budget_index(id);
-        let names: Vec<String> =
-            self.call(|mut c| async move { redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).query_async(&mut c).await }).await?;
+        let names: Vec<String> = self
+            .call(|mut c| async move { redis::cmd("ZRANGE").arg(&index).arg(0).arg(-1).query_async(&mut c).await })
+            .await?;
         if names.is_empty() {
             return Ok(Vec::new());
         }
