@@ -36,30 +36,43 @@ impl BudgetPeriod {
         }
     }
 
-    /// Seconds a budget key lives after its last write: the longest period plus a margin (2 days for a
-    /// day, 40 for a month), so a key never expires inside its period and is still readable after it.
-    pub fn ttl_secs(&self) -> u64 {
+    /// Unix time at which the period ends (the first second of the next day or month, UTC).
+    pub fn end_secs(&self) -> u64 {
         match self.period {
-            Period::Day => 2 * DAY,
-            Period::Month => 40 * DAY,
-        }
-    }
-
-    /// Seconds from `unix_secs` until the period ends (0 once it has; by this process's clock).
-    pub fn secs_left(&self, unix_secs: u64) -> u64 {
-        match self.period {
-            Period::Day => ((self.number + 1) * DAY).saturating_sub(unix_secs),
+            Period::Day => (self.number + 1) * DAY,
             Period::Month => {
-                let (current, left) = period_of(Period::Month, unix_secs);
-                if self.number < current {
-                    0
-                } else {
-                    // The current month; a later one (clocks apart) is reported as ending with this one.
-                    left
-                }
+                let next = self.number + 1;
+                days_from_civil(1970 + (next / 12) as i64, (next % 12 + 1) as u32, 1).max(0) as u64 * DAY
             }
         }
     }
+
+    /// Unix time at which the budget's key expires: the end of its period plus a margin (2 days for a
+    /// day, 10 for a month), so it never expires inside its period and can still be read after it. Set
+    /// once, when the key is created, so later writes do not have to touch expiries or the index.
+    pub fn expires_at(&self) -> u64 {
+        self.end_secs()
+            + match self.period {
+                Period::Day => 2 * DAY,
+                Period::Month => 10 * DAY,
+            }
+    }
+
+    /// Seconds from `unix_secs` until the period ends (0 once it has).
+    pub fn secs_left(&self, unix_secs: u64) -> u64 {
+        self.end_secs().saturating_sub(unix_secs)
+    }
+}
+
+/// (year, month 1-12, day) → days since 1970-01-01 (Howard Hinnant's algorithm, as the core's).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// One budget of a key in the `/spend` report.
@@ -111,7 +124,13 @@ mod tests {
         assert_eq!(BudgetPeriod { period: Period::Day, number: 20_484 }.secs_left(t), DAY / 2);
         assert_eq!(BudgetPeriod { period: Period::Month, number: 672 }.secs_left(t), DAY / 2);
         assert_eq!(BudgetPeriod { period: Period::Month, number: 671 }.secs_left(t), 0);
-        assert!(p.ttl_secs() > 31 * DAY);
+        // Every month's end is the first second of the next, by the core's own period_of.
+        for n in 0..2_400u64 {
+            let end = BudgetPeriod { period: Period::Month, number: n }.end_secs();
+            assert_eq!((period_of(Period::Month, end - 1).0, period_of(Period::Month, end).0), (n, n + 1), "{n}");
+        }
+        assert_eq!(p.expires_at() - p.end_secs(), 10 * DAY);
+        assert_eq!(BudgetPeriod { period: Period::Day, number: 3 }.expires_at(), 6 * DAY);
     }
 
     #[test]

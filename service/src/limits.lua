@@ -5,7 +5,7 @@
 --          replica of the service reads one clock. Tests pass a fixed value.
 -- ARGV[2 + 6*(i-1) ...]: per item i: kind, op, cost, a, b, c
 --   kind "r" (GCRA rate):  a = window in ns, b = max (units per window)
---   kind "b" (budget):     a = max_micros,   b = TTL in seconds, c = position of its index key in KEYS
+--   kind "b" (budget):     a = max_micros,   b = expiry (unix s), c = position of its index key in KEYS
 --   op "a" admission (all or nothing across every "a" item), "+" charge, "-" refund (always applied).
 -- Reply: { overall (1 ok, 2 over), then per item: code (1 ok, 2 over), remaining, reset_ns }.
 --
@@ -98,10 +98,13 @@ local function rate_tat(key)
   if p then return p[1], p[2] end
   return parse(redis.call('GET', key))
 end
+local fresh = {} -- budget keys this call creates: they get their expiry and their index entry
 local function spent_of(key)
   local p = pending[key]
   if p then return p end
-  return tonumber(redis.call('HGET', key, 'spent') or '0')
+  local v = redis.call('HGET', key, 'spent')
+  if not v then fresh[key] = true end
+  return tonumber(v or '0')
 end
 
 -- GCRA state for the x-ratelimit-like fields: remaining units and ns until the bucket is full again.
@@ -121,13 +124,17 @@ local function write_rate(it, s, ns)
   redis.call('SET', it.key, fmt(s, ns), 'PX', math.min(1e13, math.max(1, math.ceil(ttl / 1000000))))
 end
 
+-- A budget's expiry (its period's end plus a margin) and index entry are set once, when it is created.
 local function write_budget(it, spent)
   redis.call('HSET', it.key, 'spent', string.format('%d', spent), 'max', string.format('%d', it.a))
-  redis.call('EXPIRE', it.key, it.b)
-  local idx = KEYS[it.c]
-  redis.call('ZADD', idx, now_s + it.b, it.key)
-  redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. now_s)
-  if redis.call('TTL', idx) < it.b then redis.call('EXPIRE', idx, it.b) end
+  if fresh[it.key] then
+    fresh[it.key] = nil
+    redis.call('EXPIREAT', it.key, it.b)
+    local idx = KEYS[it.c]
+    redis.call('ZADD', idx, it.b, it.key)
+    redis.call('ZREMRANGEBYSCORE', idx, '-inf', '(' .. string.format('%d', now_s))
+    if redis.call('TTL', idx) < it.b - now_s then redis.call('EXPIREAT', idx, it.b) end
+  end
 end
 
 local out = { 1 }

@@ -55,7 +55,7 @@ pub fn invocation<'a>(script: &'a Script, items: &[&Item], now_ns: Option<u64>) 
                     }
                 };
                 let key_pos = items.len() + pos + 1;
-                inv.arg("b").arg(op).arg(it.cost).arg(max_micros).arg(period.ttl_secs()).arg(key_pos);
+                inv.arg("b").arg(op).arg(it.cost).arg(max_micros).arg(period.expires_at()).arg(key_pos);
             }
         }
     }

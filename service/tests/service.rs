@@ -11,9 +11,16 @@ use common::*;
 use switchyard::limits::{period_of, Period};
 use tonic::Code;
 
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
 fn this_month() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    format!("month:{}", period_of(Period::Month, secs).0)
+    format!("month:{}", period_of(Period::Month, now_secs()).0)
+}
+
+fn today() -> String {
+    format!("day:{}", period_of(Period::Day, now_secs()).0)
 }
 
 #[tokio::test]
@@ -120,25 +127,34 @@ async fn budgets_admit_refuse_settle_and_report() {
         vec![rate("team a", "requests", 10, 60, None, None), budget("team a", &month, 1_000_000, 600_000, None)];
     let r = call(&mut c, mixed).await.unwrap();
     assert_eq!(codes(&r), vec![(OK, 10), (OVER, 500_000)]);
-    // Another day's budget of the same key, then the report.
-    call(&mut c, vec![budget("team a", "day:20000", 2_000_000, 250_000, None)]).await.unwrap();
+    // A daily budget of the same key, then the report.
+    let day = today();
+    call(&mut c, vec![budget("team a", &day, 2_000_000, 250_000, None)]).await.unwrap();
     let (status, body) = svc.get("/spend?key=team%20a");
     assert_eq!(status, 200, "{body}");
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["key"], "team a");
     let budgets = v["budgets"].as_array().unwrap();
     assert_eq!(budgets.len(), 2, "{body}");
-    assert_eq!(budgets[0]["period"], "day:20000");
+    assert_eq!(budgets[0]["period"], day.as_str());
     assert_eq!(budgets[0]["spent_micros"], 250_000);
     assert_eq!(budgets[1]["period"], month.as_str());
     assert_eq!(budgets[1]["spent_micros"], 500_000);
     assert_eq!(budgets[1]["max_micros"], 1_000_000);
     assert_eq!(budgets[1]["spent_usd"], 0.5);
     assert_eq!(budgets[1]["remaining_usd"], 0.5);
-    // The keys: tagged by the id, kept past the period.
+    // The keys: tagged by the id, kept until 10 days after the month (2 after the day).
     let mut con = redis.conn();
     let ttl: i64 = redis::cmd("TTL").arg(format!("sy:{{team%20a}}:b:{month}")).query(&mut con).unwrap();
-    assert!(ttl > 31 * 86_400, "{ttl}");
+    assert!(ttl > 10 * 86_400 && ttl <= 41 * 86_400, "{ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg(format!("sy:{{team%20a}}:b:{day}")).query(&mut con).unwrap();
+    assert!(ttl > 2 * 86_400 && ttl <= 3 * 86_400, "{ttl}");
+    let ttl: i64 = redis::cmd("TTL").arg("sy:{team%20a}:budgets").query(&mut con).unwrap();
+    assert!(ttl > 10 * 86_400 && ttl <= 41 * 86_400, "{ttl}");
+    // A budget of a period long over is not kept (its expiry has passed).
+    call(&mut c, vec![budget("team a", "day:20000", 2_000_000, 1, None)]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&svc.get("/spend?key=team%20a").1).unwrap();
+    assert_eq!(v["budgets"].as_array().unwrap().len(), 2);
     assert_eq!(svc.get("/spend?key=nobody"), (200, r#"{"budgets":[],"key":"nobody"}"#.to_string()));
     assert_eq!(svc.get("/spend").0, 400);
 }
