@@ -2,7 +2,7 @@
 //! how long their keys are kept, and the `/spend` report.
 
 use serde::Serialize;
-use switchyard::limits::{period_of, Period};
+use switchyard::limits::Period;
 
 /// A validated budget period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,7 @@ impl BudgetRow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use switchyard::limits::period_of;
 
     #[test]
     fn periods() {
