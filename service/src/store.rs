@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{RedisResult, Script};
+use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 
 use crate::budget::BudgetRow;
 use crate::keys;
@@ -24,6 +24,30 @@ pub struct Store {
     metrics: Arc<Metrics>,
     up: AtomicBool,
     down_since: Mutex<Option<Instant>>,
+    /// When an error answer (not an outage) was last logged: at most one such line per 10 s.
+    last_error_log: Mutex<Option<Instant>>,
+}
+
+/// Whether an error means Redis is not there for us (an outage: logged once per episode) rather than an
+/// error answer to one command (a script error such as WRONGTYPE, an unexpected reply), which Redis being
+/// up can give. Outages: no connection or no answer, and the answers of a Redis that cannot serve writes
+/// (loading, busy with a script, out of memory, read-only replica, persistence failing, cluster down).
+fn is_outage(e: &RedisError) -> bool {
+    match e.kind() {
+        ErrorKind::Server(k) => matches!(
+            k,
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::Moved
+                | ServerErrorKind::Ask
+        ),
+        ErrorKind::Extension => matches!(e.code(), Some("OOM" | "BUSY" | "MISCONF" | "NOREPLICAS")),
+        ErrorKind::Parse | ErrorKind::UnexpectedReturnType => false,
+        _ => true,
+    }
 }
 
 impl Store {
@@ -45,6 +69,7 @@ impl Store {
             metrics,
             up: AtomicBool::new(true),
             down_since: Mutex::new(None),
+            last_error_log: Mutex::new(None),
         })
     }
 
@@ -55,22 +80,40 @@ impl Store {
         Fut: Future<Output = RedisResult<T>>,
     {
         let start = Instant::now();
-        let res = match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err(format!("no answer within {} ms", self.timeout.as_millis())),
-        };
-        match &res {
-            Ok(_) => {
+        match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
+            Ok(Ok(v)) => {
                 self.metrics.redis_latency(start.elapsed());
                 self.mark_up();
+                Ok(v)
             }
-            Err(e) => {
-                self.metrics.redis_error();
-                self.mark_down(e);
+            Ok(Err(e)) if !is_outage(&e) => {
+                // Redis answered, with an error: it is up, this command failed.
+                self.metrics.redis_latency(start.elapsed());
+                self.mark_up();
+                let msg = e.to_string();
+                self.command_error(&msg);
+                Err(msg)
+            }
+            Ok(Err(e)) => Err(self.outage(e.to_string())),
+            Err(_) => Err(self.outage(format!("no answer within {} ms", self.timeout.as_millis()))),
+        }
+    }
+
+    fn outage(&self, msg: String) -> String {
+        self.metrics.redis_error();
+        self.mark_down(&msg);
+        msg
+    }
+
+    /// Counts an error answer and logs it, at most once per 10 s.
+    pub fn command_error(&self, msg: &str) {
+        self.metrics.redis_error();
+        if let Ok(mut last) = self.last_error_log.lock() {
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                *last = Some(Instant::now());
+                log::line(&format!("redis error answer: {msg} (answering UNAVAILABLE; logged at most every 10 s)"));
             }
         }
-        res
     }
 
     fn mark_up(&self) {
@@ -102,7 +145,7 @@ impl Store {
         let reply: Vec<i64> = self
             .call(|mut c| async move { script::invocation(&self.script, items, now_ns).invoke_async(&mut c).await })
             .await?;
-        script::decode(&reply, n)
+        script::decode(&reply, n).inspect_err(|e| self.command_error(e))
     }
 
     pub async fn ping(&self) -> Result<(), String> {

@@ -310,3 +310,27 @@ async fn state_survives_a_service_restart() {
     let (_, body) = svc.get("/spend?key=k");
     assert!(body.contains("\"spent_micros\":1234567"), "{body}");
 }
+
+#[tokio::test]
+async fn a_script_error_is_unavailable_but_not_an_outage() {
+    let redis = Redis::start();
+    let svc = Service::start(&redis.url(), &[]);
+    let mut c = svc.client().await;
+    // Someone else's value of another type under the bucket's name: the script fails on it.
+    let mut con = redis.conn();
+    let _: () = redis::cmd("RPUSH").arg("sy:{k}:r:requests:60").arg("x").query(&mut con).unwrap();
+    for _ in 0..3 {
+        let e = call(&mut c, vec![rate("k", "requests", 10, 60, None, None)]).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable);
+    }
+    // Other keys work; Redis is healthy; one log line, no outage.
+    assert_eq!(call(&mut c, vec![rate("other", "requests", 10, 60, None, None)]).await.unwrap().overall_code, OK);
+    assert_eq!(svc.get("/healthz").0, 200);
+    let log = svc.log_text();
+    assert_eq!(log.matches("redis error answer").count(), 1, "{log}");
+    assert_eq!(log.matches("redis is unavailable").count(), 0, "{log}");
+    let (_, m) = svc.get("/metrics");
+    assert_eq!(metric(&m, "switchyard_limits_redis_errors_total"), 3.0, "{m}");
+    assert_eq!(metric(&m, "switchyard_limits_redis_outages_total"), 0.0, "{m}");
+    assert_eq!(metric(&m, "switchyard_limits_requests_total{result=\"error\"}"), 3.0, "{m}");
+}
