@@ -7,6 +7,9 @@ use crate::plan::{Item, Kind, Op};
 /// The script's source: admission (all or nothing) and settlement of every item of one request.
 pub const SOURCE: &str = include_str!("limits.lua");
 
+/// 2^53: integers up to here are exact in Lua's doubles.
+const LUA_EXACT: u64 = 1 << 53;
+
 pub fn script() -> Script {
     Script::new(SOURCE)
 }
@@ -36,6 +39,9 @@ pub fn invocation<'a>(script: &'a Script, items: &[&Item], now_ns: Option<u64>) 
     let mut index_keys: Vec<&str> = Vec::new();
     inv.arg(now_ns.map(|n| n.to_string()).unwrap_or_default());
     for it in items {
+        // Lua numbers are doubles: amounts past 2^53 (absurd anyway) are clamped there, which changes no
+        // decision (they exceed every window and budget).
+        let cost = it.cost.min(LUA_EXACT);
         let op = match it.op {
             Op::Admit => "a",
             Op::Charge => "+",
@@ -43,7 +49,7 @@ pub fn invocation<'a>(script: &'a Script, items: &[&Item], now_ns: Option<u64>) 
         };
         match it.kind {
             Kind::Rate { window_secs, max } => {
-                inv.arg("r").arg(op).arg(it.cost).arg(window_secs * 1_000_000_000).arg(max).arg(0);
+                inv.arg("r").arg(op).arg(cost).arg(window_secs * 1_000_000_000).arg(max).arg(0);
             }
             Kind::Budget { max_micros, period } => {
                 let idx = it.index_key.as_deref().unwrap_or_default();
@@ -55,7 +61,7 @@ pub fn invocation<'a>(script: &'a Script, items: &[&Item], now_ns: Option<u64>) 
                     }
                 };
                 let key_pos = items.len() + pos + 1;
-                inv.arg("b").arg(op).arg(it.cost).arg(max_micros).arg(period.expires_at()).arg(key_pos);
+                inv.arg("b").arg(op).arg(cost).arg(max_micros.min(LUA_EXACT)).arg(period.expires_at()).arg(key_pos);
             }
         }
     }

@@ -115,6 +115,10 @@ async fn budgets_admit_refuse_settle_and_report() {
     assert!(reset(&r, 0) > Duration::ZERO && reset(&r, 0) <= Duration::from_secs(31 * 86_400));
     assert!(r.statuses[0].current_limit.is_none());
     assert_eq!(call(&mut c, b(400_000, None)).await.unwrap().overall_code, OK);
+    // Absurd amounts are refused, never wrapped around.
+    assert_eq!(call(&mut c, b(u64::MAX, None)).await.unwrap().overall_code, OVER);
+    let huge = vec![rate("team a", "tokens", 100, 60, Some(u64::MAX), None)];
+    assert_eq!(call(&mut c, huge).await.unwrap().overall_code, OVER);
     // Spent exactly the budget: 0 is still admitted, 1 micro-dollar is not.
     assert_eq!(call(&mut c, b(0, None)).await.unwrap().overall_code, OK);
     assert_eq!(call(&mut c, b(1, None)).await.unwrap().overall_code, OVER);
