@@ -109,6 +109,7 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.resume();
         self.stop();
+        let _ = std::fs::remove_dir_all(scratch_dir(&format!("redis-{}", self.port)));
     }
 }
 
@@ -165,6 +166,9 @@ impl Drop for Service {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(dir) = self.log.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
