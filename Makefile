@@ -25,7 +25,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-fault render run test unit e2e lint fmt clean redis-server bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
+.PHONY: help setup build build-fault render run run-fleet test unit e2e lint fmt clean redis-server bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,8 +53,9 @@ build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1), the 
 redis-server: # Debian's redis-server, for the service's tests (never needed by `make run`)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-render: build ## Re-render envoy/envoy.yaml and envoy/istio/switchyard.yaml from their gateway files
+render: build ## Re-render envoy/envoy.yaml, envoy/fleet/envoy.yaml and envoy/istio/switchyard.yaml from their gateway files
 	$(CLI) render $(GATEWAY) -o $(ENVOY_YAML)
+	$(CLI) render envoy/fleet/gateway.yaml -o envoy/fleet/envoy.yaml
 	$(CLI) render --istio $(ISTIO_GATEWAY) -o $(ISTIO_YAML)
 
 build-fault: .wasm-target ## Build dist/switchyard-fault.wasm: test-only, aborts the VM on request (feature fault-injection)
@@ -71,6 +72,9 @@ run: setup build ## Serve envoy/gateway.yaml on 127.0.0.1 (mock model 'echo' nee
 	@echo "    -H 'content-type: application/json' -d '{\"model\":\"echo\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello\"}]}'"
 	@echo ""
 	exec $(ENVOY) -c $(RUN_YAML) --concurrency 2 --log-level $(LOG)
+
+run-fleet: setup redis-server build ## The fleet demo: Redis, switchyard-limits and two Envoys (ports 10000, 10001) sharing limits
+	envoy/fleet/run.sh
 
 unit: redis-server ## Unit tests (native): the core, the CLI, and switchyard-limits against a real redis-server
 	cargo test --quiet --workspace

@@ -259,9 +259,34 @@ def switchyard_gateway(port: int, upstream: int) -> dict:
     }
 
 
-def switchyard_config(port: int, upstream: int) -> dict:
-    """The Envoy config `switchyard render` makes of the gateway file."""
-    cfg = render(switchyard_gateway(port, upstream))
+def fleet_gateway(port: int, upstream: int, grpc_port: int) -> dict:
+    """The same, with the key's limits also fleet-wide (requests, tokens, budget: three descriptors per
+    admission) through switchyard-limits on `grpc_port`."""
+    g = switchyard_gateway(port, upstream)
+    g["services"] = {"ratelimit": {"url": f"http://127.0.0.1:{grpc_port}", "protocol": "grpc"}}
+    g["fleet_limits"] = {"cluster": "ratelimit", "failure_mode": "closed", "timeout_ms": 1000}
+    limits = g["keys"][0]["limits"]
+    limits["fleet"] = {k: limits[k] for k in ("requests", "tokens", "budget")}
+    return g
+
+
+def start_fleet_backend() -> tuple[list[Proc], int]:
+    """redis-server (no persistence) and switchyard-limits, beside the load generator on its CPU."""
+    redis_port, grpc_port, admin_port = free_port(), free_port(), free_port()
+    redis = Proc("redis", [shutil.which("redis-server") or "redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
+                           "--save", "", "--appendonly", "no", "--dir", str(WORK)], LOAD_CPU)
+    wait_port(redis_port, redis.p)
+    svc = Proc("switchyard-limits", [str(ROOT / "dist" / "switchyard-limits"), "--grpc", f"127.0.0.1:{grpc_port}",
+                                     "--admin", f"127.0.0.1:{admin_port}", "--redis", f"redis://127.0.0.1:{redis_port}"], LOAD_CPU)
+    wait_port(grpc_port, svc.p)
+    return [redis, svc], grpc_port
+
+
+def switchyard_config(port: int, upstream: int, grpc_port: int | None = None) -> dict:
+    """The Envoy config `switchyard render` makes of the gateway file (with fleet-wide limits when the
+    rate-limit service's port is given)."""
+    g = fleet_gateway(port, upstream, grpc_port) if grpc_port else switchyard_gateway(port, upstream)
+    cfg = render(g)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm.pop("access_log", None)  # measured without the access log, like the plain Envoy
     # An admin port of the kernel's choosing (a gateway file names a fixed one).
@@ -383,7 +408,12 @@ def main() -> int:
         p_floor = free_port()
         floor = start_envoy("envoy-wasm-floor", floor_config(p_floor, up), p_floor)
         procs.append(floor)
-        gateways = {"envoy-plain": plain, "switchyard": sy, "wasm-floor": floor}
+        backend, grpc_port = start_fleet_backend()
+        procs.extend(backend)
+        p_fleet = free_port()
+        fleet = start_envoy("envoy-switchyard-fleet", switchyard_config(p_fleet, up, grpc_port), p_fleet)
+        procs.append(fleet)
+        gateways = {"envoy-plain": plain, "switchyard": sy, "wasm-floor": floor, "switchyard-fleet": fleet}
         have_litellm = (TOOLS / "litellm-venv" / "bin" / "litellm").exists()
         have_portkey = (TOOLS / "portkey" / "node_modules" / "@portkey-ai" / "gateway").exists()
         if have_litellm:
@@ -404,6 +434,8 @@ def main() -> int:
             "switchyard-openai": ("switchyard", p_sy, "/v1/chat/completions", "bench-openai", auth, "river"),
             "switchyard-anthropic": ("switchyard", p_sy, "/v1/chat/completions", "bench-claude", auth, "chat.completion"),
             "switchyard-stream": ("switchyard", p_sy, "/v1/chat/completions", "bench-stream", auth, "[DONE]"),
+            # The same as switchyard-openai, with the limits also checked fleet-wide (service + Redis on CPU 1).
+            "switchyard-fleet": ("switchyard-fleet", p_fleet, "/v1/chat/completions", "bench-openai", auth, "river"),
         }
         if have_litellm:
             configs["litellm"] = ("litellm", p_lite, "/v1/chat/completions", "bench-openai", {"Authorization": f"Bearer {LITELLM_KEY}"}, "river")
@@ -485,6 +517,8 @@ def summarise(runs: dict, cpu: dict, ttfb_sy: list[float], ttfb_direct: list[flo
         "ttfb_ms_p50_switchyard_stream": statistics.median(ttfb_sy),
         "ttfb_ms_p50_direct_stream": statistics.median(ttfb_direct),
         "stream_added_per_chunk_us": per_chunk(table),
+        "fleet_added_p50_us_c1": diff_us(get("switchyard-fleet", conc=1, field="p50_ms"), get("switchyard-openai", conc=1, field="p50_ms")),
+        "fleet_throughput_vs_local_1KB": ratio(get("switchyard-fleet"), get("switchyard-openai")),
     }
     return {"table": table, "targets": targets, "machine": machine(), "duration_s": DURATION, "reps": REPS}
 
@@ -547,6 +581,9 @@ def write_markdown(s: dict) -> None:
               f"- Streaming ({STREAM_CHUNKS} chunks): time to first byte p50 {fmt(t['ttfb_ms_p50_switchyard_stream'], 3)} ms through Switchyard vs "
               f"{fmt(t['ttfb_ms_p50_direct_stream'], 3)} ms direct; per chunk over a non-streamed answer: "
               + (f"about {fmt(t['stream_added_per_chunk_us'], 1)} µs." if (t['stream_added_per_chunk_us'] or 0) > 0.5 else "below what this run can measure."),
+              f"- Fleet-wide limits (requests, tokens and budget checked by switchyard-limits and Redis, both on the load's CPU, "
+              f"beside the local ones): **{fmt(t['fleet_added_p50_us_c1'])} µs** added p50 at c=1 over the same request with local "
+              f"limits only; **{fmt((t['fleet_throughput_vs_local_1KB'] or 0) * 100, 0)}%** of its throughput at c=32 (1 KB).",
               ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
 
