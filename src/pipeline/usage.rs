@@ -26,6 +26,8 @@ const MAX_EVENT: usize = 4 * 1024 * 1024;
 pub struct Sniffer {
     format: Format,
     strip_usage_chunk: bool,
+    /// Drop OpenAI chunks whose `choices` is empty and that carry no usage (Azure's first chunk).
+    drop_choiceless: bool,
     /// SSE: bytes of an event not yet complete. JSON: the tail of the body.
     pending: Vec<u8>,
     usage: Option<Usage>,
@@ -102,6 +104,21 @@ fn has_usage_object(b: &[u8]) -> bool {
     false
 }
 
+/// Whether the bytes hold `"choices"` followed by an empty array.
+fn has_empty_choices(b: &[u8]) -> bool {
+    let needle = b"\"choices\"";
+    let mut from = 0;
+    while let Some(pos) = b.get(from..).and_then(|rest| rest.windows(needle.len()).position(|w| w == needle)) {
+        let after = from + pos + needle.len();
+        let mut rest = b.get(after..).unwrap_or_default().iter().filter(|c| !c.is_ascii_whitespace());
+        if rest.next() == Some(&b':') && rest.next() == Some(&b'[') && rest.next() == Some(&b']') {
+            return true;
+        }
+        from = after;
+    }
+    false
+}
+
 /// Finds the end of the first complete SSE event in `b` (the index after its blank line).
 fn event_end(b: &[u8]) -> Option<usize> {
     let mut i = 0;
@@ -138,7 +155,22 @@ fn event_data(raw: &[u8]) -> (Option<&str>, String) {
 
 impl Sniffer {
     pub fn new(format: Format, strip_usage_chunk: bool) -> Self {
-        Sniffer { format, strip_usage_chunk, pending: Vec::new(), usage: None, anthropic: AnthropicUsage::default() }
+        Sniffer {
+            format,
+            strip_usage_chunk,
+            drop_choiceless: false,
+            pending: Vec::new(),
+            usage: None,
+            anthropic: AnthropicUsage::default(),
+        }
+    }
+
+    /// Also drops the chunks without choices and without usage (OpenAI-format streams to chat clients).
+    pub fn dropping_choiceless(mut self) -> Self {
+        if self.format == Format::OpenAiSse {
+            self.drop_choiceless = true;
+        }
+        self
     }
 
     pub fn usage(&self) -> Option<Usage> {
@@ -197,7 +229,7 @@ impl Sniffer {
     }
 
     fn on_sse(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
-        let rewrite = self.strip_usage_chunk;
+        let rewrite = self.strip_usage_chunk || self.drop_choiceless;
         // Fast path: when nothing may change and the chunk cannot hold usage, only keep the event tail.
         let mut out = if rewrite { Some(Vec::with_capacity(bytes.len())) } else { None };
         let mut buf = std::mem::take(&mut self.pending);
@@ -236,7 +268,8 @@ impl Sniffer {
 
     /// Reads usage from one raw event; returns whether it is kept.
     fn inspect(&mut self, raw: &[u8]) -> bool {
-        if !has_usage_object(raw) {
+        let choiceless = self.drop_choiceless && has_empty_choices(raw);
+        if !choiceless && !has_usage_object(raw) {
             return true;
         }
         let (_, data) = event_data(raw);
@@ -251,10 +284,10 @@ impl Sniffer {
             }
             _ => {
                 let Ok(chunk) = serde_json::from_str::<OpenAiBody>(&data) else { return true };
-                let Some(u) = chunk.usage else { return true };
+                let no_choices = chunk.choices.as_ref().is_some_and(Vec::is_empty);
+                let Some(u) = chunk.usage else { return !(self.drop_choiceless && no_choices) };
                 self.usage = Some(u.usage());
-                let usage_only = chunk.choices.is_some_and(|c| c.is_empty());
-                !(self.strip_usage_chunk && usage_only)
+                !(self.strip_usage_chunk && no_choices)
             }
         }
     }
@@ -264,6 +297,8 @@ impl Sniffer {
 #[derive(Default)]
 pub struct UsageStage {
     sniffer: Option<Sniffer>,
+    /// The sniffer may drop chunks (the response's `content-length` goes).
+    rewrites: bool,
     /// Opt-in body logging: the start of the response, kept up to the configured size.
     sample: Vec<u8>,
 }
@@ -287,7 +322,17 @@ impl Stage for UsageStage {
             };
             // The upstream role asks every streaming provider for usage; drop it where the client did not.
             let strip = sse && !anthropic && ask.stream && !ask.client_wants_usage;
-            self.sniffer = Some(Sniffer::new(format, strip));
+            // A chat client's stream never shows a chunk without choices but the usage it asked for.
+            let choiceless = sse
+                && x.op == Some(Operation::ChatCompletions)
+                && x.cfg.models.get(&ask.alias).is_some_and(|m| {
+                    m.targets
+                        .iter()
+                        .any(|t| x.cfg.provider(t.provider).is_some_and(|p| p.kind.sends_choiceless_chunks()))
+                });
+            let sniffer = Sniffer::new(format, strip);
+            self.sniffer = Some(if choiceless { sniffer.dropping_choiceless() } else { sniffer });
+            self.rewrites = strip || choiceless;
         }
     }
 
@@ -319,12 +364,9 @@ impl Stage for UsageStage {
     }
 
     fn body_needs(&self, x: &Exchange) -> BodyNeeds {
-        let strips = x.ask.as_ref().filter(|_| x.forwarded).is_some_and(|a| a.stream && !a.client_wants_usage)
-            && self.sniffer.is_some()
-            && x.op != Some(Operation::Messages);
         BodyNeeds {
             watch: self.sniffer.is_some() || x.cfg.log_bodies_max_bytes.is_some(),
-            rewrite: strips,
+            rewrite: self.rewrites && self.sniffer.is_some(),
             buffer: false,
         }
     }
@@ -348,6 +390,36 @@ data: [DONE]\n\n";
             }
         }
         out
+    }
+
+    /// Azure's stream: a first chunk with no choices (prompt filter results), a content-filter chunk with a
+    /// choice, then the answer and the usage chunk.
+    const AZURE: &str = "data: {\"choices\":[],\"created\":0,\"id\":\"\",\"model\":\"\",\"object\":\"\",\"prompt_filter_results\":[{\"prompt_index\":0,\"content_filter_results\":{\"hate\":{\"filtered\":false,\"severity\":\"safe\"}}}]}\n\n\
+data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"content_filter_results\":{}}],\"usage\":null}\n\n\
+data: {\"id\":\"c\",\"choices\" : [ ],\"note\":\"an extra of some server\"}\n\n\
+data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n\
+data: [DONE]\n\n";
+
+    #[test]
+    fn chunks_without_choices_are_dropped_at_any_split_but_the_usage_asked_for() {
+        let events: Vec<&str> = AZURE.split_inclusive("\n\n").collect();
+        let want = Usage { prompt_tokens: 7, completion_tokens: 3, cached_tokens: 0 };
+        for cut in 0..=AZURE.len() {
+            // The client asked for usage: only the choiceless chunks without usage go.
+            let mut s = Sniffer::new(Format::OpenAiSse, false).dropping_choiceless();
+            let out = String::from_utf8(run(&mut s, AZURE.as_bytes(), cut)).unwrap();
+            assert_eq!(out, [events[1], events[3], events[4]].concat(), "cut {cut}");
+            assert_eq!(s.usage(), Some(want));
+            // It did not: the usage chunk goes too.
+            let mut s = Sniffer::new(Format::OpenAiSse, true).dropping_choiceless();
+            let out = String::from_utf8(run(&mut s, AZURE.as_bytes(), cut)).unwrap();
+            assert_eq!(out, [events[1], events[4]].concat(), "cut {cut}");
+            assert_eq!(s.usage(), Some(want));
+        }
+        // Without the option (OpenAI itself), nothing is dropped.
+        let mut s = Sniffer::new(Format::OpenAiSse, false);
+        assert_eq!(run(&mut s, AZURE.as_bytes(), 10), AZURE.as_bytes());
+        assert!(has_empty_choices(br#"{"choices" :[ ]}"#) && !has_empty_choices(br#"{"choices":[{}]}"#));
     }
 
     #[test]

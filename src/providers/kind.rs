@@ -98,6 +98,22 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the kind's OpenAI-format streams may hold chunks with no choices beyond the usage chunk
+    /// (Azure opens with `prompt_filter_results` in a chunk whose `choices` is empty; OpenAI-compatible
+    /// servers send extras of their own). The route role drops those for chat clients. The translated
+    /// kinds' chunks are the gateway's own, and OpenAI sends none.
+    pub fn sends_choiceless_chunks(&self) -> bool {
+        match self {
+            ProviderKind::AzureOpenAi { .. } | ProviderKind::OpenAiCompatible { .. } => true,
+            ProviderKind::Mock
+            | ProviderKind::OpenAi
+            | ProviderKind::Anthropic { .. }
+            | ProviderKind::Gemini { .. }
+            | ProviderKind::Vertex { .. }
+            | ProviderKind::Bedrock { .. } => false,
+        }
+    }
+
     /// Whether the configuration must give `api_key` (an OpenAI-compatible server may need none; the
     /// mock and Bedrock take none).
     pub fn requires_key(&self) -> bool {

@@ -237,6 +237,57 @@ def test_azure_deployment_path_and_api_key(stack):
     assert stack.up["azure"].last().path == "/openai/deployments/my-deployment/embeddings?api-version=2024-10-21"
 
 
+def azure_stream(rec):
+    """Azure's stream as it comes: a first chunk with no choices (prompt_filter_results), content chunks
+    with content_filter_results, a content-filter-only chunk with no choices, then the usage chunk."""
+    body = rec.json()
+    filters = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "safe"}}
+    first = {"choices": [], "created": 0, "id": "", "model": "", "object": "",
+             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": filters}]}
+
+    def chunk(choices, usage=None):
+        c = {"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o-mini",
+             "system_fingerprint": "fp_az", "choices": choices}
+        if usage is not None:
+            c["usage"] = usage
+        return "data: " + json.dumps(c) + "\n\n"
+
+    words = ["Hello", " from", " Azure"]
+    chunks = ["data: " + json.dumps(first) + "\n\n"]
+    chunks += [chunk([{"index": 0, "delta": {"content": w}, "finish_reason": None, "content_filter_results": filters}]) for w in words]
+    chunks.append(chunk([{"index": 0, "delta": {}, "finish_reason": "stop", "content_filter_results": {}}]))
+    chunks.append("data: " + json.dumps({"choices": [], "id": "chatcmpl-az1", "content_filter_results": filters}) + "\n\n")
+    if body.get("stream_options", {}).get("include_usage"):
+        chunks.append(chunk([], usage={"prompt_tokens": 8, "completion_tokens": 3, "total_tokens": 11}))
+    chunks.append("data: [DONE]\n\n")
+    return Reply(headers={"content-type": "text/event-stream"}, chunks=chunks)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_azure_stream_chunks_without_choices_never_reach_a_chat_client(stack, include_usage):
+    """Issue 18 item 3: the ubiquitous `chunk.choices[0].delta.content` loop works for an Azure model as for
+    an OpenAI one; the only chunk without choices is the usage chunk the client asked for."""
+    stack.up["azure"].responder = azure_stream
+    try:
+        kw = {"stream_options": {"include_usage": True}} if include_usage else {}
+        stream = stack.client().chat.completions.create(
+            model="azure-gpt", messages=[{"role": "user", "content": "hi"}], stream=True, **kw)
+        text, usage_chunks = "", []
+        for chunk in stream:
+            if chunk.usage is not None:
+                usage_chunks.append(chunk)
+                continue
+            text += chunk.choices[0].delta.content or ""
+        assert text == "Hello from Azure"
+        if include_usage:
+            assert [(c.usage.prompt_tokens, c.usage.completion_tokens, c.choices) for c in usage_chunks] == [(8, 3, [])]
+        else:
+            assert usage_chunks == []
+        assert stack.up["azure"].last().json()["stream_options"] == {"include_usage": True}, "usage is always asked for"
+    finally:
+        stack.up["azure"].responder = echo_responder
+
+
 def test_openai_compatible_base_path(stack):
     r = stack.client().chat.completions.create(model="mistral-large", messages=[{"role": "user", "content": "hi"}])
     assert r.choices[0].message.content == "served by mistral-large-latest"
