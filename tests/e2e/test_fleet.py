@@ -310,3 +310,27 @@ def test_a_slow_service_is_cut_at_the_timeout(stack):
     while chat(e, KEY_TOK, max_tokens=5)[0] != 200:
         assert time.time() < deadline
         time.sleep(0.2)
+
+
+def test_the_shipped_fleet_demo_shares_its_limit_across_two_envoys(stack):
+    """envoy/fleet/gateway.yaml (what `make run-fleet` serves), pointed at this test's service: the demo key's
+    20 requests a minute hold across two Envoys, and its budget is charged."""
+    import yaml
+
+    from harness import ROOT
+
+    doc = yaml.safe_load((ROOT / "envoy" / "fleet" / "gateway.yaml").read_text())
+    doc["services"]["ratelimit"]["url"] = f"http://127.0.0.1:{stack.service.grpc_port}"
+    cfg = render(doc)
+    envoys = [Envoy(cfg, concurrency=2).wait_ready() for _ in range(2)]
+    try:
+        body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
+        headers = {"authorization": "Bearer sk-switchyard-demo", "content-type": "application/json"}
+        statuses = [request("POST", f"{envoys[i % 2].base}/v1/chat/completions", body, headers)[0] for i in range(22)]
+        assert statuses.count(200) == 20 and statuses[-2:] == [429, 429], statuses
+        settled(stack)
+        budgets = spend(stack, "demo")["budgets"]
+        assert len(budgets) == 1 and 0 < budgets[0]["spent_micros"] < budgets[0]["max_micros"], budgets
+    finally:
+        for e in envoys:
+            e.stop()
