@@ -128,7 +128,7 @@ def test_sdk_answers_plain_and_streamed(stack):
         assert text == "hello openapi"
         emb = oa.embeddings.create(model="echo", input=["a", "b"])
         assert len(emb.data) == 2
-        assert [m.id for m in oa.models.list()][:1] == ["echo"]
+        assert "echo" in [m.id for m in oa.models.list()]
         assert oa.models.retrieve("echo").id == "echo"
         m = an.messages.create(model="echo", max_tokens=50, messages=CHAT["messages"])
         assert m.content[0].text == "hello openapi"
@@ -196,7 +196,9 @@ def test_rate_limit_headers_and_429(stack):
         for _ in range(4):
             status, headers, body = post(stack, "/v1/chat/completions", CHAT, key=LIMITED_KEY)
             statuses.append(status)
-            assert "x-ratelimit-remaining-requests" in headers and "x-ratelimit-reset-tokens" in headers
+            assert "x-ratelimit-remaining-requests" in headers
+            if status == 200:
+                assert "x-ratelimit-reset-tokens" in headers
         assert statuses == [200, 200, 200, 429]
         assert headers["retry-after"].isdigit()
         status, headers, body = post(stack, "/v1/messages", {"model": "echo", "max_tokens": 5, "messages": CHAT["messages"]}, key=LIMITED_KEY)
