@@ -51,3 +51,5 @@ def pytest_terminal_summary(terminalreporter):
         f"openapi/switchyard.yaml: {c['responses']} responses, {c['requests']} requests (2xx) and "
         f"{c['events']} stream events validated"
     )
+    if c["responses"]:
+        terminalreporter.write_line("  by path and status: " + ", ".join(f"{k}: {n}" for k, n in sorted(OPENAPI.by_status.items())))

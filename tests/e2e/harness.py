@@ -400,6 +400,7 @@ class OpenApiCheck:
         self.lock = threading.Lock()
         self.violations: list[str] = []
         self.counts = {"responses": 0, "requests": 0, "events": 0}
+        self.by_status: dict[str, int] = {}
 
     def template(self, path: str) -> str | None:
         bare = path.split("?", 1)[0].split("#", 1)[0]
@@ -412,8 +413,8 @@ class OpenApiCheck:
         return self._event_validators[ref]
 
     def check(self, method: str, path: str, req_headers: dict, req_body: bytes | None, status: int,
-              resp_headers: dict, body: bytes) -> list[str]:
-        """The violations of one exchange ([] when it matches the document)."""
+              resp_headers: dict, body: bytes, count: bool = False) -> list[str]:
+        """The violations of one exchange ([] when it matches the document); `count` adds it to the tallies."""
         from openapi_core.exceptions import OpenAPIError
         from openapi_core.templating.paths.exceptions import OperationNotFound
         from openapi_core.testing import MockRequest, MockResponse
@@ -473,15 +474,20 @@ class OpenApiCheck:
                 self.api.validate_request(mock_request(method))
             except OpenAPIError as e:
                 errors.append(f"{where}: request {(req_body or b'')[:200]!r}: {describe(e)}")
-            with self.lock:
-                self.counts["requests"] += 1
+            if count:
+                with self.lock:
+                    self.counts["requests"] += 1
+        if not count:
+            return errors
         with self.lock:
             self.counts["responses"] += 1
             self.counts["events"] += events
+            key = f"{template} {status}"
+            self.by_status[key] = self.by_status.get(key, 0) + 1
         return errors
 
-    def record(self, *args, **kw) -> None:
-        errors = self.check(*args, **kw)
+    def record(self, *args) -> None:
+        errors = self.check(*args, count=True)
         if errors:
             with self.lock:
                 self.violations.extend(errors)

@@ -89,6 +89,7 @@ def test_the_validator_rejects_answers_that_break_the_document():
         "a model with an extra field": ("GET", "/v1/models/echo", 200, json_ct, {"id": "echo", "object": "model", "created": 0, "owned_by": "local", "x": 1}),
         "a 405 without allow": ("GET", "/v1/chat/completions", 405, json_ct, {"error": {"message": "x", "type": "t", "param": None, "code": "method_not_allowed"}}),
         "a malformed x-ratelimit-reset": ("POST", "/v1/chat/completions", 200, {**json_ct, "x-ratelimit-reset-requests": "soon"}, json.loads(ok_chat)),
+        "an Anthropic delta without its index": ("POST", "/v1/messages", 200, {"content-type": "text/event-stream"}, 'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"type":"text_delta","text":"x"}}\n\n'),
         "a stream chunk of the wrong object": ("POST", "/v1/chat/completions", 200, {"content-type": "text/event-stream"}, 'data: {"id":"c","object":"chat.completion","created":1,"model":"m","choices":[]}\n\ndata: [DONE]\n\n'),
     }
     for what, (method, path, status, h, body) in wrong.items():
