@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 
-import openai
 import pytest
 import yaml
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import json
 
-import anthropic
 import openai
 import pytest
 
