@@ -11,13 +11,16 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -265,6 +268,7 @@ class Envoy:
         else:
             hcm.pop("access_log", None)
         listener["address"]["socket_address"]["port_value"] = self.port
+        ENVOY_PORTS.add(self.port)
         cfg["admin"]["address"]["socket_address"]["port_value"] = 0
         for pc in plugin_configs(cfg):
             pc["vm_config"]["code"]["local"]["filename"] = str(wasm or WASM)
@@ -358,6 +362,258 @@ def request(method: str, url: str, body: bytes | str | None = None, headers: dic
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+            answer = r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+        answer = e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+    _validate_urllib(method, url, headers, body, *answer)
+    return answer
+
+
+# --- Every answer checked against openapi/switchyard.yaml ---------------------------------------------
+# Each response an Envoy of this harness gives to `request()` or to an SDK client made by `openai_client()` /
+# `anthropic_client()` is validated with openapi-core when its path is one the document describes (requests
+# too, when the answer is 2xx: a test's deliberately bad request is no violation). Violations are collected
+# here; conftest.py fails the test that produced them.
+
+OPENAPI_DOC = ROOT / "openapi" / "switchyard.yaml"
+ENVOY_PORTS: set[int] = set()
+
+
+class OpenApiCheck:
+    """openapi-core over the document; `check()` returns the violations of one exchange."""
+
+    def __init__(self, doc: Path = OPENAPI_DOC):
+        from openapi_core import OpenAPI
+        from openapi_schema_validator import OAS31Validator
+
+        self.spec = yaml.safe_load(doc.read_text())
+        self.api = OpenAPI.from_dict(self.spec)
+        self.host = self.spec["servers"][0]["url"]
+        self._validator_cls = OAS31Validator
+        self._event_validators: dict[str, object] = {}
+        # Path templates as regexes; planned operations (x-switchyard-status) are not validated.
+        self.paths: list[tuple[re.Pattern, str]] = []
+        for template, item in self.spec["paths"].items():
+            if any(isinstance(op, dict) and op.get("x-switchyard-status") == "planned" for op in item.values()):
+                continue
+            self.paths.append((re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", template) + "$"), template))
+        self.lock = threading.Lock()
+        self.violations: list[str] = []
+        self.counts = {"responses": 0, "requests": 0, "events": 0}
+        self.by_status: dict[str, int] = {}
+
+    def template(self, path: str) -> str | None:
+        bare = path.split("?", 1)[0].split("#", 1)[0]
+        return next((t for rx, t in self.paths if rx.match(bare)), None)
+
+    def event_validator(self, ref: str):
+        """A JSON Schema validator for a `#/components/schemas/...` reference, resolved in the document."""
+        if ref not in self._event_validators:
+            self._event_validators[ref] = self._validator_cls({**self.spec, "$ref": ref})
+        return self._event_validators[ref]
+
+    def check(self, method: str, path: str, req_headers: dict, req_body: bytes | None, status: int,
+              resp_headers: dict, body: bytes, count: bool = False) -> list[str]:
+        """The violations of one exchange ([] when it matches the document); `count` adds it to the tallies."""
+        from openapi_core.exceptions import OpenAPIError
+        from openapi_core.templating.paths.exceptions import OperationNotFound
+        from openapi_core.testing import MockRequest, MockResponse
+
+        template = self.template(path)
+        method = method.lower()
+        if template is None or method == "head":
+            return []
+        bare, _, query = path.partition("?")
+        args = dict(urllib.parse.parse_qsl(query))
+        req_headers = {k.lower(): v for k, v in (req_headers or {}).items()}
+        resp_headers = {k.lower(): v for k, v in resp_headers.items()}
+        content_type = resp_headers.get("content-type", "")
+        sse = content_type.startswith("text/event-stream")
+        text = body.decode("utf-8", "replace")
+        where = f"{method.upper()} {path} -> {status}"
+        errors: list[str] = []
+
+        def mock_request(m: str):
+            return MockRequest(self.host, m, bare, args=args, headers=req_headers, data=req_body or b"",
+                               content_type=req_headers.get("content-type", "application/json"))
+
+        response = MockResponse(text if sse else body, status_code=status, headers=resp_headers,
+                                content_type=content_type or "application/json")
+        operation_method = method
+        try:
+            self.api.validate_response(mock_request(method), response)
+        except OperationNotFound:
+            # A wrong method on a documented path: its answer (405 with Allow) is the one the path's
+            # operation documents.
+            operation_method = next(m for m in self.spec["paths"][template] if m in ("get", "post"))
+            try:
+                self.api.validate_response(mock_request(operation_method), response)
+            except OpenAPIError as e:
+                errors.append(f"{where}: response: {describe(e)}")
+        except OpenAPIError as e:
+            errors.append(f"{where}: response: {describe(e)}")
+        events = 0
+        if sse and not errors:
+            media = self.spec["paths"][template][operation_method]["responses"].get(str(status), {}).get("content", {})
+            ref = media.get("text/event-stream", {}).get("x-event-data", {}).get("$ref")
+            if ref:
+                validator = self.event_validator(ref)
+                for data in sse_data(text):
+                    if data == "[DONE]":
+                        continue
+                    events += 1
+                    try:
+                        event = json.loads(data)
+                    except ValueError as e:
+                        errors.append(f"{where}: event {data[:200]!r} is not JSON: {e}")
+                        continue
+                    for err in validator.iter_errors(event):
+                        errors.append(f"{where}: event {data[:200]!r}: {err.message}")
+        if 200 <= status < 300 and operation_method == method:
+            try:
+                self.api.validate_request(mock_request(method))
+            except OpenAPIError as e:
+                errors.append(f"{where}: request {(req_body or b'')[:200]!r}: {describe(e)}")
+            if count:
+                with self.lock:
+                    self.counts["requests"] += 1
+        if not count:
+            return errors
+        with self.lock:
+            self.counts["responses"] += 1
+            self.counts["events"] += events
+            key = f"{template} {status}"
+            self.by_status[key] = self.by_status.get(key, 0) + 1
+        return errors
+
+    def record(self, *args) -> None:
+        errors = self.check(*args, count=True)
+        if errors:
+            with self.lock:
+                self.violations.extend(errors)
+
+    def take(self) -> list[str]:
+        with self.lock:
+            v, self.violations = self.violations, []
+        return v
+
+
+def describe(e: Exception) -> str:
+    """An openapi-core error with the schema errors under it."""
+    parts = [f"{type(e).__name__}: {e}"]
+    cause = e.__cause__
+    while cause is not None:
+        for sub in getattr(cause, "schema_errors", ()) or ():
+            parts.append(f"{getattr(sub, 'json_path', '')}: {sub.message}")
+        parts.append(f"{type(cause).__name__}: {cause}"[:500])
+        cause = cause.__cause__
+    return " <- ".join(parts)
+
+
+def sse_data(text: str) -> Iterable[str]:
+    """The data of each complete event of a text/event-stream body (multi-line data joined by newlines)."""
+    for block in re.split(r"\r?\n\r?\n", text.replace("\r\n", "\n")):
+        lines = [ln[5:].removeprefix(" ") for ln in block.split("\n") if ln.startswith("data:")]
+        if lines:
+            yield "\n".join(lines)
+
+
+OPENAPI = OpenApiCheck()
+
+
+def _decoded(body: bytes, headers: dict) -> bytes:
+    enc = (headers.get("content-encoding") or "").lower()
+    if enc in ("gzip", "deflate"):
+        try:
+            return zlib.decompress(body, 47)
+        except zlib.error:
+            return body
+    return body
+
+
+def _validate_urllib(method: str, url: str, headers: dict | None, body: bytes | None, status: int,
+                     resp_headers: dict, resp_body: bytes) -> None:
+    u = urllib.parse.urlsplit(url)
+    if u.port not in ENVOY_PORTS:
+        return
+    path = u.path + (f"?{u.query}" if u.query else "")
+    OPENAPI.record(method, path, headers or {}, body, status, resp_headers, _decoded(resp_body, resp_headers))
+
+
+class _TeeStream:
+    """Wraps an httpx response's byte stream: what the client reads is passed on unchanged and kept, and the
+    whole exchange is validated when the stream ends (or is closed early: then the events seen so far)."""
+
+    def __init__(self, inner, on_end: Callable[[bytes], None]):
+        self.inner = inner
+        self.buf = bytearray()
+        self.on_end = on_end
+        self.done = False
+
+    def __iter__(self):
+        for chunk in self.inner:
+            self.buf.extend(chunk)
+            yield chunk
+        self._end()
+
+    def close(self):
+        try:
+            self.inner.close()
+        finally:
+            self._end()
+
+    def _end(self):
+        if not self.done:
+            self.done = True
+            self.on_end(bytes(self.buf))
+
+
+def _sdk_response_hook(response) -> None:
+    """httpx response event hook of the SDK clients: validates the exchange without taking anything from
+    the client (a JSON answer is read here, as the SDK would; a stream is validated as the client reads it)."""
+    import httpx2
+
+    request = response.request
+    if request.url.port not in ENVOY_PORTS:
+        return
+    path = request.url.raw_path.decode()
+    try:
+        req_body = request.content
+    except Exception:  # a streamed request body the client never held whole
+        req_body = b""
+    req_headers = dict(request.headers)
+    resp_headers = {k.lower(): v for k, v in response.headers.items()}
+    if not resp_headers.get("content-type", "").startswith("text/event-stream"):
+        response.read()
+        OPENAPI.record(request.method, path, req_headers, req_body, response.status_code, resp_headers, response.content)
+        return
+    inner = response.stream
+
+    def on_end(raw: bytes):
+        OPENAPI.record(request.method, path, req_headers, req_body, response.status_code, resp_headers,
+                       _decoded(raw, resp_headers))
+
+    tee = _TeeStream(inner, on_end)
+
+    class Stream(httpx2.SyncByteStream):
+        def __iter__(self):
+            return iter(tee)
+
+        def close(self):
+            tee.close()
+
+    response.stream = Stream()
+
+
+def openai_client(**kw):
+    """`openai.OpenAI(**kw)` whose answers from a harness Envoy are validated against the OpenAPI document."""
+    import openai
+
+    return openai.OpenAI(http_client=openai.DefaultHttpxClient(event_hooks={"response": [_sdk_response_hook]}), **kw)
+
+
+def anthropic_client(**kw):
+    """`anthropic.Anthropic(**kw)`, validated the same way."""
+    import anthropic
+
+    return anthropic.Anthropic(http_client=anthropic.DefaultHttpxClient(event_hooks={"response": [_sdk_response_hook]}), **kw)

@@ -12,6 +12,7 @@ import openai
 import pytest
 import yaml
 
+import harness
 from harness import CLI, DEMO_GATEWAY, ROOT, Envoy, cli, demo_config, envoy_binary, gateway_file, plugin_configs, render
 
 DEMO_KEY = "sk-switchyard-demo"
@@ -81,7 +82,7 @@ def test_envoy_refuses_bad_config(name, mutate, field, reason, compiler_refuses)
 def test_demo_config_serves_without_provider_keys():
     envoy = Envoy(demo_config()).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         assert [m.id for m in client.models.list()] == ["echo"]
         r = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "first call"}])
         assert r.choices[0].message.content == "first call"
@@ -95,7 +96,7 @@ def test_demo_config_serves_without_provider_keys():
 def test_demo_config_enables_providers_from_environment():
     envoy = Envoy(demo_config(), env={"OPENAI_API_KEY": "sk-from-env-SECRET-zzz"}).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         ids = sorted(m.id for m in client.models.list())
         assert ids == ["echo", "gpt-4.1", "gpt-4o-mini", "gpt-canary", "smart", "text-embedding-3-small"]
     finally:
@@ -105,7 +106,7 @@ def test_demo_config_enables_providers_from_environment():
            "AWS_ACCESS_KEY_ID": "AKIAENVSECRET", "AWS_SECRET_ACCESS_KEY": "aws-ENV-SECRET"}
     envoy = Envoy(demo_config(), env=env).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         ids = sorted(m.id for m in client.models.list())
         assert ids == ["claude-sonnet-4-5", "echo", "gemini-2.5-flash", "nova-lite", "smart"]
     finally:
@@ -142,7 +143,7 @@ def test_shipped_istio_and_compose_files_agree_with_envoy_yaml():
         assert {**plain, "fleet_limits": route_cfg["fleet_limits"]} == route_cfg
     envoy = Envoy(cfg).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         assert [m.id for m in client.models.list()] == ["echo"]
     finally:
         envoy.stop()

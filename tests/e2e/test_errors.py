@@ -17,6 +17,7 @@ import anthropic
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, demo_config, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion
 from provider_wire import anthropic_message, bedrock_converse
@@ -104,10 +105,10 @@ class Stack:
         self.envoy = Envoy(cfg, env=env, access_log=True).wait_ready()
 
     def oai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=30)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=30)
 
     def ant(self) -> anthropic.Anthropic:
-        return anthropic.Anthropic(base_url=self.envoy.base, api_key=KEY, max_retries=0, timeout=30)
+        return harness.anthropic_client(base_url=self.envoy.base, api_key=KEY, max_retries=0, timeout=30)
 
     def respond(self, name, reply: Reply):
         self.up[name].responder = lambda r: reply

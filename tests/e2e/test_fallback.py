@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk, echo_responder
 from provider_wire import anthropic_error, anthropic_message, anthropic_stream
@@ -117,7 +118,7 @@ class Stack:
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
 
     def client(self, key=KEY) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=20)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=20)
 
     def close(self):
         shut(self.envoy, self.primary, self.secondary, self.stable, self.canary, self.broken, self.backup, self.pinned,

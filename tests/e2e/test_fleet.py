@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from fleet import LimitsService, RedisServer
+import harness
 from harness import Envoy, MockUpstream, Reply, mock_url, render, request, sha256_hex
 from openai_wire import chat_completion, chunk
 from provider_wire import anthropic_message, anthropic_stream
@@ -159,7 +160,7 @@ def test_requests_limit_holds_across_two_envoys(stack):
         assert counter(e, "switchyard.fleet_limits.outcome.ok") >= 1
         assert chat(e, KEY_REQ)[0] == 429
     # The SDK sees a RateLimitError.
-    c = openai.OpenAI(base_url=f"{stack.envoys[1].base}/v1", api_key=KEY_REQ, max_retries=0)
+    c = harness.openai_client(base_url=f"{stack.envoys[1].base}/v1", api_key=KEY_REQ, max_retries=0)
     with pytest.raises(openai.RateLimitError):
         c.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], max_tokens=10)
 
@@ -168,16 +169,16 @@ def test_tokens_are_settled_to_real_usage_and_the_same_from_either_envoy(stack):
     e1, e2 = stack.envoys
     used = 0
     # Plain and streaming, OpenAI-format and translated (Anthropic), on both Envoys, through the SDKs.
-    oa1 = openai.OpenAI(base_url=f"{e1.base}/v1", api_key=KEY_TOK, max_retries=0)
+    oa1 = harness.openai_client(base_url=f"{e1.base}/v1", api_key=KEY_TOK, max_retries=0)
     r = oa1.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], max_tokens=50)
     assert r.usage.total_tokens == sum(OPENAI_USAGE)
     used += sum(OPENAI_USAGE)
-    oa2 = openai.OpenAI(base_url=f"{e2.base}/v1", api_key=KEY_TOK, max_retries=0)
+    oa2 = harness.openai_client(base_url=f"{e2.base}/v1", api_key=KEY_TOK, max_retries=0)
     s = oa2.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "hi"}], max_tokens=50,
                                     stream=True, stream_options={"include_usage": True})
     assert [c for c in s][-1].usage.total_tokens == sum(OPENAI_USAGE)
     used += sum(OPENAI_USAGE)
-    an = anthropic.Anthropic(base_url=e2.base, api_key=KEY_TOK, max_retries=0)
+    an = harness.anthropic_client(base_url=e2.base, api_key=KEY_TOK, max_retries=0)
     m = an.messages.create(model="claude", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     assert (m.usage.input_tokens, m.usage.output_tokens) == ANTHROPIC_USAGE
     used += sum(ANTHROPIC_USAGE)

@@ -12,6 +12,7 @@ import threading
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, free_port, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk, echo_responder, error
 
@@ -71,7 +72,7 @@ class Stack:
         self.envoy = Envoy(cfg, env=self.env, log_level="debug").wait_ready()
 
     def client(self, key: str = KEY_ALL, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15, **kw)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15, **kw)
 
     def close(self):
         shut(self.envoy, *self.up.values())
@@ -546,8 +547,8 @@ def ant(stack, key=KEY_ALL, bearer=False):
     import anthropic
 
     if bearer:
-        return anthropic.Anthropic(base_url=stack.envoy.base, auth_token=key, api_key=None, max_retries=0, timeout=15)
-    return anthropic.Anthropic(base_url=stack.envoy.base, api_key=key, max_retries=0, timeout=15)
+        return harness.anthropic_client(base_url=stack.envoy.base, auth_token=key, api_key=None, max_retries=0, timeout=15)
+    return harness.anthropic_client(base_url=stack.envoy.base, api_key=key, max_retries=0, timeout=15)
 
 
 @pytest.mark.parametrize("bearer", [False, True], ids=["x-api-key", "bearer"])

@@ -10,10 +10,10 @@ import json
 import re
 import subprocess
 
-import openai
 import pytest
 import yaml
 
+import harness
 from harness import (
     DEMO_GATEWAY,
     DEMO_YAML,
@@ -232,7 +232,7 @@ def test_istio_plugin_config_loads_in_the_real_filter():
         pc["configuration"]["value"] = json.dumps(plugin)
     envoy = Envoy(cfg).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
         assert client.chat.completions.create(model="echo", messages=[{"role": "user", "content": "istio"}]).choices[0].message.content == "istio"
         assert [m.id for m in client.models.list()] == ["echo"]
     finally:
@@ -254,7 +254,7 @@ def test_a_key_from_key_new_opens_the_gateway():
     doc["keys"] = [{"id": "team-a", "models": ["llama"], "sha256": digest}]
     envoy = Envoy(render(doc)).wait_ready()
     try:
-        client = openai.OpenAI(base_url=f"{envoy.base}/v1", api_key=key, max_retries=0, timeout=10)
+        client = harness.openai_client(base_url=f"{envoy.base}/v1", api_key=key, max_retries=0, timeout=10)
         r = client.chat.completions.create(model="llama", messages=[{"role": "user", "content": "hi"}])
         assert r.choices[0].message.content == "served by llama3"
         assert upstream.last().path == "/v1/chat/completions"

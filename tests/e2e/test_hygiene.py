@@ -7,10 +7,10 @@ from __future__ import annotations
 import gzip
 import json
 
-import anthropic
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, cli, free_port, gateway_file, mock_url, module_stack, plugin_configs, render, request, sha256_hex, shut
 from openai_wire import chat_completion
 from provider_wire import anthropic_message, bedrock_converse, gemini_response, sigv4_check
@@ -165,9 +165,9 @@ def test_client_accept_encoding_never_reaches_the_provider(stack, path, model, u
 
 def test_sdk_clients_get_answers_they_can_read(stack):
     # httpx (under both SDKs) accepts gzip by default.
-    c = openai.OpenAI(base_url=f"{stack.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=10)
+    c = harness.openai_client(base_url=f"{stack.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=10)
     assert c.chat.completions.create(model="claude", messages=MESSAGES).choices[0].message.content == "claude says hi"
-    a = anthropic.Anthropic(base_url=stack.envoy.base, api_key=KEY, max_retries=0, timeout=10)
+    a = harness.anthropic_client(base_url=stack.envoy.base, api_key=KEY, max_retries=0, timeout=10)
     m = a.messages.create(model="gpt", max_tokens=20, messages=MESSAGES)
     assert m.content[0].text == "openai says hi"
     assert "accept-encoding" not in stack.up["openai"].last().headers
@@ -237,7 +237,7 @@ def test_each_attempt_gets_the_headers_its_provider_forwards(stack, model, first
 
 
 def test_sdk_headers_are_not_forwarded(stack):
-    c = openai.OpenAI(base_url=f"{stack.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=10,
+    c = harness.openai_client(base_url=f"{stack.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=10,
                       organization="org-sdk", project="proj-sdk")
     c.chat.completions.create(model="gpt", messages=MESSAGES)
     rec = stack.up["openai"].last()

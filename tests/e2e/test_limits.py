@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 
@@ -75,7 +76,7 @@ class Stack:
         self.envoy = Envoy(cfg, concurrency=2).wait_ready()
 
     def client(self, name) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=KEYS[name], max_retries=0, timeout=20)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=KEYS[name], max_retries=0, timeout=20)
 
     def raw(self, name, model="gpt", content="hi", **extra):
         body = {"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": 100, **extra}
@@ -150,7 +151,7 @@ def test_anthropic_format_requests_are_limited_too(stack):
     """/v1/messages on a limited key: the same reservation, and usage read from the Anthropic-format answer."""
     import anthropic
 
-    client = anthropic.Anthropic(base_url=stack.envoy.base, api_key=KEYS["ant"], max_retries=0, timeout=20)
+    client = harness.anthropic_client(base_url=stack.envoy.base, api_key=KEYS["ant"], max_retries=0, timeout=20)
     raw = client.messages.with_raw_response.create(model="gpt", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
     msg = raw.parse()
     assert msg.usage.input_tokens + msg.usage.output_tokens == PROMPT + COMPLETION

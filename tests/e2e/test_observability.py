@@ -11,6 +11,7 @@ import time
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, mock_url, module_stack, render, request, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 from provider_wire import anthropic_message
@@ -72,7 +73,7 @@ class Stack:
         assert hcm["access_log"][0]["typed_config"]["path"] == "/dev/stdout", "the rendered config logs to stdout"
 
     def client(self, key) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=key, max_retries=0, timeout=15)
 
     def script(self):
         msgs = [{"role": "user", "content": PROMPT}]

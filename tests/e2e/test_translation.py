@@ -10,6 +10,7 @@ import anthropic
 import openai
 import pytest
 
+import harness
 from harness import Envoy, MockUpstream, Reply, free_port, mock_url, module_stack, render, sha256_hex, shut
 from openai_wire import chat_completion, chunk
 from provider_wire import (
@@ -90,12 +91,12 @@ class Stack:
         self.envoy = Envoy(cfg, env=env).wait_ready()
 
     def oai(self) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=15)
+        return harness.openai_client(base_url=f"{self.envoy.base}/v1", api_key=KEY, max_retries=0, timeout=15)
 
     def ant(self, header: str = "x-api-key") -> anthropic.Anthropic:
         if header == "bearer":
-            return anthropic.Anthropic(base_url=self.envoy.base, auth_token=KEY, api_key=None, max_retries=0, timeout=15)
-        return anthropic.Anthropic(base_url=self.envoy.base, api_key=KEY, max_retries=0, timeout=15)
+            return harness.anthropic_client(base_url=self.envoy.base, auth_token=KEY, api_key=None, max_retries=0, timeout=15)
+        return harness.anthropic_client(base_url=self.envoy.base, api_key=KEY, max_retries=0, timeout=15)
 
     def close(self):
         shut(self.envoy, *self.up.values())
@@ -391,7 +392,7 @@ def test_anthropic_sdk_passthrough_to_anthropic(stack):
 
 def test_anthropic_sdk_errors(stack):
     with pytest.raises(anthropic.AuthenticationError):
-        anthropic.Anthropic(base_url=stack.envoy.base, api_key="sk-wrong", max_retries=0).messages.create(
+        harness.anthropic_client(base_url=stack.envoy.base, api_key="sk-wrong", max_retries=0).messages.create(
             model="claude", max_tokens=10, messages=[{"role": "user", "content": "x"}])
     with pytest.raises(anthropic.NotFoundError):
         stack.ant().messages.create(model="nope", max_tokens=10, messages=[{"role": "user", "content": "x"}])
