@@ -2,7 +2,7 @@
 //! how long their keys are kept, and the `/spend` report.
 
 use serde::Serialize;
-use switchyard::limits::Period;
+use switchyard::limits::{days_from_civil, Period};
 
 /// A validated budget period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,17 +62,6 @@ impl BudgetPeriod {
     pub fn secs_left(&self, unix_secs: u64) -> u64 {
         self.end_secs().saturating_sub(unix_secs)
     }
-}
-
-/// (year, month 1-12, day) → days since 1970-01-01 (Howard Hinnant's algorithm, as the core's).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m as i64 + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One budget of a key in the `/spend` report.

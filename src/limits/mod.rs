@@ -18,7 +18,9 @@ mod reservation_tests;
 #[cfg(test)]
 pub mod tests;
 
-pub use rate::{format_duration, gcra_shift, gcra_step, period_of, BudgetState, Period, Rate, RateState, Refused};
+pub use rate::{
+    days_from_civil, format_duration, gcra_shift, gcra_step, period_of, BudgetState, Period, Rate, RateState, Refused,
+};
 pub use reservation::{create_missing, name_records, shared_keys, Reservation};
 
 use std::fmt;

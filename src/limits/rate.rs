@@ -99,7 +99,8 @@ pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-pub(super) fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+/// (year, month 1-12, day) → days since 1970-01-01 (Howard Hinnant's civil calendar algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
