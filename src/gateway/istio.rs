@@ -168,19 +168,24 @@ fn service_entry_for_service(svc: &super::Service, st: &IstioSettings) -> Y {
         super::Protocol::Http1 => ("http", "HTTP"),
     };
     let port = map([("number", int(svc.url.port)), ("name", s(name)), ("protocol", s(protocol))]);
+    external_service_entry(&format!("service-{}", k8s_name(&svc.name)), &svc.url, port, st)
+}
+
+/// A MESH_EXTERNAL ServiceEntry for `url` on `port` (resolved by DNS, or a static endpoint for an IP).
+fn external_service_entry(name: &str, url: &super::Url, port: Y, st: &IstioSettings) -> Y {
     let mut spec = map([
-        ("hosts", flow(list([s(svc.url.address())]))),
+        ("hosts", flow(list([s(url.address())]))),
         ("location", s("MESH_EXTERNAL")),
-        ("resolution", s(if svc.url.is_ip() { "STATIC" } else { "DNS" })),
+        ("resolution", s(if url.is_ip() { "STATIC" } else { "DNS" })),
         ("ports", list([port])),
     ]);
-    if svc.url.is_ip() {
-        spec.push("endpoints", list([flow(map([("address", s(svc.url.address()))]))]));
+    if url.is_ip() {
+        spec.push("endpoints", list([flow(map([("address", s(url.address()))]))]));
     }
     map([
         ("apiVersion", s("networking.istio.io/v1")),
         ("kind", s("ServiceEntry")),
-        ("metadata", meta(&format!("service-{}", k8s_name(&svc.name)), st)),
+        ("metadata", meta(name, st)),
         ("spec", spec),
     ])
 }
@@ -289,21 +294,7 @@ fn service_entry(u: &Upstream, st: &IstioSettings) -> Y {
         ("protocol", s("HTTP")),
         ("targetPort", int(u.url.port)),
     ]);
-    let mut spec = map([
-        ("hosts", flow(list([s(u.url.address())]))),
-        ("location", s("MESH_EXTERNAL")),
-        ("resolution", s(if u.url.is_ip() { "STATIC" } else { "DNS" })),
-        ("ports", list([port])),
-    ]);
-    if u.url.is_ip() {
-        spec.push("endpoints", list([flow(map([("address", s(u.url.address()))]))]));
-    }
-    map([
-        ("apiVersion", s("networking.istio.io/v1")),
-        ("kind", s("ServiceEntry")),
-        ("metadata", meta(&k8s_name(&u.name), st)),
-        ("spec", spec),
-    ])
+    external_service_entry(&k8s_name(&u.name), &u.url, port, st)
 }
 
 fn destination_rule(u: &Upstream, st: &IstioSettings) -> Y {
