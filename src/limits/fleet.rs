@@ -293,10 +293,6 @@ impl SettleQueue {
         let n = self.pending.len().min(BATCH);
         Some(self.pending.drain(..n).collect())
     }
-
-    pub fn len(&self) -> usize {
-        self.pending.len()
-    }
 }
 
 #[cfg(test)]

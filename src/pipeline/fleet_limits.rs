@@ -117,26 +117,12 @@ fn refusal(asked: &[Descriptor], v: &fleet::Verdict) -> ApiError {
             Some("insufficient_quota"),
             "You exceeded this key's fleet-wide budget.",
         ),
-        Some(Kind::Tokens) => ApiError::new(
-            429,
-            "tokens",
-            Some("rate_limit_exceeded"),
-            format!(
-                "Fleet-wide rate limit reached for tokens{on}: {} per {}s.",
-                d.and_then(|d| d.limit).map_or(0, |l| l.0),
-                entry("window_secs")
-            ),
-        ),
-        _ => ApiError::new(
-            429,
-            "requests",
-            Some("rate_limit_exceeded"),
-            format!(
-                "Fleet-wide rate limit reached for requests{on}: {} per {}s.",
-                d.and_then(|d| d.limit).map_or(0, |l| l.0),
-                entry("window_secs")
-            ),
-        ),
+        kind => {
+            let what = if kind == Some(Kind::Tokens) { "tokens" } else { "requests" };
+            let max = d.and_then(|d| d.limit).map_or(0, |l| l.0);
+            let message = format!("Fleet-wide rate limit reached for {what}{on}: {max} per {}s.", entry("window_secs"));
+            ApiError::new(429, what, Some("rate_limit_exceeded"), message)
+        }
     };
     e.headers.push(("retry-after", st.reset_ms.div_ceil(1000).max(1).to_string()));
     e
