@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from harness import ROOT, free_port
+from harness import ROOT, free_port, terminate
 
 LIMITS_BIN = ROOT / "dist" / "switchyard-limits"
 
@@ -60,14 +60,8 @@ class _Process:
     def stop(self):
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.resume()  # a stopped process cannot act on SIGTERM
+        terminate(self.proc)
         self.proc = None
 
     def __enter__(self):

@@ -250,6 +250,17 @@ def plugin_configs(cfg: dict) -> Iterable[dict]:
                 yield hf["typed_config"]["config"]
 
 
+def terminate(proc: subprocess.Popen) -> None:
+    """Stops a child process: SIGTERM, then SIGKILL after 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Envoy:
     """One Envoy process serving a config; stopped with `stop()`."""
 
@@ -326,13 +337,7 @@ class Envoy:
             return r.read().decode()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
         self.log_file.close()
 
 
