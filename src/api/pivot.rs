@@ -1,0 +1,122 @@
+//! Client formats other than the pivot's (Anthropic Messages, OpenAI Responses) served through the pivot:
+//! one attempt's answer in the OpenAI Chat Completions format (the provider's own, or another translator's)
+//! converted to the client's format. [`ToClient`] holds what every such format shares (the provider's
+//! refusal of the gateway's credential, errors, an unreadable 2xx made a 502, plain or streamed answers);
+//! a [`ClientFormat`] says how its own answers, errors and streams are written.
+
+use crate::providers::{self, BodyMode, ResponseTranslator, Usage};
+
+/// How a client format is written from the pivot's.
+pub trait ClientFormat {
+    /// A 2xx chat completion → the client's answer; `Err` says why it could not be read.
+    fn answer(&mut self, openai_body: &[u8]) -> Result<Vec<u8>, &'static str>;
+    /// An OpenAI-shaped error body, with the status the client gets → the client's error body.
+    fn error(&self, status: u16, openai_body: &[u8]) -> Vec<u8>;
+    /// Chat SSE bytes (split anywhere) → the client's stream bytes, appended to `out`; `end` closes it.
+    fn stream(&mut self, openai_sse: &[u8], end: bool, out: &mut Vec<u8>);
+}
+
+/// Turns an attempt's pivot-format answer into the client's format `F`.
+pub struct ToClient<F: ClientFormat> {
+    /// The provider's translator to the pivot (`None`: the provider speaks the pivot).
+    inner: Option<Box<dyn ResponseTranslator>>,
+    stream: bool,
+    /// The provider's name (errors made here name it).
+    provider: String,
+    status: u16,
+    /// An OpenAI-format provider refused the gateway's credential with this status (401/403).
+    refused: Option<u16>,
+    /// An OpenAI-format provider's 2xx that is no chat completion: the client gets a 502.
+    unreadable: bool,
+    format: F,
+    scratch: Vec<u8>,
+}
+
+impl<F: ClientFormat> ToClient<F> {
+    pub fn new(inner: Option<Box<dyn ResponseTranslator>>, stream: bool, provider: &str, format: F) -> Self {
+        ToClient {
+            inner,
+            stream,
+            provider: provider.to_string(),
+            status: 0,
+            refused: None,
+            unreadable: false,
+            format,
+            scratch: Vec::new(),
+        }
+    }
+}
+
+impl<F: ClientFormat> ResponseTranslator for ToClient<F> {
+    fn on_headers(&mut self, status: u16, content_type: Option<&str>) -> (u16, BodyMode) {
+        let (status, mode) = match self.inner.as_mut() {
+            Some(t) => t.on_headers(status, content_type),
+            None if (200..300).contains(&status) && self.stream => (status, BodyMode::Stream),
+            // The provider refusing the gateway's own credential is not the caller's fault (the same
+            // answer translated providers give).
+            None if status == 401 || status == 403 => {
+                self.refused = Some(status);
+                (providers::client_status_for_provider_error(status), BodyMode::Buffer)
+            }
+            None => (status, BodyMode::Buffer),
+        };
+        self.status = status;
+        (status, mode)
+    }
+
+    fn on_body(&mut self, body: &[u8]) -> Vec<u8> {
+        if let Some(refused) = self.refused {
+            let (status, e) =
+                providers::provider_error_body(&self.provider, refused, providers::REFUSED_CREDENTIAL, None);
+            return self.format.error(status, &e);
+        }
+        let openai_body = match self.inner.as_mut() {
+            Some(t) => t.on_body(body),
+            None => body.to_vec(),
+        };
+        if let Some(status) = self.body_status() {
+            return self.format.error(status, &openai_body);
+        }
+        if !(200..300).contains(&self.status) {
+            return self.format.error(self.status, &openai_body);
+        }
+        match self.format.answer(&openai_body) {
+            Ok(answer) => answer,
+            Err(why) => {
+                self.unreadable = true;
+                let e = providers::toolkit::unreadable_answer(&self.provider, why);
+                self.format.error(502, &e)
+            }
+        }
+    }
+
+    fn body_status(&self) -> Option<u16> {
+        if self.unreadable {
+            return Some(502);
+        }
+        self.inner.as_ref().and_then(|t| t.body_status())
+    }
+
+    fn on_stream(&mut self, bytes: &[u8], end: bool, out: &mut Vec<u8>) {
+        match self.inner.as_mut() {
+            Some(t) => {
+                self.scratch.clear();
+                t.on_stream(bytes, end, &mut self.scratch);
+                self.format.stream(&self.scratch, end, out);
+            }
+            None => self.format.stream(bytes, end, out),
+        }
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        self.inner.as_ref().and_then(|t| t.usage())
+    }
+
+    fn content_type(&self) -> &'static str {
+        if self.stream && (200..300).contains(&self.status) {
+            "text/event-stream"
+        } else {
+            "application/json"
+        }
+    }
+}
