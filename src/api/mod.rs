@@ -7,6 +7,7 @@ pub mod error;
 pub mod json;
 pub mod openai;
 pub mod pivot;
+pub mod responses;
 
 use crate::http::LocalResponse;
 use error::ApiError;
@@ -17,6 +18,8 @@ pub enum Operation {
     Embeddings,
     /// Anthropic Messages API input (`POST /v1/messages`).
     Messages,
+    /// OpenAI Responses API input (`POST /v1/responses`).
+    Responses,
     ListModels,
     /// `GET /v1/models/{id}`: the id starts at this byte offset of the path.
     RetrieveModel,
@@ -29,6 +32,7 @@ pub fn classify(method: &str, path: &str) -> Result<Operation, ApiError> {
         "/v1/chat/completions" => (Operation::ChatCompletions, "POST"),
         "/v1/embeddings" => (Operation::Embeddings, "POST"),
         anthropic::PATH => (Operation::Messages, "POST"),
+        responses::PATH => (Operation::Responses, "POST"),
         "/v1/models" => (Operation::ListModels, "GET"),
         p if p.starts_with("/v1/models/") && p.len() > "/v1/models/".len() => (Operation::RetrieveModel, "GET"),
         _ => return Err(ApiError::unknown_path(method, bare)),
@@ -100,6 +104,9 @@ mod tests {
             ("POST", "/v1/embeddings", Ok(Operation::Embeddings)),
             ("POST", "/v1/messages", Ok(Operation::Messages)),
             ("GET", "/v1/messages", Err(405)),
+            ("POST", "/v1/responses", Ok(Operation::Responses)),
+            ("GET", "/v1/responses", Err(405)),
+            ("GET", "/v1/responses/resp_123", Err(404)),
             ("GET", "/v1/models", Ok(Operation::ListModels)),
             ("GET", "/v1/models/gpt-4o", Ok(Operation::RetrieveModel)),
             ("GET", "/v1/chat/completions", Err(405)),

@@ -58,7 +58,7 @@ fn parses_sample() {
     assert_eq!(m.targets[0].model, "prod-deployment");
     assert_eq!(c.models["gpt-4o-mini"].targets[0].model, "gpt-4o-mini");
     let (_, ollama) = c.provider_by_name("ollama").unwrap();
-    assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into() });
+    assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into(), native_responses: false });
     let (_, openai) = c.provider_by_name("openai").unwrap();
     assert_eq!(openai.credential.as_ref().unwrap().expose(), "sk-openai-secret");
     assert_eq!(c.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
@@ -324,7 +324,7 @@ fn parse_raw_keeps_what_the_file_says() {
     assert!(groq.settings.is_none(), "its optional credential is not set");
     let ollama = raw.providers.iter().find(|p| p.name == "ollama").unwrap().settings.as_ref().unwrap();
     assert_eq!(ollama.cluster, None, "the cluster default is compile's");
-    assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into() });
+    assert_eq!(ollama.kind, ProviderKind::OpenAiCompatible { base_path: "/v1".into(), native_responses: false });
     let llama = raw.models.iter().find(|m| m.name == "llama").unwrap();
     assert_eq!(llama.path, "models.llama");
     assert_eq!(

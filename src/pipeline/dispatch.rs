@@ -48,7 +48,12 @@ impl Stage for Dispatch {
             _ => None,
         };
         if let Some((t, p)) = only {
-            if p.kind.speaks_openai() && matches!(op, Operation::ChatCompletions | Operation::Embeddings) {
+            let passes = match op {
+                Operation::ChatCompletions | Operation::Embeddings => p.kind.speaks_openai(),
+                Operation::Responses => p.kind.answers_responses(),
+                Operation::Messages | Operation::ListModels | Operation::RetrieveModel => false,
+            };
+            if passes {
                 // One OpenAI-format target: write its body here, where the body is already in hand, so that
                 // the upstream role only sets the path and the credential (no second buffering and parse).
                 let written = match req.chat() {
@@ -112,5 +117,6 @@ fn mock_answer(req: &Request, alias: &str, clock: mock::Clock) -> LocalResponse 
         Parsed::Chat(c) => mock::chat(c, alias, clock),
         Parsed::Embeddings(e) => mock::embeddings(e, alias),
         Parsed::Messages(_) => anthropic_input::mock_answer(req.bytes, alias, clock),
+        Parsed::Responses(_) => crate::api::responses::mock_answer(req.bytes, alias, clock),
     }
 }

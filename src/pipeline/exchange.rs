@@ -5,6 +5,7 @@ use super::ClientApi;
 use crate::api::anthropic as anthropic_input;
 use crate::api::error::ApiError;
 use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
+use crate::api::responses::{self, ResponsesRequest};
 use crate::config::{Config, Key, Price};
 use crate::http::Decision;
 use crate::limits::fleet::{Descriptor, Hold};
@@ -18,6 +19,7 @@ pub enum Parsed<'a> {
     Chat(ChatRequest<'a>),
     Embeddings(EmbeddingsRequest<'a>),
     Messages(anthropic_input::MessagesRequest),
+    Responses(ResponsesRequest),
 }
 
 /// The whole request body, parsed.
@@ -41,6 +43,7 @@ impl<'a> Request<'a> {
             Operation::ChatCompletions => request::parse_chat(bytes).map(Parsed::Chat),
             Operation::Embeddings => request::parse_embeddings(bytes).map(Parsed::Embeddings),
             Operation::Messages => anthropic_input::parse(bytes).map(Parsed::Messages),
+            Operation::Responses => responses::parse(bytes).map(Parsed::Responses),
             Operation::ListModels | Operation::RetrieveModel => return None,
         };
         Some(parsed.map(|parsed| Request { bytes, parsed }))
@@ -52,6 +55,7 @@ impl<'a> Request<'a> {
             Parsed::Chat(c) => &c.model,
             Parsed::Embeddings(e) => &e.model,
             Parsed::Messages(m) => &m.model,
+            Parsed::Responses(r) => &r.model,
         }
     }
 
@@ -67,6 +71,7 @@ impl<'a> Request<'a> {
             Parsed::Chat(c) => c.is_stream(),
             Parsed::Embeddings(_) => false,
             Parsed::Messages(m) => m.stream,
+            Parsed::Responses(r) => r.stream,
         }
     }
 
@@ -84,6 +89,7 @@ impl<'a> Request<'a> {
             Parsed::Chat(c) => c.max_completion_tokens.or(c.max_tokens),
             Parsed::Embeddings(_) => Some(0),
             Parsed::Messages(m) => Some(m.max_tokens),
+            Parsed::Responses(r) => r.max_output_tokens,
         }
     }
 }

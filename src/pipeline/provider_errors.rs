@@ -109,16 +109,16 @@ impl Stage for ProviderErrors {
 }
 
 /// The provider that served, when its answer reaches the route role as the provider sent it: an
-/// OpenAI-format provider's answer to the OpenAI API, an `anthropic` provider's to `/v1/messages` (every
+/// OpenAI-format provider's answer to the OpenAI API, an `anthropic` provider's to `/v1/messages`, a provider
+/// answering the Responses API itself to `/v1/responses` (every
 /// other pairing was translated, here or by the upstream role, and the translator made its errors).
 fn passthrough_provider(x: &Exchange) -> Option<String> {
     let (name, _) = x.served.as_ref()?;
     let (_, p) = x.cfg.provider_by_name(name)?;
-    let messages = x.op == Some(Operation::Messages);
-    let raw = match p.kind.wire_format() {
-        WireFormat::OpenAi => !messages,
-        WireFormat::Anthropic => messages,
-        WireFormat::Gemini | WireFormat::Bedrock | WireFormat::Local => false,
+    let raw = match (x.op, p.kind.wire_format()) {
+        (Some(Operation::Responses), _) => p.kind.answers_responses(),
+        (Some(Operation::Messages), wire) => wire == WireFormat::Anthropic,
+        (_, wire) => wire == WireFormat::OpenAi,
     };
     raw.then(|| p.name.clone())
 }

@@ -41,6 +41,7 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
             Some(Operation::ChatCompletions) => "chat",
             Some(Operation::Embeddings) => "embeddings",
             Some(Operation::Messages) => "messages",
+            Some(Operation::Responses) => "responses",
             Some(Operation::ListModels) | Some(Operation::RetrieveModel) => "models",
             None => "none",
         },

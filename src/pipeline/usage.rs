@@ -16,6 +16,11 @@ pub enum Format {
     OpenAiSse,
     AnthropicJson,
     AnthropicSse,
+    /// An OpenAI Responses object (`usage` at its top level).
+    ResponsesJson,
+    /// A Responses event stream: the usage is in the final `response.completed` / `response.incomplete`
+    /// / `response.failed` event's `response`.
+    ResponsesSse,
 }
 
 /// Bytes of a JSON body's tail kept to find its `usage` object (it comes last, or nearly).
@@ -80,6 +85,42 @@ struct AnthropicBody {
     usage: Option<AnthropicUsage>,
     #[serde(default)]
     message: Option<AnthropicMessage>,
+}
+
+/// The Responses API's usage: `input_tokens` (cached ones included), `output_tokens`.
+#[derive(Deserialize, Default, Clone, Copy)]
+struct ResponsesUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens_details: Option<OpenAiDetails>,
+}
+
+impl ResponsesUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.input_tokens.unwrap_or(0),
+            completion_tokens: self.output_tokens.unwrap_or(0),
+            cached_tokens: self.input_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0),
+        }
+    }
+}
+
+/// A Responses object, or a stream event that carries one (`response`).
+#[derive(Deserialize)]
+struct ResponsesBody {
+    #[serde(default)]
+    usage: Option<ResponsesUsage>,
+    #[serde(default)]
+    response: Option<ResponsesObject>,
+}
+
+#[derive(Deserialize)]
+struct ResponsesObject {
+    #[serde(default)]
+    usage: Option<ResponsesUsage>,
 }
 
 #[derive(Deserialize)]
@@ -180,7 +221,7 @@ impl Sniffer {
     /// Looks at a piece of the response; returns the bytes to send instead when they must change.
     pub fn on_chunk(&mut self, bytes: &[u8], end: bool) -> Option<Vec<u8>> {
         match self.format {
-            Format::OpenAiJson | Format::AnthropicJson => {
+            Format::OpenAiJson | Format::AnthropicJson | Format::ResponsesJson => {
                 self.pending.extend_from_slice(bytes);
                 if self.pending.len() > JSON_TAIL * 2 {
                     let cut = self.pending.len() - JSON_TAIL;
@@ -191,7 +232,7 @@ impl Sniffer {
                 }
                 None
             }
-            Format::OpenAiSse | Format::AnthropicSse => self.on_sse(bytes, end),
+            Format::OpenAiSse | Format::AnthropicSse | Format::ResponsesSse => self.on_sse(bytes, end),
         }
     }
 
@@ -202,6 +243,9 @@ impl Sniffer {
         let whole = match self.format {
             Format::AnthropicJson => {
                 serde_json::from_slice::<AnthropicBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage()))
+            }
+            Format::ResponsesJson => {
+                serde_json::from_slice::<ResponsesBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage()))
             }
             _ => serde_json::from_slice::<OpenAiBody>(&tail).ok().map(|b| b.usage.map(|u| u.usage())),
         };
@@ -217,6 +261,11 @@ impl Sniffer {
         self.usage = match self.format {
             Format::AnthropicJson => serde_json::Deserializer::from_slice(obj)
                 .into_iter::<AnthropicUsage>()
+                .next()
+                .and_then(Result::ok)
+                .map(|u| u.usage()),
+            Format::ResponsesJson => serde_json::Deserializer::from_slice(obj)
+                .into_iter::<ResponsesUsage>()
                 .next()
                 .and_then(Result::ok)
                 .map(|u| u.usage()),
@@ -282,6 +331,13 @@ impl Sniffer {
                 self.usage = Some(self.anthropic.usage());
                 true
             }
+            Format::ResponsesSse => {
+                let Ok(ev) = serde_json::from_str::<ResponsesBody>(&data) else { return true };
+                if let Some(u) = ev.response.and_then(|r| r.usage) {
+                    self.usage = Some(u.usage());
+                }
+                true
+            }
             _ => {
                 let Ok(chunk) = serde_json::from_str::<OpenAiBody>(&data) else { return true };
                 let no_choices = chunk.choices.as_ref().is_some_and(Vec::is_empty);
@@ -312,16 +368,17 @@ impl Stage for UsageStage {
         let Some(ask) = x.ask.as_ref().filter(|_| x.forwarded) else { return };
         let sse = head.content_type.is_some_and(|c| c.starts_with("text/event-stream"));
         let json = head.content_type.is_some_and(|c| c.starts_with("application/json"));
-        let anthropic = x.op == Some(Operation::Messages);
         if (200..300).contains(&head.status) && (sse || json) {
-            let format = match (anthropic, sse) {
-                (false, true) => Format::OpenAiSse,
-                (false, false) => Format::OpenAiJson,
-                (true, true) => Format::AnthropicSse,
-                (true, false) => Format::AnthropicJson,
+            let format = match (x.op, sse) {
+                (Some(Operation::Messages), true) => Format::AnthropicSse,
+                (Some(Operation::Messages), false) => Format::AnthropicJson,
+                (Some(Operation::Responses), true) => Format::ResponsesSse,
+                (Some(Operation::Responses), false) => Format::ResponsesJson,
+                (_, true) => Format::OpenAiSse,
+                (_, false) => Format::OpenAiJson,
             };
             // The upstream role asks every streaming provider for usage; drop it where the client did not.
-            let strip = sse && !anthropic && ask.stream && !ask.client_wants_usage;
+            let strip = format == Format::OpenAiSse && ask.stream && !ask.client_wants_usage;
             // A chat client's stream never shows a chunk without choices but the usage it asked for.
             let choiceless = sse
                 && x.op == Some(Operation::ChatCompletions)
@@ -475,6 +532,36 @@ event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n";
         let mut s = Sniffer::new(Format::AnthropicJson, false);
         s.on_chunk(br#"{"type":"message","usage":{"input_tokens":3,"output_tokens":4}}"#, true);
         assert_eq!(s.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 4, cached_tokens: 0 }));
+    }
+
+    #[test]
+    fn responses_stream_and_json() {
+        // The usage is in the final event's `response` (earlier events carry `"usage":null`); the whole
+        // stream passes unchanged.
+        let stream = "event: response.created\ndata: {\"type\":\"response.created\",\"sequence_number\":0,\"response\":{\"id\":\"resp_1\",\"usage\":null}}\n\n\
+event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"sequence_number\":1,\"delta\":\"\\\"usage\\\": {\"}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_number\":2,\"response\":{\"id\":\"resp_1\",\"output\":[],\"usage\":{\"input_tokens\":30,\"input_tokens_details\":{\"cached_tokens\":8},\"output_tokens\":12,\"output_tokens_details\":{\"reasoning_tokens\":4},\"total_tokens\":42}}}\n\n";
+        let want = Usage { prompt_tokens: 30, completion_tokens: 12, cached_tokens: 8 };
+        for cut in 0..=stream.len() {
+            let mut s = Sniffer::new(Format::ResponsesSse, false);
+            assert_eq!(run(&mut s, stream.as_bytes(), cut), stream.as_bytes());
+            assert_eq!(s.usage(), Some(want), "cut {cut}");
+        }
+        let body = br#"{"id":"resp_1","object":"response","output":[{"type":"message","content":[{"type":"output_text","text":"hi"}]}],"usage":{"input_tokens":5,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"total_tokens":7}}"#;
+        let mut s = Sniffer::new(Format::ResponsesJson, false);
+        assert!(s.on_chunk(body, true).is_none());
+        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 5, completion_tokens: 2, cached_tokens: 0 }));
+        // A long answer: found in the kept tail.
+        let big = format!(
+            r#"{{"output":[{{"type":"message","content":[{{"type":"output_text","text":"{}"}}]}}],"usage":{{"input_tokens":9,"output_tokens":4,"input_tokens_details":{{"cached_tokens":3}}}},"user":null}}"#,
+            "z".repeat(200_000)
+        );
+        let mut s = Sniffer::new(Format::ResponsesJson, false);
+        for piece in big.as_bytes().chunks(7000) {
+            s.on_chunk(piece, false);
+        }
+        s.on_chunk(b"", true);
+        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 3 }));
     }
 
     #[test]

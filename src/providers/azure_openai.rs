@@ -25,6 +25,9 @@ pub fn plan(provider: &Provider, api_version: &str, op: Operation, deployment: &
     let suffix = openai_suffix(op)?;
     let path = if api_version == "v1" {
         format!("/openai/v1{suffix}")
+    } else if op == Operation::Responses {
+        // Azure's Responses API names the deployment in the body's `model`, not in the path.
+        format!("/openai{suffix}?api-version={api_version}")
     } else {
         format!("/openai/deployments/{}{suffix}?api-version={api_version}", percent::encode(deployment.as_bytes()))
     };
@@ -69,6 +72,8 @@ mod tests {
         let table = [
             (Operation::ChatCompletions, "prod", "/openai/deployments/prod/chat/completions?api-version=2024-10-21"),
             (Operation::Embeddings, "emb 1/x", "/openai/deployments/emb%201%2Fx/embeddings?api-version=2024-10-21"),
+            // The Responses API names the deployment in the body.
+            (Operation::Responses, "prod", "/openai/responses?api-version=2024-10-21"),
         ];
         for (op, dep, want) in table {
             let c = plan(&azure(), "2024-10-21", op, dep).unwrap();
@@ -76,5 +81,6 @@ mod tests {
             assert_eq!(c.auth, Some(("api-key", "az-key".to_string())));
         }
         assert_eq!(plan(&azure(), "v1", Operation::ChatCompletions, "d").unwrap().path, "/openai/v1/chat/completions");
+        assert_eq!(plan(&azure(), "v1", Operation::Responses, "d").unwrap().path, "/openai/v1/responses");
     }
 }

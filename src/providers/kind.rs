@@ -15,6 +15,9 @@ pub enum ProviderKind {
     },
     OpenAiCompatible {
         base_path: String,
+        /// `responses: native`: the server has its own `/responses` endpoint (else Responses requests go
+        /// through the chat pivot; most self-hosted servers have none).
+        native_responses: bool,
     },
     /// Anthropic Messages API: `x-api-key`, `anthropic-version`; `max_tokens` is required there, so
     /// requests without one get `default_max_tokens`.
@@ -152,6 +155,21 @@ impl ProviderKind {
         }
     }
 
+    /// Whether the kind's upstream answers the OpenAI Responses API itself (`POST .../responses`): the
+    /// request passes with only the model name changed. Every other kind is served through the chat
+    /// pivot, which refuses what needs OpenAI's own state or hosted tools.
+    pub fn answers_responses(&self) -> bool {
+        match self {
+            ProviderKind::OpenAi | ProviderKind::AzureOpenAi { .. } => true,
+            ProviderKind::OpenAiCompatible { native_responses, .. } => *native_responses,
+            ProviderKind::Mock
+            | ProviderKind::Anthropic { .. }
+            | ProviderKind::Gemini { .. }
+            | ProviderKind::Vertex { .. }
+            | ProviderKind::Bedrock { .. } => false,
+        }
+    }
+
     /// Whether the filter answers requests for this kind itself, with no upstream (the mock).
     pub fn answers_locally(&self) -> bool {
         match self.wire_format() {
@@ -174,7 +192,7 @@ mod tests {
             ProviderKind::Mock,
             ProviderKind::OpenAi,
             ProviderKind::AzureOpenAi { api_version: "2024-10-21".into() },
-            ProviderKind::OpenAiCompatible { base_path: "/v1".into() },
+            ProviderKind::OpenAiCompatible { base_path: "/v1".into(), native_responses: false },
             ProviderKind::Anthropic { version: "2023-06-01".into(), default_max_tokens: 4096 },
             ProviderKind::Gemini { api_version: "v1beta".into() },
             ProviderKind::Vertex { project: "p".into(), location: "us-central1".into() },
@@ -209,18 +227,19 @@ mod tests {
         translates_at_route: bool,
         speaks_openai: bool,
         answers_locally: bool,
+        answers_responses: bool,
     }
 
     #[rustfmt::skip]
     const FACTS: &[Facts] = &[
-        Facts { name: "mock", wire: WireFormat::Local, header: None, requires_key: false, translates_at_route: false, speaks_openai: false, answers_locally: true },
-        Facts { name: "openai", wire: WireFormat::OpenAi, header: Some("authorization"), requires_key: true, translates_at_route: true, speaks_openai: true, answers_locally: false },
-        Facts { name: "azure_openai", wire: WireFormat::OpenAi, header: Some("api-key"), requires_key: true, translates_at_route: true, speaks_openai: true, answers_locally: false },
-        Facts { name: "openai_compatible", wire: WireFormat::OpenAi, header: Some("authorization"), requires_key: false, translates_at_route: true, speaks_openai: true, answers_locally: false },
-        Facts { name: "anthropic", wire: WireFormat::Anthropic, header: Some("x-api-key"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false },
-        Facts { name: "gemini", wire: WireFormat::Gemini, header: Some("x-goog-api-key"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false },
-        Facts { name: "vertex", wire: WireFormat::Gemini, header: Some("authorization"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false },
-        Facts { name: "bedrock", wire: WireFormat::Bedrock, header: None, requires_key: false, translates_at_route: false, speaks_openai: false, answers_locally: false },
+        Facts { name: "mock", wire: WireFormat::Local, header: None, requires_key: false, translates_at_route: false, speaks_openai: false, answers_locally: true, answers_responses: false },
+        Facts { name: "openai", wire: WireFormat::OpenAi, header: Some("authorization"), requires_key: true, translates_at_route: true, speaks_openai: true, answers_locally: false, answers_responses: true },
+        Facts { name: "azure_openai", wire: WireFormat::OpenAi, header: Some("api-key"), requires_key: true, translates_at_route: true, speaks_openai: true, answers_locally: false, answers_responses: true },
+        Facts { name: "openai_compatible", wire: WireFormat::OpenAi, header: Some("authorization"), requires_key: false, translates_at_route: true, speaks_openai: true, answers_locally: false, answers_responses: false },
+        Facts { name: "anthropic", wire: WireFormat::Anthropic, header: Some("x-api-key"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false, answers_responses: false },
+        Facts { name: "gemini", wire: WireFormat::Gemini, header: Some("x-goog-api-key"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false, answers_responses: false },
+        Facts { name: "vertex", wire: WireFormat::Gemini, header: Some("authorization"), requires_key: true, translates_at_route: true, speaks_openai: false, answers_locally: false, answers_responses: false },
+        Facts { name: "bedrock", wire: WireFormat::Bedrock, header: None, requires_key: false, translates_at_route: false, speaks_openai: false, answers_locally: false, answers_responses: false },
     ];
 
     #[test]
@@ -236,7 +255,11 @@ mod tests {
             assert_eq!(k.translates_at_route(), f.translates_at_route, "{}", f.name);
             assert_eq!(k.speaks_openai(), f.speaks_openai, "{}", f.name);
             assert_eq!(k.answers_locally(), f.answers_locally, "{}", f.name);
+            assert_eq!(k.answers_responses(), f.answers_responses, "{}", f.name);
         }
+        // An OpenAI-compatible server answers the Responses API itself only when configured so.
+        let native = ProviderKind::OpenAiCompatible { base_path: "/v1".into(), native_responses: true };
+        assert!(native.answers_responses());
     }
 
     #[test]

@@ -117,8 +117,10 @@ pub struct UpstreamCall {
 
 /// Prepares an attempt from the OpenAI-format request body.
 pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
-    if a.op == Operation::Messages {
-        return crate::api::anthropic::upstream::prepare(a, body);
+    match a.op {
+        Operation::Messages => return crate::api::anthropic::upstream::prepare(a, body),
+        Operation::Responses => return crate::api::responses::upstream::prepare(a, body),
+        _ => {}
     }
     match a.provider.kind.wire_format() {
         WireFormat::OpenAi => {
@@ -142,7 +144,7 @@ pub fn plan(provider: &Provider, op: Operation, model: &str) -> Result<UpstreamC
     match &provider.kind {
         ProviderKind::OpenAi => openai::plan(provider, op),
         ProviderKind::AzureOpenAi { api_version } => azure_openai::plan(provider, api_version, op, model),
-        ProviderKind::OpenAiCompatible { base_path } => openai_compatible::plan(provider, base_path, op),
+        ProviderKind::OpenAiCompatible { base_path, .. } => openai_compatible::plan(provider, base_path, op),
         ProviderKind::Mock
         | ProviderKind::Anthropic { .. }
         | ProviderKind::Gemini { .. }
@@ -177,6 +179,7 @@ pub(crate) fn openai_suffix(op: Operation) -> Result<&'static str, ApiError> {
     match op {
         Operation::ChatCompletions => Ok("/chat/completions"),
         Operation::Embeddings => Ok("/embeddings"),
+        Operation::Responses => Ok("/responses"),
         Operation::ListModels | Operation::RetrieveModel | Operation::Messages => {
             Err(ApiError::gateway("this operation has no OpenAI-format upstream path"))
         }

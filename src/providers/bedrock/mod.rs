@@ -63,7 +63,7 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
         Operation::Embeddings => {
             return Err(ApiError::invalid_request("provider kind bedrock does not serve embeddings", Some("model")))
         }
-        Operation::ListModels | Operation::RetrieveModel | Operation::Messages => {
+        Operation::ListModels | Operation::RetrieveModel | Operation::Messages | Operation::Responses => {
             return Err(ApiError::gateway("this operation is not translated by the bedrock provider"))
         }
     }
