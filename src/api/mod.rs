@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod error;
 pub mod json;
 pub mod openai;
+pub mod responses;
 
 use crate::http::LocalResponse;
 use error::ApiError;
