@@ -50,6 +50,7 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
     out.insert("model".into(), Value::String(req.model));
 
     let mut messages = Vec::new();
+    let has_instructions = matches!(o.get("instructions"), Some(Value::String(s)) if !s.is_empty());
     match o.get("instructions") {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if s.is_empty() => {}
@@ -66,7 +67,7 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         }
         Some(other) => return Err(wrong_type("input", "a string or an array", other)),
     }
-    if !messages.iter().any(|m| m.get("role").and_then(Value::as_str) != Some("system")) {
+    if messages.len() <= usize::from(has_instructions) {
         return Err(ApiError::invalid_request("'input' must hold at least one message or item.", Some("input")));
     }
     out.insert("messages".into(), Value::Array(messages));
@@ -94,7 +95,9 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
     if !tools.is_empty() {
         let (choice, allowed) = convert_tool_choice(o.get("tool_choice"))?;
         let tools = match allowed {
-            Some(names) => tools.into_iter().filter(|t| names.iter().any(|n| Some(n.as_str()) == tool_name(t))).collect(),
+            Some(names) => {
+                tools.into_iter().filter(|t| names.iter().any(|n| Some(n.as_str()) == tool_name(t))).collect()
+            }
             None => tools,
         };
         out.insert("tools".into(), Value::Array(tools));
@@ -282,7 +285,10 @@ fn refuse(req: &ResponsesRequest, provider: Option<&str>) -> Result<(), ApiError
         ));
     }
     if req.background == Some(true) {
-        return Err(unsupported(format!("Background responses ('background: true') are not available: {served}."), "background"));
+        return Err(unsupported(
+            format!("Background responses ('background: true') are not available: {served}."),
+            "background",
+        ));
     }
     if let Some((k, t)) = req.hosted_tools.first() {
         return Err(unsupported(
@@ -446,7 +452,9 @@ fn user_part(p: &Value, field: &str) -> Result<Value, ApiError> {
             for key in ["file_id", "file_url"] {
                 if p.get(key).is_some_and(|f| !f.is_null()) {
                     return Err(ApiError::invalid_request(
-                        format!("'{field}.{key}' is not supported by this gateway; send the file inline in 'file_data'."),
+                        format!(
+                            "'{field}.{key}' is not supported by this gateway; send the file inline in 'file_data'."
+                        ),
                         Some(&format!("{field}.{key}")),
                     ));
                 }

@@ -315,7 +315,8 @@ impl StreamToResponses {
                         done["logprobs"] = json!([]);
                         events.push(("response.output_text.done", done.clone()));
                     }
-                    let part = json!({"item_id": item_id, "output_index": index, "content_index": ci, "part": p.json()});
+                    let part =
+                        json!({"item_id": item_id, "output_index": index, "content_index": ci, "part": p.json()});
                     events.push(("response.content_part.done", part));
                 }
             }
@@ -344,14 +345,18 @@ impl StreamToResponses {
             return;
         }
         if self.finish.is_none() && !upstream_done {
-            let err = json!({"message": "The upstream stream ended before the answer was complete.", "type": "server_error"});
+            let err =
+                json!({"message": "The upstream stream ended before the answer was complete.", "type": "server_error"});
             self.fail(&err, out);
             return;
         }
         self.start(None, None, out);
         if self.items.is_empty() {
             let id = format!("msg_{}", self.suffix);
-            let i = self.add_item(id.clone(), Kind::Message { parts: vec![Part { refusal: false, text: String::new() }] }, out);
+            let i = self.add_item(id.clone(), Kind::Message { parts: Vec::new() }, out);
+            if let Some(Item { kind: Kind::Message { parts }, .. }) = self.items.get_mut(i) {
+                parts.push(Part { refusal: false, text: String::new() });
+            }
             let part = json!({"item_id": id, "output_index": i, "content_index": 0, "part": text_part("")});
             self.emit_value(out, "response.content_part.added", part);
         }
