@@ -75,13 +75,7 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         out.insert("max_tokens".into(), json!(max));
     }
     for field in ["temperature", "top_p"] {
-        match o.get(field) {
-            None | Some(Value::Null) => {}
-            Some(n @ Value::Number(_)) => {
-                out.insert(field.into(), n.clone());
-            }
-            Some(other) => return Err(wrong_type(field, "a number", other)),
-        }
+        copy(o.get(field), &mut out, field, field, NUMBER)?;
     }
     let user = optional_str(o, "user")?.or(optional_str(o, "safety_identifier")?);
     if let Some(u) = user {
@@ -104,26 +98,14 @@ pub fn to_openai(body: &[u8]) -> Result<Vec<u8>, ApiError> {
         if let Some(c) = choice {
             out.insert("tool_choice".into(), c);
         }
-        match o.get("parallel_tool_calls") {
-            None | Some(Value::Null) => {}
-            Some(b @ Value::Bool(_)) => {
-                out.insert("parallel_tool_calls".into(), b.clone());
-            }
-            Some(other) => return Err(wrong_type("parallel_tool_calls", "a boolean", other)),
-        }
+        copy(o.get("parallel_tool_calls"), &mut out, "parallel_tool_calls", "parallel_tool_calls", BOOL)?;
     }
     if let Some(format) = convert_text(o.get("text"))? {
         out.insert("response_format".into(), format);
     }
     match o.get("reasoning") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(r)) => match r.get("effort") {
-            None | Some(Value::Null) => {}
-            Some(e @ Value::String(_)) => {
-                out.insert("reasoning_effort".into(), e.clone());
-            }
-            Some(other) => return Err(wrong_type("reasoning.effort", "a string", other)),
-        },
+        Some(Value::Object(r)) => copy(r.get("effort"), &mut out, "reasoning_effort", "reasoning.effort", STRING)?,
         Some(other) => return Err(wrong_type("reasoning", "an object", other)),
     }
     serde_json::to_vec(&Value::Object(out)).map_err(|e| ApiError::gateway(e.to_string()))
@@ -232,6 +214,25 @@ fn check_item(item: &Value, field: &str) -> Result<(), ApiError> {
             Ok(())
         }
         Some(other) => Err(wrong_type(&format!("{field}.content"), "a string or an array", other)),
+    }
+}
+
+/// A JSON type a copied field must have: its name for errors, and the test.
+type Want = (&'static str, fn(&Value) -> bool);
+const NUMBER: Want = ("a number", Value::is_number);
+const BOOL: Want = ("a boolean", Value::is_boolean);
+const STRING: Want = ("a string", Value::is_string);
+const OBJECT: Want = ("an object", Value::is_object);
+
+/// Copies a field's value to `to[key]` when present and not null; another type is a 400 naming `param`.
+fn copy(v: Option<&Value>, to: &mut Map<String, Value>, key: &str, param: &str, want: Want) -> Result<(), ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if (want.1)(v) => {
+            to.insert(key.into(), v.clone());
+            Ok(())
+        }
+        Some(other) => Err(wrong_type(param, want.0, other)),
     }
 }
 
@@ -482,26 +483,8 @@ fn convert_tools(tools: Option<&Value>) -> Result<Vec<Value>, ApiError> {
         let tf = format!("tools[{k}]");
         let mut function = Map::new();
         function.insert("name".into(), json!(str_field(t, "name", &tf)?));
-        match t.get("description") {
-            None | Some(Value::Null) => {}
-            Some(d @ Value::String(_)) => {
-                function.insert("description".into(), d.clone());
-            }
-            Some(other) => return Err(wrong_type(&format!("{tf}.description"), "a string", other)),
-        }
-        match t.get("parameters") {
-            None | Some(Value::Null) => {}
-            Some(p @ Value::Object(_)) => {
-                function.insert("parameters".into(), p.clone());
-            }
-            Some(other) => return Err(wrong_type(&format!("{tf}.parameters"), "an object", other)),
-        }
-        match t.get("strict") {
-            None | Some(Value::Null) => {}
-            Some(s @ Value::Bool(_)) => {
-                function.insert("strict".into(), s.clone());
-            }
-            Some(other) => return Err(wrong_type(&format!("{tf}.strict"), "a boolean", other)),
+        for (key, want) in [("description", STRING), ("parameters", OBJECT), ("strict", BOOL)] {
+            copy(t.get(key), &mut function, key, &format!("{tf}.{key}"), want)?;
         }
         out.push(json!({"type": "function", "function": function}));
     }
@@ -584,16 +567,8 @@ fn convert_text(text: Option<&Value>) -> Result<Option<Value>, ApiError> {
                 None | Some(Value::Null) => return Err(required("text.format.schema")),
                 Some(other) => return Err(wrong_type("text.format.schema", "an object", other)),
             }
-            match format.get("strict") {
-                None | Some(Value::Null) => {}
-                Some(s @ Value::Bool(_)) => {
-                    schema.insert("strict".into(), s.clone());
-                }
-                Some(other) => return Err(wrong_type("text.format.strict", "a boolean", other)),
-            }
-            if let Some(d) = format.get("description").and_then(Value::as_str) {
-                schema.insert("description".into(), json!(d));
-            }
+            copy(format.get("strict"), &mut schema, "strict", "text.format.strict", BOOL)?;
+            copy(format.get("description"), &mut schema, "description", "text.format.description", STRING)?;
             Ok(Some(json!({"type": "json_schema", "json_schema": schema})))
         }
         other => Err(ApiError::invalid_request(

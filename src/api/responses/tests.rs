@@ -232,6 +232,15 @@ fn unsupported_content_names_the_param() {
         (json!({"model":"m","input":"x","text":{"format":{"type":"json_schema","schema":{}}}}), "text.format.name"),
         (json!({"model":"m","input":"x","text":{"format":{"type":"json_schema","name":"n"}}}), "text.format.schema"),
         (json!({"model":"m","input":"x","text":"json"}), "text"),
+        (
+            json!({"model":"m","input":"x","text":{"format":{"type":"json_schema","name":"n","schema":{},"strict":"yes"}}}),
+            "text.format.strict",
+        ),
+        (json!({"model":"m","input":"x","tools":[{"type":"function","name":"f","strict":1}]}), "tools[0].strict"),
+        (
+            json!({"model":"m","input":"x","tools":[{"type":"function","name":"f","description":[]}]}),
+            "tools[0].description",
+        ),
         (json!({"model":"m","input":"x","reasoning":{"effort":1}}), "reasoning.effort"),
     ];
     for (body, param) in table {
