@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import statistics
 import struct
 import sys
@@ -838,6 +839,37 @@ def measure(module, engine, cfg, target: str, n: int, warmup: int) -> dict:
     }
 
 
+RUST_ESCAPES = {"$LT$": "<", "$GT$": ">", "$u20$": " ", "$C$": ",", "$RF$": "&", "$BP$": "*", "$SP$": "@",
+                "$LP$": "(", "$RP$": ")", "$u7b$": "{", "$u7d$": "}", "$u5b$": "[", "$u5d$": "]", "$u27$": "'",
+                "$u7e$": "~", "$u3b$": ";", "$u2b$": "+", "$u22$": '"', "$u21$": "!", "$u3d$": "="}
+
+
+def demangle(name: str) -> str:
+    """A Rust legacy symbol (`_ZN...E`) as a path, without its hash; other names as they are."""
+    if not name.startswith("_ZN") or not name.endswith("E"):
+        return name
+    parts, i, body = [], 0, name[3:-1]
+    while i < len(body) and body[i].isdigit():
+        j = i
+        while body[j].isdigit():
+            j += 1
+        n = int(body[i:j])
+        parts.append(body[j:j + n])
+        i = j + n
+    if parts and re.fullmatch(r"h[0-9a-f]{16}", parts[-1]):
+        parts.pop()
+    out = "::".join(p[1:] if p.startswith("_$") else p for p in parts).replace("..", "::")
+    for k, v in RUST_ESCAPES.items():
+        out = out.replace(k, v)
+    return out
+
+
+def short(name: str) -> str:
+    """A function's name with module paths cut to their last module (`switchyard::pipeline::usage::Sniffer`
+    reads `usage::Sniffer`), so that the same code moved to another module lines up in an A/B profile."""
+    return re.sub(r"(?<![A-Za-z0-9_])(?:[a-z_][a-z0-9_]*::)+(?=[a-z_][a-z0-9_]*::)", "", demangle(name))
+
+
 def profile(module, engine, cfg, target: str, role: str, phase: str, samples: int, warmup: int) -> dict:
     """Stacks at `samples` evenly spaced points of one callback's fuel (each a fresh, replayed VM)."""
     def replay(limit):
@@ -869,7 +901,7 @@ def profile(module, engine, cfg, target: str, role: str, phase: str, samples: in
     self_fuel, incl = Counter(), Counter()
     for k in range(samples):
         frames = replay(int(total * (k + 0.5) / samples))
-        names = [name or f"func[{idx}]" for idx, name, _ in frames]
+        names = [short(name) if name else f"func[{idx}]" for idx, name, _ in frames]
         self_fuel[names[0]] += 1
         for name in set(names):
             incl[name] += 1
