@@ -9,6 +9,7 @@ stream event the client gets is validated against openapi/switchyard.yaml by the
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 
@@ -133,7 +134,7 @@ class Say:
     """What a provider answers, whatever its wire format."""
     text: str | None = None
     calls: tuple = ()  # (call_id, name, arguments as a dict); Gemini sends no ids
-    finish: str = "stop"  # stop | length
+    finish: str = "stop"  # stop | length | filter (the provider's content filter stopped it)
     usage: tuple = (21, 7, 0)  # input tokens (cached included), output tokens, cached input tokens
     fail: str | None = None  # streams: after the text, the provider's own error event with this message
     cut: bool = False  # streams: the provider's stream ends after the text, without its last events
@@ -162,6 +163,7 @@ def build(t: Target, say: Say, stream: bool, rec) -> Reply:
     """The provider's answer to `rec` in its own wire format."""
     inp, out, cached = say.usage
     length = say.finish == "length"
+    filtered = say.finish == "filter"
     text_pieces = pieces(say.text)
     arg_pieces = [(cid, name, pieces(json.dumps(args), 2)) for cid, name, args in say.calls]
     if t.wire == "responses":
@@ -172,7 +174,7 @@ def build(t: Target, say: Say, stream: bool, rec) -> Reply:
         return Reply(headers=SSE, chunks=response_events(model, text_pieces, arg_pieces, status, reason, (inp, out, cached, 0),
                                                          fail=say.fail, end=not say.cut))
     if t.wire == "chat":
-        finish = "tool_calls" if say.calls else ("length" if length else "stop")
+        finish = "tool_calls" if say.calls else ("length" if length else "content_filter" if filtered else "stop")
         if not stream:
             return Reply(body=json.dumps(chat_completion_full(t.model, say.text, say.calls, finish, say.usage)).encode())
         include = bool((rec.json().get("stream_options") or {}).get("include_usage"))
@@ -184,7 +186,7 @@ def build(t: Target, say: Say, stream: bool, rec) -> Reply:
                        "data: [DONE]\n\n"]
         return Reply(headers=SSE, chunks=chunks)
     if t.wire == "anthropic":
-        stop = "tool_use" if say.calls else ("max_tokens" if length else "end_turn")
+        stop = "tool_use" if say.calls else ("max_tokens" if length else "refusal" if filtered else "end_turn")
         if not stream:
             return Reply(body=json.dumps(anthropic_message(t.model, say.text, say.calls, stop, (inp - cached, out, cached))).encode())
         events = anthropic_stream(t.model, text_pieces, arg_pieces, stop, (inp, out))
@@ -194,7 +196,7 @@ def build(t: Target, say: Say, stream: bool, rec) -> Reply:
             events.append("event: error\ndata: " + json.dumps({"type": "error", "error": {"type": "overloaded_error", "message": say.fail}}) + "\n\n")
         return Reply(headers=SSE, chunks=events)
     if t.wire == "gemini":
-        finish = "MAX_TOKENS" if length else "STOP"
+        finish = "MAX_TOKENS" if length else "SAFETY" if filtered else "STOP"
         calls = [(name, args) for _, name, args in say.calls]
         if not stream:
             return Reply(body=json.dumps(gemini_response(say.text, calls, finish, (inp, out, cached))).encode())
@@ -205,7 +207,7 @@ def build(t: Target, say: Say, stream: bool, rec) -> Reply:
             events.append("data: " + json.dumps({"error": {"code": 503, "message": say.fail, "status": "UNAVAILABLE"}}) + "\r\n\r\n")
         return Reply(headers=SSE, chunks=events)
     if t.wire == "bedrock":
-        stop = "tool_use" if say.calls else ("max_tokens" if length else "end_turn")
+        stop = "tool_use" if say.calls else ("max_tokens" if length else "content_filtered" if filtered else "end_turn")
         if not stream:
             return Reply(body=json.dumps(bedrock_converse(say.text, say.calls, stop, (inp, out))).encode())
         frames = bedrock_stream(text_pieces, arg_pieces, stop, (inp, out))
@@ -468,6 +470,90 @@ def test_plain_text(stack, respond, model):
     check_sent_text_request(model, rec.json(), params, stream=False)
 
 
+# ------------------------------------------------------------------------- input items and parameters
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+@pytest.mark.parametrize("model", PIVOT)
+def test_input_items_of_every_role_through_the_pivot(stack, respond, model):
+    """`input` as items: a developer message, a user message with input_text and input_image parts, an
+    earlier assistant answer (output_text), and a user string: each in the provider's own turns."""
+    t = MODELS[model]
+    respond(model, Say(text="Still one pixel."))
+    items = [
+        {"role": "developer", "content": "Answer briefly."},
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What is this?"},
+            {"type": "input_image", "image_url": f"data:image/png;base64,{PIXEL}", "detail": "auto"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "A single pixel.", "annotations": []}]},
+        {"role": "user", "content": "Are you sure?"},
+    ]
+    r = stack.client().responses.create(model=model, input=items)
+    assert r.output_text == "Still one pixel."
+    sent = upstream(stack, model).last().json()
+    if t.wire == "chat":
+        msgs = sent["messages"]
+        assert [m["role"] for m in msgs] in (["developer", "user", "assistant", "user"], ["system", "user", "assistant", "user"]), msgs
+        assert text_of(msgs[0]["content"]) == "Answer briefly."
+        parts = msgs[1]["content"]
+        assert {"type": "text", "text": "What is this?"} in parts
+        images = [p for p in parts if p["type"] == "image_url"]
+        assert [p["image_url"]["url"] for p in images] == [f"data:image/png;base64,{PIXEL}"]
+        assert text_of(msgs[2]["content"]) == "A single pixel." and text_of(msgs[3]["content"]) == "Are you sure?"
+    elif t.wire == "anthropic":
+        assert sent["system"] in ("Answer briefly.", [{"type": "text", "text": "Answer briefly."}])
+        msgs = sent["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant", "user"], msgs
+        assert {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}} in msgs[0]["content"]
+        assert "What is this?" in text_of(msgs[0]["content"])
+        assert text_of(msgs[1]["content"]) == "A single pixel." and text_of(msgs[2]["content"]) == "Are you sure?"
+    elif t.wire == "gemini":
+        assert sent["systemInstruction"]["parts"] == [{"text": "Answer briefly."}]
+        contents = sent["contents"]
+        assert [c["role"] for c in contents] == ["user", "model", "user"], contents
+        assert {"inlineData": {"mimeType": "image/png", "data": PIXEL}} in contents[0]["parts"]
+        assert {"text": "What is this?"} in contents[0]["parts"]
+        assert contents[1]["parts"] == [{"text": "A single pixel."}] and contents[2]["parts"] == [{"text": "Are you sure?"}]
+    elif t.wire == "bedrock":
+        assert sent["system"] == [{"text": "Answer briefly."}]
+        msgs = sent["messages"]
+        assert [m["role"] for m in msgs] == ["user", "assistant", "user"], msgs
+        assert {"text": "What is this?"} in msgs[0]["content"]
+        images = [b["image"] for b in msgs[0]["content"] if "image" in b]
+        assert images == [{"format": "png", "source": {"bytes": PIXEL}}]
+        assert msgs[1]["content"] == [{"text": "A single pixel."}] and msgs[2]["content"] == [{"text": "Are you sure?"}]
+
+
+@pytest.mark.parametrize("model", PIVOT)
+def test_sampling_tool_choice_and_reasoning_reach_the_provider(stack, respond, model):
+    """top_p, a named tool_choice, parallel_tool_calls false, reasoning.effort and user, each as the
+    provider has it (dropped where it has no equivalent)."""
+    t = MODELS[model]
+    cid = call_ids(t, 1)[0]
+    respond(model, Say(calls=((cid, "get_weather", {"city": "Oslo"}),)))
+    params = {"model": model, "input": "Weather in Oslo?", "tools": [TOOL], "top_p": 0.9, "parallel_tool_calls": False,
+              "tool_choice": {"type": "function", "name": "get_weather"}, "reasoning": {"effort": "low"}, "user": "user-42",
+              "metadata": {"team": "a"}}
+    r = stack.client().responses.create(**params)
+    assert [(o.type, o.name) for o in r.output] == [("function_call", "get_weather")]
+    sent = upstream(stack, model).last().json()
+    if t.wire == "chat":
+        assert sent["top_p"] == 0.9 and sent["parallel_tool_calls"] is False
+        assert sent["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+        assert sent["reasoning_effort"] == "low" and sent["user"] == "user-42"
+    elif t.wire == "anthropic":
+        assert sent["top_p"] == 0.9
+        assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+        assert sent["metadata"] == {"user_id": sha256_hex("user-42")}, "Anthropic gets an opaque user id"
+    elif t.wire == "gemini":
+        assert sent["generationConfig"]["topP"] == 0.9
+        assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}
+    elif t.wire == "bedrock":
+        assert sent["inferenceConfig"]["topP"] == 0.9
+        assert sent["toolConfig"]["toolChoice"] == {"tool": {"name": "get_weather"}}
+
+
 # ------------------------------------------------------------------------------------------------ streams
 
 
@@ -519,6 +605,45 @@ def test_stream_wire_format(stack, model):
     assert all(b > a for a, b in zip(seq, seq[1:])), seq
     assert json.loads(blocks[0].split("data:", 1)[1])["type"] == "response.created"
     assert json.loads(blocks[-1].split("data:", 1)[1])["type"] == "response.completed"
+
+
+def gated(t: Target, say: Say, gate: threading.Event):
+    """A streaming responder whose stream holds after its first text piece until `gate` is set."""
+    after = {"chat": 2, "anthropic": 4, "gemini": 1, "bedrock": 2}[t.wire]  # the events up to the first text piece
+    plain = answer(t, say)
+
+    def respond(rec):
+        reply = plain(rec)
+        if reply.chunks is not None:
+            reply.chunks = [*reply.chunks[:after], gate, *reply.chunks[after:]]
+        return reply
+
+    return respond
+
+
+@pytest.mark.parametrize("model", PIVOT)
+def test_pivot_stream_is_converted_event_by_event(stack, respond, model):
+    """The converted stream reaches the client as the provider sends it: the first text delta arrives
+    while the provider still holds the rest of its stream."""
+    t = MODELS[model]
+    gate = threading.Event()
+    say = Say(text="first then the rest", usage=(9, 5, 0))
+    respond(model, gated(t, say, gate))
+    up = upstream(stack, model)
+    up.gate_results.clear()
+    events = []
+    it = iter(stack.client().responses.create(model=model, input="Say hi", stream=True))
+    try:
+        for e in it:
+            events.append(e)
+            if e.type == "response.output_text.delta":
+                break
+    finally:
+        gate.set()
+    events.extend(it)
+    assert up.gate_results == [True], "no converted event reached the client before the provider finished"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == say.text
+    assert events[-1].type == "response.completed"
 
 
 # ------------------------------------------------------------------------------------------------- tools
@@ -680,6 +805,43 @@ def test_length_truncated_is_incomplete(stack, respond, model, stream):
     assert usage_of(r)[:2] == (15, 16)
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", PIVOT)
+def test_content_filter_is_incomplete(stack, respond, model, stream):
+    """The provider's content filter stopped the answer (finish_reason content_filter, Anthropic's
+    refusal, Gemini's SAFETY, Bedrock's content_filtered): incomplete, reason content_filter."""
+    say = Say(text="I can", finish="filter", usage=(11, 2, 0))
+    respond(model, say)
+    params = {"model": model, "input": "Something the filter stops"}
+    if not stream:
+        r = stack.client().responses.create(**params)
+    else:
+        with stack.client().responses.stream(**params) as s:
+            events = list(s)
+        assert events[-1].type == "response.incomplete", [e.type for e in events]
+        r = events[-1].response
+    assert r.status == "incomplete"
+    assert r.incomplete_details is not None and r.incomplete_details.reason == "content_filter"
+
+
+@pytest.mark.parametrize("model", ["compat", "gemini"])
+def test_reasoning_tokens_are_reported(stack, respond, model):
+    """Reasoning tokens the provider counts (chat's completion_tokens_details, Gemini's thoughts) reach
+    usage.output_tokens_details.reasoning_tokens; they are output tokens."""
+    t = MODELS[model]
+    if t.wire == "chat":
+        body = chat_completion_full(t.model, "42", usage=(20, 30, 0))
+        body["usage"]["completion_tokens_details"]["reasoning_tokens"] = 25
+    else:
+        body = gemini_response("42", usage=(20, 5, 0))
+        body["usageMetadata"].update({"thoughtsTokenCount": 25, "totalTokenCount": 50})
+    respond(model, lambda r: Reply(body=json.dumps(body).encode()))
+    r = stack.client().responses.create(model=model, input="Think, then answer")
+    assert r.output_text == "42"
+    u = r.usage
+    assert (u.input_tokens, u.output_tokens, u.total_tokens, u.output_tokens_details.reasoning_tokens) == (20, 30, 50, 25)
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 ERRORS = {400: openai.BadRequestError, 429: openai.RateLimitError, 500: openai.InternalServerError}
@@ -734,10 +896,11 @@ def test_provider_error_during_the_stream(stack, respond, model):
         assert last.response.status == "failed"
 
 
-@pytest.mark.parametrize("model", ["claude", "compat"])
+@pytest.mark.parametrize("model", PIVOT)
 def test_provider_stream_breaking_off(stack, respond, model):
-    """The provider's stream ends before its last events (no message_stop; no finish_reason nor [DONE]):
-    the client is told the answer failed, never that it completed."""
+    """The provider's stream ends after some text, before its last events (Anthropic: no message_stop;
+    chat: no finish_reason nor [DONE]; Gemini: no finishReason; Bedrock: no messageStop nor metadata): the
+    client is told the answer failed, never that it completed."""
     respond(model, Say(text="Hello there", cut=True))
     start = time.time()
     events = list(stack.client().responses.create(model=model, input="Say hi", stream=True))
@@ -771,7 +934,8 @@ def test_pivot_targets_refuse_openai_only_fields(stack, model, field):
         stack.client().responses.create(model=model, input="Say hi", **extra)
     body = e.value.body
     assert e.value.status_code == 400
-    assert body["param"] == param, body
+    # The field itself, or for a hosted tool the tool's entry or its `type` (both name tools[i]).
+    assert body["param"] in (param, f"{param}.type" if param.startswith("tools[") else param), body
     assert body["type"] == "invalid_request_error"
     assert MODELS[model].provider in body["message"], "the message names the provider"
     assert len(up.requests) == n0, "nothing reached the provider"
@@ -780,7 +944,8 @@ def test_pivot_targets_refuse_openai_only_fields(stack, model, field):
 def test_pivot_refusal_of_a_stream_is_a_400_too(stack):
     with pytest.raises(openai.BadRequestError) as e:
         stack.client().responses.create(model="claude", input="Say hi", stream=True, tools=[{"type": "web_search"}])
-    assert e.value.body["param"] == "tools[0]"
+    assert e.value.body["param"] in ("tools[0]", "tools[0].type"), e.value.body
+    assert "anthropic" in e.value.body["message"]
 
 
 def test_pivot_accepts_store_false(stack):
@@ -919,7 +1084,9 @@ def test_stats_and_access_log_say_responses(stack, respond):
     deadline = time.time() + 5
     while True:
         lines = [json.loads(ln) for ln in stack.envoy.access_log().splitlines() if ln.startswith("{")]
-        records = [r["switchyard"]["value"] for r in lines if r.get("switchyard", {}).get("value", {}).get("key_id") == "obs"]
+        # Envoy's own fields (status, ...) beside the filter's record.
+        records = [{**r, **r["switchyard"]["value"]} for r in lines
+                   if (r.get("switchyard") or {}).get("value", {}).get("key_id") == "obs"]
         if len(records) >= 2 or time.time() > deadline:
             break
         time.sleep(0.2)
