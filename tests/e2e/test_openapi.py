@@ -170,6 +170,20 @@ def test_sdk_answers_plain_and_streamed(stack):
     assert OPENAPI.counts["events"] - events_before >= 6, "the events of both streams were validated"
 
 
+def test_responses_plain_and_streamed(stack):
+    oa = harness.openai_client(base_url=f"{stack.envoy.base}/v1", api_key=DEMO_KEY, max_retries=0, timeout=10)
+    events_before = OPENAPI.counts["events"]
+
+    def calls():
+        assert oa.responses.create(model="echo", input="hello openapi").output_text == "hello openapi"
+        with oa.responses.stream(model="echo", input="hello openapi") as s:
+            assert s.get_final_response().output_text == "hello openapi"
+        status, headers, body = post(stack, "/v1/responses", {"model": "echo", "input": 42})
+        assert status == 400 and json.loads(body)["error"]["param"] == "input"
+    assert counted(calls) == 3
+    assert OPENAPI.counts["events"] - events_before >= 5, "the stream's events were validated"
+
+
 def test_embeddings_float_and_base64(stack):
     def calls():
         for fmt in ("float", "base64"):
