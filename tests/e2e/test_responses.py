@@ -646,6 +646,58 @@ def test_pivot_stream_is_converted_event_by_event(stack, respond, model):
     assert events[-1].type == "response.completed"
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("model", PIVOT)
+def test_text_and_a_call_in_one_answer(stack, respond, model, stream):
+    """Text, then a call, in one answer: a message item at output_index 0, the function_call at 1."""
+    t = MODELS[model]
+    cid = call_ids(t, 1)[0]
+    respond(model, Say(text="Let me check.", calls=((cid, "get_weather", {"city": "Lima"}),), usage=(25, 14, 0)))
+    params = {"model": model, "input": "Weather in Lima?", "tools": [TOOL]}
+    if stream:
+        with stack.client().responses.stream(**params) as s:
+            events = list(s)
+            r = s.get_final_response()
+        added = [(e.output_index, e.item.type) for e in events if e.type == "response.output_item.added"]
+        done = [(e.output_index, e.item.type) for e in events if e.type == "response.output_item.done"]
+        assert added == done == [(0, "message"), (1, "function_call")], (added, done)
+        assert {e.output_index for e in events if e.type == "response.output_text.delta"} == {0}
+        assert {e.output_index for e in events if e.type.startswith("response.function_call_arguments.")} == {1}
+    else:
+        r = stack.client().responses.create(**params)
+    assert [o.type for o in r.output] == ["message", "function_call"]
+    assert r.output_text == "Let me check."
+    assert json.loads(r.output[1].arguments) == {"city": "Lima"}
+
+
+def split_bytes(chunks, size: int) -> list[bytes]:
+    """The same stream cut into pieces of `size` bytes, whatever they cut (events, lines, UTF-8 characters)."""
+    raw = b"".join(c.encode() if isinstance(c, str) else c for c in chunks)
+    return [raw[i:i + size] for i in range(0, len(raw), size)]
+
+
+@pytest.mark.parametrize("model", ["compat", "claude", "gpt"])
+def test_stream_cut_anywhere_with_multibyte_text(stack, respond, model):
+    """The provider's stream arrives in 7-byte pieces that split events, lines and UTF-8 characters; the
+    client still gets every character once."""
+    t = MODELS[model]
+    text = "Grüße aus Zürich — 東京 🚆 ok"
+    plain = answer(t, Say(text=text, usage=(8, 9, 0)))
+
+    def respond_cut(rec):
+        reply = plain(rec)
+        reply.chunks = split_bytes(reply.chunks, 7)
+        return reply
+
+    respond(model, respond_cut)
+    with stack.client().responses.stream(model=model, input="Greet me") as s:
+        events = list(s)
+        final = s.get_final_response()
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == text
+    assert final.output_text == text
+    check_sequence(events)
+
+
 # ------------------------------------------------------------------------------------------------- tools
 
 
