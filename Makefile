@@ -25,7 +25,7 @@ DEMO_KEY    := sk-switchyard-demo
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup build build-fault render run run-fleet test unit e2e lint fmt clean redis-server bench-native bench bench-tools bench-ab fuzz fuzz-ci fuzz-tools
+.PHONY: help setup build build-fault render run run-fleet test unit e2e lint fmt clean redis-server bench-native bench bench-tools bench-ab bench-vm fuzz fuzz-ci fuzz-tools
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -132,6 +132,14 @@ bench-ab: setup build ## Interleaved A/B of two builds in Envoy: make bench-ab A
 	@test -n "$(A)" || { echo "usage: make bench-ab A=path/to/old.wasm [B=path/to/new.wasm]"; exit 2; }
 	@command -v wrk >/dev/null && command -v nginx >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 	$(PY) bench/ab.py $(A) $(or $(B),$(WASM))
+
+$(VENV)/.bench-installed: bench/requirements.txt $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench-vm: setup build $(VENV)/.bench-installed ## Wasm instructions and host calls per request, deterministic: make bench-vm A=old.wasm [B=dist/switchyard.wasm] [N=200]
+	@test -n "$(A)" || { echo "usage: make bench-vm A=path/to/old.wasm [B=path/to/new.wasm] [N=200] [VM_ARGS='--trace']"; exit 2; }
+	$(PY) bench/vmcount.py $(A) $(or $(B),$(WASM)) -n $(or $(N),200) $(VM_ARGS)
 
 bench-native: ## Micro-benchmark of the hot paths, natively (no Envoy): ns per operation
 	cargo bench --bench hot_paths --quiet

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 FX=../tests/fixtures
 C=corpus
-mkdir -p $C/{chat_request,messages_request,provider_request,provider_response,provider_stream,anthropic_stream,config,sigv4,usage_sniffer,route_pipeline}
+mkdir -p $C/{chat_request,messages_request,responses_request,provider_request,provider_response,provider_stream,anthropic_stream,responses_stream,config,sigv4,usage_sniffer,route_pipeline}
 
 # seed TARGET NAME PREFIX_OCTAL FILE: FILE behind the control bytes given as printf octal escapes.
 seed() {
@@ -41,6 +41,16 @@ for case in "$FX"/anthropic_input/*/; do
   seed usage_sniffer "$n-json" "\\002" "$case/anthropic_response.json"
   seed usage_sniffer "$n-sse" "\\003\\100\\200\\300\\040" "$case/anthropic_stream.txt"
   seed route_pipeline "$n" "\\012\\002\\000\\000\\200\\100\\300" "$case/anthropic_request.json"
+done
+for case in "$FX"/responses/*/; do
+  n="responses-$(basename "$case")"
+  seed responses_request "$n" "" "$case/client_request.json"
+  seed provider_request "$n" "\\000\\003" "$case/client_request.json"
+  seed provider_request "$n-anthropic" "\\003\\003" "$case/client_request.json"
+  seed responses_stream "$n" "\\000\\100\\200\\300\\040" "$case/chat_stream.txt"
+  seed usage_sniffer "$n-json" "\\004" "$case/response.json"
+  seed usage_sniffer "$n-sse" "\\005\\100\\200\\300\\040" "$case/response_stream.txt"
+  seed route_pipeline "$n" "\\012\\010\\000\\000\\200\\100\\300" "$case/client_request.json"
 done
 for f in seeds/config/*; do cp "$f" "$C/config/"; done
 for f in seeds/sigv4/*; do cp "$f" "$C/sigv4/"; done

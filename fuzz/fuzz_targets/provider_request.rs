@@ -1,5 +1,5 @@
-//! Each provider's request translation (`providers::prepare`) on any body, for chat, embeddings and the
-//! Anthropic Messages input, as the upstream role (body parsed there) and the route role (parsed once,
+//! Each provider's request translation (`providers::prepare`) on any body, for chat, embeddings, the
+//! Anthropic Messages input and the Responses input, as the upstream role (body parsed there) and the route role (parsed once,
 //! handed over) call it. A body written for the provider from a JSON body must be JSON (the upstream
 //! role only sees bodies the route role parsed).
 #![no_main]
@@ -14,10 +14,11 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| {
     let ([which, how], body) = control::<2>(data);
-    let op = match how % 3 {
+    let op = match how % 4 {
         0 => Operation::ChatCompletions,
         1 => Operation::Embeddings,
-        _ => Operation::Messages,
+        2 => Operation::Messages,
+        _ => Operation::Responses,
     };
     CFG.with(|cfg| {
         let mut a = attempt(cfg, which, op);

@@ -43,7 +43,7 @@ impl SharedStore for Store {
     }
 }
 
-const PATHS: [&str; 8] = [
+const PATHS: [&str; 9] = [
     "/v1/chat/completions",
     "/v1/embeddings",
     "/v1/messages",
@@ -52,6 +52,7 @@ const PATHS: [&str; 8] = [
     "/v1/models/a%2Fb",
     "/v1/chat/completions?x=1",
     "/nope",
+    "/v1/responses",
 ];
 const STATUSES: [u16; 8] = [200, 200, 200, 400, 429, 500, 503, 504];
 const TYPES: [Option<&str>; 4] =
@@ -63,7 +64,7 @@ fuzz_target!(|data: &[u8]| {
     let (body, answer) = payload.split_at(at);
     let mut headers = vec![
         (":method", if m & 1 == 0 { "POST" } else { "GET" }.to_string()),
-        (":path", PATHS[usize::from(p & 7)].to_string()),
+        (":path", PATHS[usize::from(p) % PATHS.len()].to_string()),
     ];
     match k & 3 {
         0 => headers.push(("authorization", format!("Bearer {KEY}"))),

@@ -19,9 +19,16 @@ fn run(format: Format, strip: bool, parts: &[&[u8]]) -> (Vec<u8>, Option<switchy
 
 fuzz_target!(|data: &[u8]| {
     let ([how, s1, s2, s3, s4], payload) = control::<5>(data);
-    let format =
-        [Format::OpenAiJson, Format::OpenAiSse, Format::AnthropicJson, Format::AnthropicSse][usize::from(how & 3)];
-    let strip = how & 4 != 0;
+    const FORMATS: [Format; 6] = [
+        Format::OpenAiJson,
+        Format::OpenAiSse,
+        Format::AnthropicJson,
+        Format::AnthropicSse,
+        Format::ResponsesJson,
+        Format::ResponsesSse,
+    ];
+    let format = FORMATS[usize::from(how & 7) % FORMATS.len()];
+    let strip = how & 8 != 0;
     let (whole, usage) = run(format, strip, &[payload]);
     let (split, split_usage) = run(format, strip, &pieces(payload, &[s1, s2, s3, s4]));
     assert_same(&split, &whole, "usage sniffer");

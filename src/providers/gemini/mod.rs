@@ -23,8 +23,10 @@
 //!   `skip_thought_signature_validator`. Tool call ids are Gemini's `functionCall.id` when it sends one,
 //!   else `call_<tag>_<n>` (tag from the response id, so ids differ between turns).
 //! - `n` > 1 and `logprobs: true` → 400. `presence_penalty` / `frequency_penalty` are sent only when
-//!   non-zero (several Gemini models refuse them). Dropped: `parallel_tool_calls`, `logit_bias`,
-//!   `reasoning_effort`, `user`, `store`, `metadata`, `service_tier` and every other unnamed field.
+//!   non-zero (several Gemini models refuse them). `reasoning_effort` → `thinkingConfig.thinkingBudget`
+//!   (none 0, minimal/low 1024, medium 8192, high 24576: Google's own OpenAI-compatible mapping; other
+//!   values → 400). Dropped: `parallel_tool_calls`, `logit_bias`, `user`, `store`, `metadata`,
+//!   `service_tier` and every other unnamed field.
 //! - Finish reasons: any function call → tool_calls; MAX_TOKENS → length; SAFETY, RECITATION, BLOCKLIST,
 //!   PROHIBITED_CONTENT, SPII, MODEL_ARMOR and the IMAGE_* filters → content_filter; a prompt blocked by
 //!   `promptFeedback.blockReason` → content_filter with empty content; everything else → stop. Thought

@@ -356,6 +356,18 @@ fn tool_config(req: &Value) -> Result<Option<Value>, ApiError> {
     Ok(Some(mode))
 }
 
+/// `reasoning_effort` → Gemini's thinking budget in tokens, the figures Google's own OpenAI-compatible
+/// endpoint uses (`none` turns thinking off where the model allows it; `minimal` is `low`'s budget).
+fn thinking_budget(effort: &Value) -> Result<u64, ApiError> {
+    match effort.as_str() {
+        Some("none") => Ok(0),
+        Some("minimal" | "low") => Ok(1024),
+        Some("medium") => Ok(8192),
+        Some("high") => Ok(24576),
+        _ => Err(bad("'reasoning_effort' must be one of none, minimal, low, medium, high.", "reasoning_effort")),
+    }
+}
+
 fn generation_config(req: &Value, json_schema: bool) -> Result<Map<String, Value>, ApiError> {
     let mut g = Map::new();
     let max = present(req, "max_completion_tokens").map(|v| ("max_completion_tokens", v));
@@ -396,6 +408,9 @@ fn generation_config(req: &Value, json_schema: bool) -> Result<Map<String, Value
             return Err(bad("'seed' must be an integer.", "seed"));
         }
         g.insert("seed".into(), v.clone());
+    }
+    if let Some(v) = present(req, "reasoning_effort") {
+        g.insert("thinkingConfig".into(), json!({"thinkingBudget": thinking_budget(v)?}));
     }
     if let Some(v) = present(req, "n") {
         if v.as_u64() != Some(1) {

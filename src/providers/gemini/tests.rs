@@ -414,3 +414,22 @@ fn empty_tool_schemas_are_left_out_and_typeless_ones_typed() {
         assert_eq!(decls[1][key], json!({"type": "object", "properties": {"q": {"type": "string"}}}));
     }
 }
+
+#[test]
+fn reasoning_effort_becomes_a_thinking_budget() {
+    let p = provider(ProviderKind::Gemini { api_version: "v1beta".into() });
+    let a = attempt(&p, Operation::ChatCompletions, "gemini-2.5-flash");
+    for (effort, budget) in [("none", 0), ("minimal", 1024), ("low", 1024), ("medium", 8192), ("high", 24576)] {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": effort});
+        let out = super::prepare(&a, &serde_json::to_vec(&body).unwrap()).unwrap();
+        let sent: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+        assert_eq!(sent["generationConfig"]["thinkingConfig"], json!({"thinkingBudget": budget}), "{effort}");
+    }
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+    let out = super::prepare(&a, &serde_json::to_vec(&body).unwrap()).unwrap();
+    let sent: Value = serde_json::from_slice(&out.body.unwrap()).unwrap();
+    assert!(sent.pointer("/generationConfig/thinkingConfig").is_none(), "no effort, no thinking config");
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "reasoning_effort": "max"});
+    let e = super::prepare(&a, &serde_json::to_vec(&body).unwrap()).err().unwrap();
+    assert_eq!((e.status, e.param.as_deref()), (400, Some("reasoning_effort")));
+}

@@ -1,0 +1,26 @@
+//! The chat stream turned into a Responses event stream (`/v1/responses` clients served through the pivot):
+//! whole and cut at fuzzer-picked points give the same bytes.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+use switchyard::api::responses::{Echo, StreamToResponses};
+use switchyard_fuzz::{assert_same, control, pieces};
+
+fn run(parts: &[&[u8]], end_apart: bool) -> Vec<u8> {
+    let echo = Echo::new(br#"{"model":"fuzz","input":"x","tools":[{"type":"function","name":"f"}]}"#, 1_700_000_000);
+    let mut s = StreamToResponses::new(echo, 42);
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        s.push(p, !end_apart && i + 1 == parts.len(), &mut out);
+    }
+    if end_apart {
+        s.push(&[], true, &mut out);
+    }
+    out
+}
+
+fuzz_target!(|data: &[u8]| {
+    let ([how, s1, s2, s3, s4], payload) = control::<5>(data);
+    let whole = run(&[payload], false);
+    let split = run(&pieces(payload, &[s1, s2, s3, s4]), how & 1 != 0);
+    assert_same(&split, &whole, "responses stream");
+});
