@@ -545,9 +545,11 @@ def test_sampling_tool_choice_and_reasoning_reach_the_provider(stack, respond, m
     elif t.wire == "anthropic":
         assert sent["top_p"] == 0.9
         assert sent["tool_choice"] == {"type": "tool", "name": "get_weather", "disable_parallel_tool_use": True}
+        assert "thinking" not in sent, "reasoning.effort is not turned into extended thinking (README says why)"
         assert sent["metadata"] == {"user_id": sha256_hex("user-42")}, "Anthropic gets an opaque user id"
     elif t.wire == "gemini":
         assert sent["generationConfig"]["topP"] == 0.9
+        assert sent["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 1024, "reasoning.effort low"
         assert sent["toolConfig"] == {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": ["get_weather"]}}
     elif t.wire == "bedrock":
         assert sent["inferenceConfig"]["topP"] == 0.9
