@@ -1,6 +1,7 @@
-//! Wire codecs the translators share: SSE, the AWS event stream, SigV4, SHA-256 and
-//! percent-encoding.
+//! Wire codecs the translators share: SSE, the AWS event stream, SigV4, SHA-256,
+//! percent-encoding, and fast byte searches.
 
+pub mod bytes;
 pub mod eventstream;
 pub mod percent;
 pub mod protobuf;

@@ -5,6 +5,7 @@
 
 use super::{cut, BodyNeeds, Chunk, Ctx, Exchange, ResponseHead, Stage};
 use crate::api::openai::Operation;
+use crate::codec::bytes::{find, find_byte};
 use crate::providers::anthropic::RawUsage as AnthropicUsage;
 use crate::providers::{BodyMode, Usage};
 use serde::de::IgnoredAny;
@@ -129,31 +130,13 @@ struct AnthropicMessage {
     usage: Option<AnthropicUsage>,
 }
 
-/// The index of the first `needle` (at least two bytes) in `hay`. Every SSE event of a stream is searched
-/// twice, so this is on the hot path: it scans for the needle's second byte (a letter, rarer in JSON than
-/// the quote that opens every key) with a plain byte loop and compares only there, where a `windows()`
-/// search compares a whole slice at every position.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let (&second, tail) = rest.split_first()?;
-    let mut i = 1;
-    while i < hay.len() {
-        let Some(off) = hay.get(i..).and_then(|h| h.iter().position(|&b| b == second)) else { return None };
-        let at = i + off;
-        if hay.get(at - 1) == Some(&first) && hay.get(at + 1..at + 1 + tail.len()) == Some(tail) {
-            return Some(at - 1);
-        }
-        i = at + 1;
-    }
-    None
-}
-
 /// Whether the bytes hold `"usage"` followed by an object (not `"usage":null`, which OpenAI puts in
 /// every chunk of a stream that asked for usage): only those are worth parsing.
 fn has_usage_object(b: &[u8]) -> bool {
     let needle = b"\"usage\"";
     let mut from = 0;
-    while let Some(pos) = b.get(from..).and_then(|rest| find(rest, needle)) {
+    // Anchored on its `g`, the rarest of its letters in English text and in the chunks' keys.
+    while let Some(pos) = b.get(from..).and_then(|rest| find(rest, needle, 4)) {
         let after = from + pos + needle.len();
         let mut rest = b.get(after..).unwrap_or_default().iter().skip_while(|c| c.is_ascii_whitespace());
         if rest.next() == Some(&b':') && rest.find(|c| !c.is_ascii_whitespace()) == Some(&b'{') {
@@ -168,7 +151,8 @@ fn has_usage_object(b: &[u8]) -> bool {
 fn has_empty_choices(b: &[u8]) -> bool {
     let needle = b"\"choices\"";
     let mut from = 0;
-    while let Some(pos) = b.get(from..).and_then(|rest| find(rest, needle)) {
+    // Anchored on its `h` (`c` starts most of the chunks' keys).
+    while let Some(pos) = b.get(from..).and_then(|rest| find(rest, needle, 2)) {
         let after = from + pos + needle.len();
         let mut rest = b.get(after..).unwrap_or_default().iter().filter(|c| !c.is_ascii_whitespace());
         if rest.next() == Some(&b':') && rest.next() == Some(&b'[') && rest.next() == Some(&b']') {
@@ -181,16 +165,15 @@ fn has_empty_choices(b: &[u8]) -> bool {
 
 /// Finds the end of the first complete SSE event in `b` (the index after its blank line).
 fn event_end(b: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while i + 1 < b.len() {
-        if b.get(i) == Some(&b'\n') {
-            match b.get(i + 1) {
-                Some(b'\n') => return Some(i + 2),
-                Some(b'\r') if b.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-                _ => {}
-            }
+    let mut from = 0;
+    while let Some(i) = b.get(from..).and_then(|rest| find_byte(rest, b'\n')).map(|at| from + at) {
+        match b.get(i + 1) {
+            Some(b'\n') => return Some(i + 2),
+            Some(b'\r') if b.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+            Some(_) => {}
+            None => return None,
         }
-        i += 1;
+        from = i + 1;
     }
     None
 }
@@ -581,20 +564,6 @@ event: response.completed\ndata: {\"type\":\"response.completed\",\"sequence_num
         }
         s.on_chunk(b"", true);
         assert_eq!(s.usage(), Some(Usage { prompt_tokens: 9, completion_tokens: 4, cached_tokens: 3 }));
-    }
-
-    #[test]
-    fn find_is_a_substring_search() {
-        let hay = br#"{"u":"usage","usage" :{"usage"}}"#;
-        for start in 0..hay.len() {
-            let h = &hay[start..];
-            for needle in [&b"\"usage\""[..], b"\"u\"", b"ge\"", b"}}", b"\"x\"", b"us"] {
-                let want = h.windows(needle.len()).position(|w| w == needle);
-                assert_eq!(find(h, needle), want, "{:?} in {:?}", needle, std::str::from_utf8(h));
-            }
-        }
-        assert_eq!(find(b"", b"ab"), None);
-        assert_eq!(find(b"a", b"ab"), None);
     }
 
     #[test]
