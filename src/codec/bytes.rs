@@ -27,6 +27,24 @@ pub fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
     chunks.remainder().iter().position(|&b| b == byte).map(|i| at + i)
 }
 
+/// The index of the first byte in `hay` that is `a` or `b` (line ends: `\n` or `\r`).
+pub fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
+    let (pa, pb) = (ONES.wrapping_mul(u64::from(a)), ONES.wrapping_mul(u64::from(b)));
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        let hits = zero_bytes(w ^ pa) | zero_bytes(w ^ pb);
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks.remainder().iter().position(|&c| c == a || c == b).map(|i| at + i)
+}
+
 /// The index of the first `needle` in `hay`, found by scanning for `needle[anchor]` (pick its rarest
 /// byte in the text searched) and comparing the whole needle only there.
 pub fn find(hay: &[u8], needle: &[u8], anchor: usize) -> Option<usize> {
@@ -65,6 +83,25 @@ mod tests {
         }
         assert_eq!(find_byte(&[0x80, 0x81, 0x00, 0x01], 0x01), Some(3));
         assert_eq!(find_byte(&[0xff; 17], 0xfe), None);
+    }
+
+    #[test]
+    fn find_either_at_every_alignment() {
+        for len in 0..30 {
+            for at in 0..=len {
+                for (mark, other) in [(b'\n', b'\r'), (b'\r', b'\n')] {
+                    let mut hay = vec![0xc3u8; len];
+                    if at < len {
+                        hay[at] = mark;
+                    }
+                    if at + 2 < len {
+                        hay[at + 2] = other;
+                    }
+                    let want = hay.iter().position(|&b| b == b'\n' || b == b'\r');
+                    assert_eq!(find_either(&hay, b'\n', b'\r'), want, "len {len} at {at}");
+                }
+            }
+        }
     }
 
     #[test]

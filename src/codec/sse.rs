@@ -1,6 +1,8 @@
 //! Server-sent events: an incremental decoder that takes bytes split anywhere (inside a line, inside a
 //! CRLF, inside a UTF-8 sequence) and yields whole events, and a writer.
 
+use super::bytes::find_either;
+
 /// One decoded event. `data` lines are joined with `\n`, as the SSE spec says.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Event {
@@ -30,21 +32,29 @@ impl Decoder {
     /// Feeds bytes; calls `on_event` for each event they complete.
     pub fn push(&mut self, bytes: &[u8], on_event: &mut dyn FnMut(Event)) {
         let mut start = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'\n' && self.after_cr {
-                self.after_cr = false;
-                start = i + 1;
-                continue;
-            }
-            self.after_cr = false;
-            if b == b'\n' || b == b'\r' {
-                self.after_cr = b == b'\r';
-                if let Some(part) = bytes.get(start..i) {
-                    self.extend_line(part);
-                }
-                let line = std::mem::take(&mut self.line);
+        // An LF right after a CR that ended a line (in the previous piece) ends nothing new.
+        if std::mem::take(&mut self.after_cr) && bytes.first() == Some(&b'\n') {
+            start = 1;
+        }
+        while let Some(i) = bytes.get(start..).and_then(|rest| find_either(rest, b'\n', b'\r')).map(|at| start + at) {
+            let part = bytes.get(start..i).unwrap_or_default();
+            if self.line.is_empty() {
+                // The whole line is in this piece: read in place.
+                self.line_done(part, on_event);
+            } else {
+                self.extend_line(part);
+                let mut line = std::mem::take(&mut self.line);
                 self.line_done(&line, on_event);
-                start = i + 1;
+                line.clear();
+                self.line = line;
+            }
+            start = i + 1;
+            if bytes.get(i) == Some(&b'\r') {
+                match bytes.get(start) {
+                    Some(b'\n') => start += 1,
+                    None => self.after_cr = true,
+                    Some(_) => {}
+                }
             }
         }
         if let Some(rest) = bytes.get(start..) {
