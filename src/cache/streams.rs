@@ -90,7 +90,7 @@ impl ChatStream {
     }
 
     fn choice(&mut self, c: &Value) -> bool {
-        let index = c.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let index = c.get("index").and_then(Value::as_u64).map_or(0, |i| usize::try_from(i).unwrap_or(usize::MAX));
         if index >= MAX_CHOICES || !absent(c.get("logprobs")) {
             return false;
         }

@@ -300,3 +300,48 @@ fn chat_streams_accumulate() {
     });
     assert_eq!(serde_json::from_slice::<Value>(&got).unwrap(), want);
 }
+
+/// Garbage and damaged answers: no panic, in any format, and a stored form that renders.
+#[test]
+fn damaged_input_never_panics() {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let formats = [
+        Format::ChatJson,
+        Format::ChatSse,
+        Format::AnthropicJson,
+        Format::AnthropicSse,
+        Format::ResponsesJson,
+        Format::ResponsesSse,
+    ];
+    let clock = crate::providers::mock::Clock { unix_secs: 1, seq: 2 };
+    for (format, body, _) in roundtrip::fixture_bodies() {
+        for _ in 0..20 {
+            let mut damaged = body.clone();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % damaged.len().max(1) as u64) as usize;
+                if let Some(b) = damaged.get_mut(at) {
+                    *b = (next() % 256) as u8;
+                }
+            }
+            for f in [format, formats[(next() % 6) as usize]] {
+                let mut c = Capture::new(f, 1 << 20);
+                c.push(&damaged);
+                if let Some(stored) = c.finish() {
+                    for op in [Operation::ChatCompletions, Operation::Messages, Operation::Responses] {
+                        assert!(render(&stored, op, true, true, "m", clock, &damaged).is_some());
+                    }
+                }
+                for op in [Operation::ChatCompletions, Operation::Messages, Operation::Responses] {
+                    let _ = render(&damaged, op, next() % 2 == 0, true, "m", clock, &damaged);
+                    let _ = canonical(op, &damaged);
+                }
+            }
+        }
+    }
+}
