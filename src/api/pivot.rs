@@ -120,3 +120,46 @@ impl<F: ClientFormat> ResponseTranslator for ToClient<F> {
         }
     }
 }
+
+/// A chat answer the gateway made itself (the mock provider's, a cached one) written as `op`'s client
+/// expects it: the chat body as it is for Chat Completions; Anthropic's `message` or its stream
+/// ([`StreamToAnthropic`](crate::api::anthropic::StreamToAnthropic)) for Messages; a Responses object or
+/// its event stream ([`StreamToResponses`](crate::api::responses::StreamToResponses)) for Responses,
+/// echoing `client_body` (the client's request) and naming `model`. `chat_body` is a chat completion, or a
+/// whole chat SSE stream when `stream`. Ids the chat answer lacks are made from `clock`. `Err`: the body
+/// is no chat completion, or `op` has no chat answer.
+pub fn local_answer(
+    op: crate::api::Operation,
+    chat_body: &[u8],
+    stream: bool,
+    model: &str,
+    clock: crate::providers::mock::Clock,
+    client_body: &[u8],
+) -> Result<crate::http::LocalResponse, &'static str> {
+    use crate::api::{anthropic, responses, Operation};
+    use crate::http::LocalResponse;
+    match op {
+        Operation::ChatCompletions if stream => Ok(LocalResponse::event_stream(chat_body)),
+        Operation::ChatCompletions => Ok(LocalResponse::json(200, chat_body)),
+        Operation::Messages if stream => {
+            let mut out = Vec::with_capacity(chat_body.len() * 2);
+            anthropic::StreamToAnthropic::new(model).push(chat_body, true, &mut out);
+            Ok(LocalResponse::event_stream(out))
+        }
+        Operation::Messages => Ok(LocalResponse::json(200, anthropic::try_response_from_openai(chat_body, model)?)),
+        Operation::Responses => {
+            let mut echo = responses::Echo::new(client_body, clock.unix_secs);
+            echo.model = model.to_string();
+            if stream {
+                let mut out = Vec::with_capacity(chat_body.len() * 2);
+                responses::StreamToResponses::new(echo, clock.seq).push(chat_body, true, &mut out);
+                Ok(LocalResponse::event_stream(out))
+            } else {
+                Ok(LocalResponse::json(200, responses::response_from_openai(chat_body, &echo, clock.seq)?))
+            }
+        }
+        Operation::Embeddings | Operation::ListModels | Operation::RetrieveModel => {
+            Err("this operation has no chat answer")
+        }
+    }
+}

@@ -1,9 +1,12 @@
 //! The mock provider's answer to an Anthropic Messages request: the request goes through the pivot, the
-//! mock answers it in the OpenAI format, and the answer (or stream) is converted back.
+//! mock answers it in the OpenAI format, and the answer (or stream) is converted back
+//! ([`crate::api::pivot::local_answer`], which cached answers share).
 
 use super::error::error_response;
-use super::{response_from_openai, to_openai, StreamToAnthropic};
+use super::to_openai;
+use crate::api::error::ApiError;
 use crate::api::openai::parse_chat;
+use crate::api::Operation;
 use crate::http::LocalResponse;
 use crate::providers::mock::{self, Clock};
 
@@ -19,11 +22,6 @@ pub fn mock_answer(body: &[u8], alias: &str, clock: Clock) -> LocalResponse {
         Err(e) => return error_response(e),
     };
     let r = mock::chat(&chat, alias, clock);
-    if chat.is_stream() {
-        let mut out = Vec::with_capacity(r.body.len());
-        StreamToAnthropic::new(alias).push(&r.body, true, &mut out);
-        LocalResponse::event_stream(out)
-    } else {
-        LocalResponse::json(200, response_from_openai(&r.body, alias))
-    }
+    crate::api::pivot::local_answer(Operation::Messages, &r.body, chat.is_stream(), alias, clock, body)
+        .unwrap_or_else(|why| error_response(ApiError::gateway(why)))
 }

@@ -1,9 +1,11 @@
 //! The mock provider's answer to a Responses request: the request goes through the pivot, the mock
-//! answers it in the OpenAI chat format, and the answer (or stream) is converted back.
+//! answers it in the OpenAI chat format, and the answer (or stream) is converted back
+//! ([`crate::api::pivot::local_answer`], which cached answers share).
 
-use super::{response_from_openai, to_openai, Echo, StreamToResponses};
+use super::to_openai;
 use crate::api::error::ApiError;
 use crate::api::openai::{error_response, parse_chat};
+use crate::api::Operation;
 use crate::http::LocalResponse;
 use crate::providers::mock::{self, Clock};
 
@@ -19,16 +21,6 @@ pub fn mock_answer(body: &[u8], alias: &str, clock: Clock) -> LocalResponse {
         Err(e) => return error_response(e),
     };
     let r = mock::chat(&chat, alias, clock);
-    let mut echo = Echo::new(body, clock.unix_secs);
-    echo.model = alias.to_string();
-    if chat.is_stream() {
-        let mut out = Vec::with_capacity(r.body.len() * 2);
-        StreamToResponses::new(echo, clock.seq).push(&r.body, true, &mut out);
-        LocalResponse::event_stream(out)
-    } else {
-        match response_from_openai(&r.body, &echo, clock.seq) {
-            Ok(body) => LocalResponse::json(200, body),
-            Err(why) => error_response(ApiError::gateway(why)),
-        }
-    }
+    crate::api::pivot::local_answer(Operation::Responses, &r.body, chat.is_stream(), alias, clock, body)
+        .unwrap_or_else(|why| error_response(ApiError::gateway(why)))
 }

@@ -59,7 +59,7 @@ mod request;
 mod response;
 mod stream;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 pub mod upstream;
 
 /// The path of the Responses API.

@@ -5,7 +5,7 @@ use crate::providers::fixtures::{self, assert_json, assert_stream};
 use crate::providers::mock::Clock;
 use serde_json::{json, Value};
 
-mod invariants;
+pub(crate) mod invariants;
 
 fn json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(bytes)))

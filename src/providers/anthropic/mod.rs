@@ -105,8 +105,8 @@ pub fn prepare(a: &Attempt, body: &[u8]) -> Result<Outgoing, ApiError> {
     })
 }
 
-/// Response and stream translation for one attempt.
-struct Translator {
+/// Response and stream translation for one attempt (the response cache reads Anthropic answers with it).
+pub(crate) struct Translator {
     /// The provider's name, for error messages.
     provider: String,
     model: String,
@@ -129,7 +129,7 @@ struct Translator {
 }
 
 impl Translator {
-    fn new(a: &Attempt, stream: bool, include_usage: bool) -> Self {
+    pub(crate) fn new(a: &Attempt, stream: bool, include_usage: bool) -> Self {
         Translator {
             provider: a.provider.name.clone(),
             model: a.model.to_string(),

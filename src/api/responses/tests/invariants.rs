@@ -24,7 +24,7 @@ fn num(v: &Value, k: &str, what: &str) -> usize {
 /// and done naming an added, still open item (and part) by `item_id`, `output_index`, `content_index`;
 /// done texts and arguments equal to their deltas; every added item done; one final event, last, whose
 /// response (same id) has exactly the done items as output and a status that fits its type.
-pub(super) fn check(stream: &[u8], what: &str) {
+pub(crate) fn check(stream: &[u8], what: &str) {
     let evs = events(stream);
     assert!(evs.len() >= 3, "{what}: too few events");
     let mut items: Vec<Item> = Vec::new();
