@@ -138,7 +138,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&second, tail) = rest.split_first()?;
     let mut i = 1;
     while i < hay.len() {
-        let Some(off) = hay.get(i..).and_then(|h| h.iter().position(|&b| b == second)) else { return None };
+        let off = hay.get(i..).and_then(|h| h.iter().position(|&b| b == second))?;
         let at = i + off;
         if hay.get(at - 1) == Some(&first) && hay.get(at + 1..at + 1 + tail.len()) == Some(tail) {
             return Some(at - 1);
