@@ -4,6 +4,7 @@
 //! host adapter compiled only for wasm32 that moves headers and bytes between Envoy and the core.
 
 pub mod api;
+pub mod cache;
 pub mod codec;
 pub mod config;
 pub mod forwarding;
