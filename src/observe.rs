@@ -9,6 +9,8 @@ use crate::providers::Usage;
 pub enum Kind {
     Counter,
     Histogram,
+    /// A value that goes up and down ([`Telemetry::shift`]).
+    Gauge,
 }
 
 /// The host's metrics and per-request log fields.
@@ -18,6 +20,8 @@ pub trait Telemetry {
     fn define(&self, kind: Kind, name: &str) -> Option<u32>;
     /// Adds to a counter, or records a histogram value.
     fn add(&self, kind: Kind, id: u32, value: u64);
+    /// Moves a gauge by `delta`.
+    fn shift(&self, id: u32, delta: i64);
     /// The request's access-log record: a serialised `google.protobuf.Struct` (see [`encode_struct`]),
     /// published in one host call.
     fn log_record(&self, record: &[u8]);
@@ -55,6 +59,12 @@ pub struct Record {
     pub broke_off: bool,
     /// What the fleet-wide rate-limit service said (`ok`, `over_limit`, `unavailable`), when asked.
     pub fleet_limits: Option<&'static str>,
+    /// What the response cache did (`hit`, `miss`, `bypass`), for a cached model.
+    pub cache: Option<&'static str>,
+    /// The tokens and cost (micro-USD) a hit saved.
+    pub cache_saved: Option<(Usage, u64)>,
+    /// The answer was stored: (entries evicted for it, change of the bytes the process tier holds).
+    pub cache_stored: Option<(u32, i64)>,
 }
 
 impl Record {
@@ -103,7 +113,13 @@ struct Series {
     latency: Option<u32>,
     ttft: Option<u32>,
     fallbacks: Option<u32>,
+    cache: [Option<u32>; CACHE_OUTCOMES.len()],
+    saved_tokens: Option<u32>,
+    saved_cost: Option<u32>,
 }
+
+/// What the response cache may do for a request.
+pub const CACHE_OUTCOMES: [&str; 3] = ["hit", "miss", "bypass"];
 
 /// Metric ids by series, kept per VM: a request's metrics cost a lookup, not names built and hashed.
 /// The series are bounded by the config (its models, providers and keys, and "none").
@@ -113,6 +129,9 @@ pub struct MetricIds {
     hasher: hashbrown::DefaultHashBuilder,
     /// `switchyard.fleet_limits.outcome.*`, by [`FLEET_OUTCOMES`].
     fleet: [Option<u32>; FLEET_OUTCOMES.len()],
+    /// `switchyard.cache_evictions` and the `switchyard.cache_bytes` gauge.
+    cache_evictions: Option<u32>,
+    cache_bytes: Option<u32>,
 }
 
 /// What the fleet-wide rate-limit service may say of a request.
@@ -192,9 +211,28 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
         );
     }
 
+    if let Some(o) = r.cache {
+        if let Some(slot) = CACHE_OUTCOMES.iter().position(|c| *c == o).and_then(|i| s.cache.get_mut(i)) {
+            counter(slot, &|| format!("switchyard.cache.{}.outcome.{o}", tags()), 1);
+        }
+    }
+    if let Some((u, cost)) = r.cache_saved {
+        let tokens = u.prompt_tokens.saturating_add(u.completion_tokens);
+        counter(&mut s.saved_tokens, &|| format!("switchyard.cache_saved_tokens.{}", tags()), tokens);
+        counter(&mut s.saved_cost, &|| format!("switchyard.cache_saved_cost_micro_usd.{}", tags()), cost);
+    }
+
     if let Some(o) = r.fleet_limits {
         if let Some(slot) = FLEET_OUTCOMES.iter().position(|f| *f == o).and_then(|i| ids.fleet.get_mut(i)) {
             counter(slot, &|| format!("switchyard.fleet_limits.outcome.{o}"), 1);
+        }
+    }
+    if let Some((evicted, delta)) = r.cache_stored {
+        counter(&mut ids.cache_evictions, &|| "switchyard.cache_evictions".to_string(), u64::from(evicted));
+        if let Some(id) = id(&mut ids.cache_bytes, t, Kind::Gauge, || "switchyard.cache_bytes".to_string()) {
+            if delta != 0 {
+                t.shift(id, delta);
+            }
         }
     }
 
@@ -231,6 +269,9 @@ pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
     }
     f.push(("outcome", Value::Str(r.outcome())));
     f.push(("stream", Value::Bool(r.stream)));
+    if let Some(c) = r.cache {
+        f.push(("cache", Value::Str(c)));
+    }
     if let Some(o) = r.fleet_limits {
         f.push(("fleet_limits", Value::Str(o)));
     }
@@ -311,6 +352,7 @@ pub mod tests {
         pub defined: RefCell<Vec<(Kind, String)>>,
         pub counters: RefCell<Vec<(String, u64)>>,
         pub histograms: RefCell<Vec<(String, u64)>>,
+        pub gauges: RefCell<Vec<(String, i64)>>,
         pub records: RefCell<Vec<Vec<u8>>>,
     }
 
@@ -327,7 +369,13 @@ pub mod tests {
             match kind {
                 Kind::Counter => self.counters.borrow_mut().push((name, value)),
                 Kind::Histogram => self.histograms.borrow_mut().push((name, value)),
+                Kind::Gauge => panic!("{name}: a gauge moves with shift"),
             }
+        }
+        fn shift(&self, id: u32, delta: i64) {
+            let (kind, name) = self.defined.borrow()[id as usize].clone();
+            assert_eq!(kind, Kind::Gauge, "{name}");
+            self.gauges.borrow_mut().push((name, delta));
         }
         fn log_record(&self, record: &[u8]) {
             self.records.borrow_mut().push(record.to_vec());

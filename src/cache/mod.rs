@@ -63,12 +63,14 @@
 //! the parsed arguments.
 //!
 //! Files: `key.rs`, `capture.rs` (+ `streams.rs`, the stream readers), `answer.rs` (the stored form),
-//! `render.rs`.
+//! `render.rs`, and `store.rs`, the process tier (Envoy's shared data, shared by the workers). The
+//! pipeline's stages that use them are in `pipeline/cache.rs`.
 
 mod answer;
 pub mod capture;
 pub mod key;
 pub mod render;
+pub mod store;
 mod streams;
 #[cfg(test)]
 mod tests;

@@ -10,8 +10,8 @@
 use super::fields::{err, is_header_safe, join, R};
 use super::raw::{RawConfig, RawKey, RawLimits, RawModel, RawProvider};
 use super::{
-    Allowed, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, Target, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_OUTPUT_TOKENS,
+    Allowed, CacheBounds, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, Target,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_OUTPUT_TOKENS,
 };
 use crate::forwarding::Forwarding;
 use crate::limits::fleet::{FleetLimits, FleetService};
@@ -21,14 +21,18 @@ use serde_json::Value;
 
 /// Stage 2: cross-checks the raw configuration and builds the lookup tables.
 pub fn compile(raw: RawConfig) -> R<Config> {
-    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet } = raw;
+    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet, cache } =
+        raw;
     // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
     let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
+    let cache = super::cache::compile_bounds(cache, fleet.is_some())?;
     let providers = compile_providers(providers)?;
-    let models = compile_models(models, &providers)?;
+    let models = compile_models(models, &providers, &cache)?;
     let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;
     check_fleet(&keys.list, fleet.as_ref(), &keys.fleet_paths)?;
+    let caches = models.by_name.values().any(|m| m.cache.is_some());
     Ok(Config {
+        caches,
         max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         default_max_output_tokens: default_max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
         log_bodies_max_bytes: log_bodies.map(|l| l.max_bytes),
@@ -40,6 +44,7 @@ pub fn compile(raw: RawConfig) -> R<Config> {
         disabled: providers.disabled,
         unavailable: models.unavailable,
         fleet,
+        cache,
     })
 }
 
@@ -84,9 +89,10 @@ struct Models {
     unavailable: HashMap<String, String>,
 }
 
-fn compile_models(raw: Vec<RawModel>, providers: &Providers) -> R<Models> {
+fn compile_models(raw: Vec<RawModel>, providers: &Providers, bounds: &CacheBounds) -> R<Models> {
     let mut out = Models { by_name: HashMap::new(), unavailable: HashMap::new() };
-    for RawModel { name, path, cluster, targets: raw_targets } in raw {
+    for RawModel { name, path, cluster, targets: raw_targets, cache } in raw {
+        let cache = cache.map(|c| super::cache::compile_model(c, bounds)).transpose()?;
         let several = raw_targets.len() > 1;
         let mut targets: Vec<Target> = Vec::new();
         let mut disabled_provider = None;
@@ -123,7 +129,7 @@ fn compile_models(raw: Vec<RawModel>, providers: &Providers) -> R<Models> {
             Some(_) => return Err(err(join(&path, "cluster"), "must be printable ASCII")),
             None => providers.list.get(first.provider).map(|p| p.cluster.clone()).unwrap_or_default(),
         };
-        out.by_name.insert(name.clone(), Model { name, targets, cluster });
+        out.by_name.insert(name.clone(), Model { name, targets, cluster, cache });
     }
     Ok(out)
 }
@@ -146,7 +152,7 @@ fn compile_keys(
     all_names.sort_unstable();
     let mut out = Keys { list: Vec::new(), by_digest: HashMap::new(), fleet_paths: Vec::new() };
     let mut ids = HashSet::new();
-    for RawKey { path, id, sha256, models: listed, limits } in raw {
+    for RawKey { path, id, sha256, models: listed, limits, team } in raw {
         if !ids.insert(id.clone()) {
             return Err(err(join(&path, "id"), format!("duplicate key id '{id}'")));
         }
@@ -184,7 +190,7 @@ fn compile_keys(
             }
         };
         crate::limits::name_records(&id, &mut limits);
-        out.list.push(Key { id, allowed, limits, models_json });
+        out.list.push(Key { id, allowed, limits, models_json, team });
     }
     Ok(out)
 }

@@ -7,6 +7,9 @@
 //! `Config::parse` is both. A new top-level section is one raw type (`raw.rs`) and one compile step
 //! (`compile.rs`) filling a field of `Config`.
 
+mod cache;
+#[cfg(test)]
+mod cache_tests;
 mod compile;
 pub(crate) mod fields;
 pub(crate) mod provider_kinds;
@@ -14,6 +17,7 @@ mod raw;
 #[cfg(test)]
 pub mod tests;
 
+pub use cache::{CacheBounds, CacheScope, ModelCache, RawCacheBounds, RawModelCache};
 pub use compile::compile;
 pub use raw::{
     parse_raw, RawConfig, RawKey, RawLimits, RawLogBodies, RawModel, RawModelLimits, RawProvider, RawProviderSettings,
@@ -84,6 +88,8 @@ pub struct Model {
     pub targets: Vec<Target>,
     /// The cluster the route-level filter sends this model's requests to.
     pub cluster: String,
+    /// `cache`: its answers are cached (none: never).
+    pub cache: Option<ModelCache>,
 }
 
 impl Model {
@@ -172,6 +178,8 @@ pub struct Key {
     pub limits: KeyLimits,
     /// The `GET /v1/models` answer for this key, built once at load.
     pub models_json: String,
+    /// `team`: keys of one team share the answers of models cached with `scope: team`.
+    pub team: Option<String>,
 }
 
 impl Key {
@@ -202,6 +210,10 @@ pub struct Config {
     pub unavailable: HashMap<String, String>,
     /// `fleet_limits`: the rate-limit service behind fleet-wide limits.
     pub fleet: Option<crate::limits::fleet::FleetService>,
+    /// `cache`: bounds of the response cache's process tier (the defaults when left out).
+    pub cache: CacheBounds,
+    /// Some model is cached (the cache stages are in the pipeline).
+    pub caches: bool,
 }
 
 /// A configuration error: the JSON path of the bad field and what is wrong with it.

@@ -6,6 +6,7 @@
 //! A new top-level section is one raw type with its parser here (a name in `SECTIONS`, a field of
 //! `RawConfig`, a line in `parse_raw`) and one compile step in `compile.rs`.
 
+use super::cache::{cache_bounds, model_cache, team, RawCacheBounds, RawModelCache};
 use super::fields::{as_obj, check_fields, credential, err, is_header_safe, join, opt_str, req_str, type_name, R};
 use super::provider_kinds;
 use super::{Budget, Env, Price, ProviderKind, Secret};
@@ -26,6 +27,8 @@ pub struct RawConfig {
     pub keys: Vec<RawKey>,
     /// `fleet_limits`: the rate-limit service behind fleet-wide limits.
     pub fleet: Option<crate::limits::fleet::FleetService>,
+    /// `cache`: bounds of the response cache's process tier.
+    pub cache: Option<RawCacheBounds>,
 }
 
 /// `log_bodies`.
@@ -66,6 +69,8 @@ pub struct RawModel {
     /// The entries of `targets`; a model written without `targets` is its own single target (whose
     /// path is the model's).
     pub targets: Vec<RawTarget>,
+    /// `cache`: the model's answers are cached.
+    pub cache: Option<RawModelCache>,
 }
 
 /// One target of a model.
@@ -90,6 +95,8 @@ pub struct RawKey {
     /// Model names as written (`"*"` for all), not yet looked up.
     pub models: Vec<String>,
     pub limits: Option<RawLimits>,
+    /// `team`: whom `scope: team` caches share answers between.
+    pub team: Option<String>,
 }
 
 /// `keys[i].limits`.
@@ -118,8 +125,16 @@ pub struct RawModelLimits {
 }
 
 /// The top-level fields (an unknown one is rejected with this list).
-const SECTIONS: &[&str] =
-    &["max_body_bytes", "default_max_output_tokens", "log_bodies", "providers", "models", "keys", "fleet_limits"];
+const SECTIONS: &[&str] = &[
+    "max_body_bytes",
+    "default_max_output_tokens",
+    "log_bodies",
+    "providers",
+    "models",
+    "keys",
+    "fleet_limits",
+    "cache",
+];
 
 /// Stage 1: reads the file into raw types, rejecting what is wrong in any single field.
 pub fn parse_raw(bytes: &[u8], env: &dyn Env) -> R<RawConfig> {
@@ -139,7 +154,8 @@ pub fn parse_raw(bytes: &[u8], env: &dyn Env) -> R<RawConfig> {
     let models = required(o, "models", "is required", models)?;
     let keys = required(o, "keys", "is required (a list of virtual keys)", keys)?;
     let fleet = optional(o, "fleet_limits", fleet_service)?;
-    Ok(RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet })
+    let cache = optional(o, "cache", cache_bounds)?;
+    Ok(RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet, cache })
 }
 
 /// A top-level section that may be left out.
@@ -239,12 +255,13 @@ fn model(name: &str, v: &Value) -> R<RawModel> {
         return Err(err(path, "model names must be non-empty printable ASCII"));
     }
     let mo = as_obj(v, &path)?;
-    check_fields(mo, &path, &["provider", "model", "price", "cluster", "targets"])?;
+    check_fields(mo, &path, &["provider", "model", "price", "cluster", "targets", "cache"])?;
+    let cache = mo.get("cache").map(|v| model_cache(v, &join(&path, "cache"))).transpose()?;
     // One target inline, or a list of targets behind one cluster (fallback and splits).
     let Some(t) = mo.get("targets") else {
         let cluster = opt_str(mo, &path, "cluster")?.map(str::to_string);
         let targets = vec![target(&path, mo)?];
-        return Ok(RawModel { name: name.to_string(), path, cluster, targets });
+        return Ok(RawModel { name: name.to_string(), path, cluster, targets, cache });
     };
     for k in ["provider", "model", "price"] {
         if mo.contains_key(k) {
@@ -266,7 +283,7 @@ fn model(name: &str, v: &Value) -> R<RawModel> {
         entries.push((tpath, to));
     }
     let targets = entries.iter().map(|(tpath, to)| target(tpath, to)).collect::<R<Vec<_>>>()?;
-    Ok(RawModel { name: name.to_string(), path, cluster: Some(cluster.to_string()), targets })
+    Ok(RawModel { name: name.to_string(), path, cluster: Some(cluster.to_string()), targets, cache })
 }
 
 fn target(path: &str, o: &Map<String, Value>) -> R<RawTarget> {
@@ -307,7 +324,7 @@ fn keys(v: &Value, path: &str) -> R<Vec<RawKey>> {
 
 fn key(path: &str, v: &Value) -> R<RawKey> {
     let ko = as_obj(v, path)?;
-    check_fields(ko, path, &["id", "sha256", "models", "limits"])?;
+    check_fields(ko, path, &["id", "sha256", "models", "limits", "team"])?;
     let id = req_str(ko, path, "id")?;
     if !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) {
         return Err(err(join(path, "id"), "may hold only letters, digits and - _ . :"));
@@ -328,7 +345,8 @@ fn key(path: &str, v: &Value) -> R<RawKey> {
         None => None,
         Some(v) => Some(limits(v, &join(path, "limits"))?),
     };
-    Ok(RawKey { path: path.to_string(), id: id.to_string(), sha256, models, limits })
+    let team = team(ko, path)?;
+    Ok(RawKey { path: path.to_string(), id: id.to_string(), sha256, models, limits, team })
 }
 
 /// `fleet_limits`: `{cluster, domain, timeout_ms, failure_mode, protocol}`.

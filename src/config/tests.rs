@@ -413,7 +413,7 @@ fn field_errors_are_parse_raw_errors() {
     v["models"]["demo"]["colour"] = "red".into();
     let e = parse_raw(v.to_string().as_bytes(), &env()).unwrap_err();
     assert_eq!(e.field, "models.demo.colour");
-    assert!(e.reason.starts_with("unknown field (expected one of: provider, model, price, cluster, targets)"));
+    assert!(e.reason.starts_with("unknown field (expected one of: provider, model, price, cluster, targets, cache)"));
 }
 
 #[test]

@@ -572,7 +572,7 @@ fn stats_config() -> Y {
         ("model", "^wasmcustom\\.switchyard\\.[a-z_]+(\\.model\\.([^.]+))"),
         ("provider", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(\\.provider\\.([^.]+))"),
         ("key", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(?:\\.provider\\.[^.]+)?(\\.key\\.([^.]+))"),
-        ("outcome", "^wasmcustom\\.switchyard\\.(?:requests|fleet_limits).*(\\.outcome\\.([^.]+))$"),
+        ("outcome", "^wasmcustom\\.switchyard\\.(?:requests|fleet_limits|cache).*(\\.outcome\\.([^.]+))$"),
     ];
     map([("stats_tags", Y::List(tags.iter().map(|(n, r)| map([("tag_name", s(*n)), ("regex", s(*r))])).collect()))])
 }

@@ -348,3 +348,43 @@ fn the_istio_rendering_names_the_rate_limit_service_as_istio_does() {
         assert_eq!(text.contains("name: service-ratelimit"), entry, "{url}");
     }
 }
+
+#[test]
+fn cache_settings_and_teams_pass_through_to_the_plugin_config() {
+    let mut file = base();
+    file["models"]["gpt"]["cache"] = json!({"ttl": "5m", "scope": "team", "charge": true, "max_entry_bytes": 65536});
+    file["models"]["smart"]["cache"] = json!({"ttl": 3600});
+    file["keys"][0]["team"] = json!("research");
+    file["cache"] = json!({"max_bytes": 268435456, "max_entries": 20000, "fleet": true});
+    file["fleet_limits"] = json!({"cluster": "ratelimit"});
+    file["services"] = json!({"ratelimit": {"url": "http://127.0.0.1:8081"}});
+    let g = parse(&file).unwrap_or_else(|e| panic!("{e}"));
+    // Unchanged in the plugin config, next to the gateway-only fields taken out.
+    assert_eq!(g.plugin["models"]["gpt"]["cache"], file["models"]["gpt"]["cache"]);
+    assert!(g.plugin["models"]["gpt"].get("timeout").is_none());
+    assert_eq!(g.plugin["models"]["smart"]["cache"], file["models"]["smart"]["cache"]);
+    assert_eq!(g.plugin["keys"][0]["team"], "research");
+    assert_eq!(g.plugin["cache"], file["cache"]);
+    let cfg = crate::config::Config::parse(g.plugin_json().as_bytes(), &EveryVar).unwrap();
+    let gpt = cfg.models["gpt"].cache.unwrap();
+    assert_eq!((gpt.ttl_ns, gpt.max_entry_bytes, gpt.charge), (300_000_000_000, 65536, true));
+    assert_eq!(gpt.scope, crate::config::CacheScope::Team);
+    assert_eq!(cfg.keys[0].team.as_deref(), Some("research"));
+    assert_eq!((cfg.cache.max_bytes, cfg.cache.max_entries, cfg.cache.fleet), (268_435_456, 20_000, true));
+    // The filter's refusals reach `check` with their field.
+    file["cache"] = json!({"fleet": true});
+    file.as_object_mut().unwrap().remove("fleet_limits");
+    let e = parse(&file).unwrap_err();
+    assert_eq!(e.field, "cache.fleet");
+    file["cache"] = json!({});
+    file["models"]["gpt"]["cache"]["max_entry_bytes"] = json!(1 << 20);
+    let e = parse(&file).unwrap_err();
+    assert_eq!(e.field, "models.gpt.cache.max_entry_bytes");
+    // The unknown-field message of a model's own section lists the filter's fields only.
+    file["models"]["gpt"]["cache"] = json!({"ttl": 5, "timeout": "1s"});
+    let e = parse(&file).unwrap_err();
+    assert_eq!(
+        (e.field.as_str(), e.reason.as_str()),
+        ("models.gpt.cache.timeout", "unknown field (expected one of: ttl, max_entry_bytes, scope, charge)")
+    );
+}

@@ -85,6 +85,11 @@ impl RootContext for Root {
                         log::warn!("Envoy refused to declare the access-log record type: the log fields stay empty");
                     }
                     crate::limits::create_missing(&HostStore, &crate::limits::shared_keys(&cfg));
+                    // Shared data outlives a config reload: a process tier laid out for other bounds is
+                    // emptied first (a no-op when they are the same, as for every worker after the first).
+                    if cfg.caches && cfg.cache.layout().prepare(&HostStore) {
+                        log::info!("response cache: its bounds changed; the entries of the old layout were dropped");
+                    }
                     if cfg.fleet.is_some() {
                         self.settler = Some(fleet::Settler::new());
                         self.set_tick_period(fleet::TICK);
@@ -138,6 +143,7 @@ impl Telemetry for HostTelemetry {
         let kind = match kind {
             observe::Kind::Counter => MetricType::Counter,
             observe::Kind::Histogram => MetricType::Histogram,
+            observe::Kind::Gauge => MetricType::Gauge,
         };
         proxy_wasm::hostcalls::define_metric(kind, name).ok()
     }
@@ -146,7 +152,12 @@ impl Telemetry for HostTelemetry {
         let _ = match kind {
             observe::Kind::Counter => proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64),
             observe::Kind::Histogram => proxy_wasm::hostcalls::record_metric(id, value),
+            observe::Kind::Gauge => proxy_wasm::hostcalls::increment_metric(id, value.min(i64::MAX as u64) as i64),
         };
+    }
+
+    fn shift(&self, id: u32, delta: i64) {
+        let _ = proxy_wasm::hostcalls::increment_metric(id, delta);
     }
 
     fn log_record(&self, record: &[u8]) {

@@ -159,6 +159,8 @@ pub struct Exchange {
     pub fleet_outcome: Option<&'static str>,
     /// The settlement the host sends the rate-limit service after the response (fleet_settle).
     pub fleet_settle: Vec<Descriptor>,
+    /// What the response cache did (cache stages).
+    pub cache: Option<super::cache::CacheState>,
     /// The translator of a request the route role translated for its model's only target (dispatch,
     /// translate): the provider's answer comes back untouched by the upstream role and is translated here.
     pub translator: Option<Box<dyn ResponseTranslator>>,

@@ -17,6 +17,7 @@
 
 pub mod authenticate;
 pub mod authorize;
+pub mod cache;
 pub mod callout;
 pub mod dispatch;
 mod exchange;
@@ -61,9 +62,10 @@ pub struct Ctx<'a> {
     pub store: &'a dyn SharedStore,
 }
 
-/// The request stages, in order. Policy stages (cache lookup, guardrails) go between authorize and the
-/// local limits; the fleet-wide limits come after the local ones (a request the local tier refuses costs
-/// no round trip), and only when the config has a rate-limit service.
+/// The request stages, in order. Policy stages (guardrails) go between authorize and the local limits;
+/// the fleet-wide limits come after the local ones (a request the local tier refuses costs no round
+/// trip), and only when the config has a rate-limit service; the cache lookup after the limits (a hit
+/// counts as a request), only when some model is cached.
 pub fn request_stages(cfg: &Config) -> Vec<Box<dyn Stage>> {
     let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(6);
     stages.push(Box::new(authenticate::Authenticate));
@@ -72,6 +74,9 @@ pub fn request_stages(cfg: &Config) -> Vec<Box<dyn Stage>> {
     stages.push(Box::new(limits::LocalLimits));
     if cfg.fleet.is_some() {
         stages.push(Box::new(fleet_limits::FleetLimits::default()));
+    }
+    if cfg.caches {
+        stages.push(Box::new(cache::CacheLookup::default()));
     }
     stages.push(Box::new(dispatch::Dispatch));
     stages
@@ -82,7 +87,13 @@ pub fn response_stages(cfg: &Config) -> Vec<Box<dyn Stage>> {
     let mut stages: Vec<Box<dyn Stage>> = Vec::with_capacity(6);
     stages.push(Box::new(translate::Translate));
     stages.push(Box::new(provider_errors::ProviderErrors::default()));
+    if cfg.caches {
+        stages.push(Box::new(cache::CacheCapture::default()));
+    }
     stages.push(Box::new(usage::UsageStage::default()));
+    if cfg.caches {
+        stages.push(Box::new(cache::CacheCharge));
+    }
     stages.push(Box::new(settle::Settle));
     if cfg.fleet.is_some() {
         stages.push(Box::new(fleet_limits::FleetSettle));
@@ -150,6 +161,7 @@ impl Pipeline {
                 fleet_hold: None,
                 fleet_outcome: None,
                 fleet_settle: Vec::new(),
+                cache: None,
                 translator: None,
                 translator_mode: None,
                 status: 0,

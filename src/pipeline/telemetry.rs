@@ -55,5 +55,8 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
         stream: x.ask.as_ref().filter(|_| x.forwarded).is_some_and(|a| a.stream),
         broke_off: x.sent.is_some_and(|s| s.broke_off),
         fleet_limits: x.fleet_outcome,
+        cache: x.cache.as_ref().map(|c| c.outcome.name()),
+        cache_saved: x.cache.as_ref().and_then(|c| c.saved),
+        cache_stored: x.cache.as_ref().and_then(|c| c.stored),
     }
 }

@@ -1,0 +1,237 @@
+//! Cache: exact-match response caching for models with a `cache` section (`crate::cache` holds the key,
+//! the capture of an answer into its stored form, the rendering of a stored answer in any client format,
+//! and the process tier in Envoy's shared data). Three stages, in the pipeline only when some model is
+//! cached:
+//!
+//! - [`CacheLookup`], a request stage after the limits (so that a hit counts as a request, as the
+//!   limits count it) and before dispatch: `Cache-Control: no-store` bypasses the cache, `no-cache` skips
+//!   the lookup but stores the answer; a hit is answered here, rendered for the client's API and mode.
+//! - [`CacheCapture`], a response stage before the usage stage (which may drop the usage chunk a chat
+//!   client did not ask for; the stored answer keeps its usage): names the outcome in
+//!   `x-switchyard-cache` (`hit`, `miss`, `bypass`; hits also get `Age`), and keeps a complete,
+//!   successful answer no larger than the model's `max_entry_bytes`.
+//! - [`CacheCharge`], a response stage after the usage stage and before settle: a hit is charged no
+//!   tokens and no cost (the tokens and cost it saved are recorded), unless the model says `charge: true`.
+//!
+//! Never cached: embeddings, and Responses requests that depend on or create state at the provider
+//! (`previous_response_id`, `conversation`, or a target that answers the Responses API itself without
+//! `store: false`: OpenAI stores those answers by default, and a cached copy's id would be unknown there).
+
+use super::{Chunk, Ctx, Exchange, Flow, Parsed, Request, ResponseHead, Stage};
+use crate::api::openai::Operation;
+use crate::cache::{self, Capture, Format};
+use crate::config::CacheScope;
+use crate::http::Headers;
+use crate::providers::Usage;
+
+/// What the cache did for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// The cache's facts about one request (lookup, capture, charge, telemetry).
+#[derive(Debug, Clone)]
+pub struct CacheState {
+    pub outcome: CacheOutcome,
+    /// The entry's key (`None`: the request has no key, e.g. bypassed before it was made).
+    pub hash: Option<[u8; 32]>,
+    /// The answer may be stored.
+    pub store: bool,
+    /// A hit's age in seconds.
+    pub age_secs: u64,
+    /// Tokens and cost a hit saved (usage as the stored answer reports it).
+    pub saved: Option<(Usage, u64)>,
+    /// The answer was stored, and what that did to the process tier: (entries evicted, bytes delta).
+    pub stored: Option<(u32, i64)>,
+}
+
+impl CacheState {
+    fn new(outcome: CacheOutcome, hash: Option<[u8; 32]>, store: bool) -> Self {
+        CacheState { outcome, hash, store, age_secs: 0, saved: None, stored: None }
+    }
+}
+
+/// What the client's `Cache-Control` asks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Directive {
+    #[default]
+    Normal,
+    /// Do not look up; store the answer.
+    NoCache,
+    /// Neither look up nor store.
+    NoStore,
+}
+
+fn directive(h: &dyn Headers) -> Directive {
+    let Some(v) = h.get("cache-control") else { return Directive::Normal };
+    let mut d = Directive::Normal;
+    for part in v.split(',') {
+        let token = part.trim();
+        if token.eq_ignore_ascii_case("no-store") {
+            return Directive::NoStore;
+        }
+        if token.eq_ignore_ascii_case("no-cache") {
+            d = Directive::NoCache;
+        }
+    }
+    d
+}
+
+/// The request stage: looks the answer up, answers a hit.
+#[derive(Default)]
+pub struct CacheLookup {
+    directive: Directive,
+}
+
+impl Stage for CacheLookup {
+    fn name(&self) -> &'static str {
+        "cache"
+    }
+
+    fn on_request_headers(&mut self, _x: &mut Exchange, h: &dyn Headers, _end_of_stream: bool) -> Flow {
+        self.directive = directive(h);
+        Flow::Next
+    }
+
+    fn on_request_body(&mut self, x: &mut Exchange, req: &Request, ctx: &Ctx) -> Flow {
+        let (Some(ask), Some(op), Some(key)) = (x.ask.as_ref(), x.op, x.key()) else { return Flow::Next };
+        let cfg = x.cfg.clone();
+        let Some(model) = cfg.models.get(&ask.alias) else { return Flow::Next };
+        let Some(mc) = model.cache else { return Flow::Next };
+        if !matches!(op, Operation::ChatCompletions | Operation::Messages | Operation::Responses) {
+            return Flow::Next;
+        }
+        if let Parsed::Responses(r) = &req.parsed {
+            let native =
+                model.targets.iter().any(|t| cfg.provider(t.provider).is_some_and(|p| p.kind.answers_responses()));
+            if r.previous_response_id.is_some() || r.conversation || (native && r.store != Some(false)) {
+                x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+                return Flow::Next;
+            }
+        }
+        if self.directive == Directive::NoStore {
+            x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+            return Flow::Next;
+        }
+        let Ok(canonical) = cache::canonical(op, req.bytes) else {
+            x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+            return Flow::Next;
+        };
+        let scope = match (mc.scope, &key.team) {
+            (CacheScope::Shared, _) => "shared".to_string(),
+            (CacheScope::Team, Some(team)) => format!("team:{team}"),
+            (CacheScope::Team, None) | (CacheScope::Key, _) => format!("key:{}", key.id),
+        };
+        let hash = cache::key(&scope, &model.name, &canonical);
+        if self.directive == Directive::NoCache {
+            x.cache = Some(CacheState::new(CacheOutcome::Bypass, Some(hash), true));
+            return Flow::Next;
+        }
+        let hit = cfg.cache.layout().get(ctx.store, &hash, ctx.now_ns);
+        let answer = hit.as_ref().and_then(|h| {
+            cache::render(&h.bytes, op, ask.stream, ask.client_wants_usage, &model.name, ctx.clock, req.bytes)
+        });
+        match (hit, answer) {
+            (Some(h), Some(answer)) => {
+                let mut state = CacheState::new(CacheOutcome::Hit, Some(hash), false);
+                state.age_secs = h.age_secs(ctx.now_ns);
+                x.cache = Some(state);
+                // Answered for the model, as the mock is: the response stages measure and settle it.
+                x.forwarded = true;
+                Flow::Answer(answer)
+            }
+            // Not there, expired, or unreadable (a corrupt entry): a miss, stored anew.
+            _ => {
+                x.cache = Some(CacheState::new(CacheOutcome::Miss, Some(hash), true));
+                Flow::Next
+            }
+        }
+    }
+}
+
+/// The response stage that names the outcome and keeps the answer to store.
+#[derive(Default)]
+pub struct CacheCapture {
+    capture: Option<Capture>,
+}
+
+impl Stage for CacheCapture {
+    fn name(&self) -> &'static str {
+        "cache_capture"
+    }
+
+    fn on_response_headers(&mut self, x: &mut Exchange, head: &mut ResponseHead) {
+        let Some(state) = x.cache.as_ref() else { return };
+        head.set.push(("x-switchyard-cache", state.outcome.name().to_string()));
+        if state.outcome == CacheOutcome::Hit {
+            head.set.push(("age", state.age_secs.to_string()));
+        }
+        let max =
+            x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).map(|c| c.max_entry_bytes);
+        let format = x.op.zip(x.ask.as_ref()).and_then(|(op, a)| Format::of(op, a.stream));
+        if let (true, true, Some(max), Some(format)) = (state.store, (200..300).contains(&head.status), max, format) {
+            self.capture = Some(Capture::new(format, usize::try_from(max).unwrap_or(usize::MAX)));
+        }
+    }
+
+    fn on_response_body(&mut self, _x: &mut Exchange, chunk: &mut Chunk) {
+        if let Some(c) = self.capture.as_mut() {
+            c.push(&chunk.bytes);
+        }
+    }
+
+    fn on_response_end(&mut self, x: &mut Exchange, ctx: &Ctx) {
+        let Some(capture) = self.capture.take() else { return };
+        // The status the client got (an unreadable answer becomes a 502 on the way).
+        if !(200..300).contains(&x.status) {
+            return;
+        }
+        let (Some(entry), Some(state)) = (capture.finish(), x.cache.as_mut()) else { return };
+        let Some(hash) = state.hash else { return };
+        let ttl = x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).map_or(0, |c| c.ttl_ns);
+        let put = x.cfg.cache.layout().put(ctx.store, &hash, &entry, ttl, ctx.now_ns);
+        if put.stored {
+            state.stored = Some((put.evicted, put.bytes_delta));
+        }
+    }
+
+    fn body_needs(&self, _x: &Exchange) -> super::BodyNeeds {
+        super::BodyNeeds { watch: self.capture.is_some(), rewrite: false, buffer: false }
+    }
+}
+
+/// The response stage that keeps a hit free of tokens and cost (unless the model charges hits).
+pub struct CacheCharge;
+
+impl Stage for CacheCharge {
+    fn name(&self) -> &'static str {
+        "cache_charge"
+    }
+
+    fn on_response_end(&mut self, x: &mut Exchange, _ctx: &Ctx) {
+        let Some(state) = x.cache.as_mut().filter(|s| s.outcome == CacheOutcome::Hit) else { return };
+        let charge =
+            x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).is_some_and(|c| c.charge);
+        let saved = x.reported.unwrap_or_default();
+        let cost = x
+            .served_price
+            .map_or(0, |p| p.cost_micros(saved.prompt_tokens, saved.cached_tokens, saved.completion_tokens));
+        if !charge {
+            state.saved = Some((saved, cost));
+            x.reported = Some(Usage::default());
+        }
+    }
+}
