@@ -263,6 +263,9 @@ impl switchyard::observe::Telemetry for Metrics {
     fn add(&self, kind: switchyard::observe::Kind, id: u32, value: u64) {
         black_box((kind, id, value));
     }
+    fn shift(&self, id: u32, delta: i64) {
+        black_box((id, delta));
+    }
     fn log_record(&self, record: &[u8]) {
         black_box(record);
     }
