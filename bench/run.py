@@ -259,6 +259,15 @@ def switchyard_gateway(port: int, upstream: int) -> dict:
     }
 
 
+def cache_gateway(port: int, upstream: int) -> dict:
+    """The same, with a cached model (`bench-cached`, the openai target): after the first request every
+    answer is a hit from the process tier. An Envoy of its own, so that the other rows' configuration stays
+    what older builds accept (`make bench-ab` runs builds without caching)."""
+    g = switchyard_gateway(port, upstream)
+    g["models"]["bench-cached"] = {**g["models"]["bench-openai"], "cache": {"ttl": "1h"}}
+    return g
+
+
 def fleet_gateway(port: int, upstream: int, grpc_port: int) -> dict:
     """The same, with the key's limits also fleet-wide (requests, tokens, budget: three descriptors per
     admission) through switchyard-limits on `grpc_port`."""
@@ -282,10 +291,13 @@ def start_fleet_backend() -> tuple[list[Proc], int]:
     return [redis, svc], grpc_port
 
 
-def switchyard_config(port: int, upstream: int, grpc_port: int | None = None) -> dict:
+def switchyard_config(port: int, upstream: int, grpc_port: int | None = None, cached: bool = False) -> dict:
     """The Envoy config `switchyard render` makes of the gateway file (with fleet-wide limits when the
-    rate-limit service's port is given)."""
-    g = fleet_gateway(port, upstream, grpc_port) if grpc_port else switchyard_gateway(port, upstream)
+    rate-limit service's port is given, with the cached model when asked)."""
+    if grpc_port:
+        g = fleet_gateway(port, upstream, grpc_port)
+    else:
+        g = cache_gateway(port, upstream) if cached else switchyard_gateway(port, upstream)
     cfg = render(g)
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     hcm.pop("access_log", None)  # measured without the access log, like the plain Envoy
@@ -413,7 +425,11 @@ def main() -> int:
         p_fleet = free_port()
         fleet = start_envoy("envoy-switchyard-fleet", switchyard_config(p_fleet, up, grpc_port), p_fleet)
         procs.append(fleet)
-        gateways = {"envoy-plain": plain, "switchyard": sy, "wasm-floor": floor, "switchyard-fleet": fleet}
+        p_cache = free_port()
+        cached = start_envoy("envoy-switchyard-cache", switchyard_config(p_cache, up, cached=True), p_cache)
+        procs.append(cached)
+        gateways = {"envoy-plain": plain, "switchyard": sy, "wasm-floor": floor, "switchyard-fleet": fleet,
+                    "switchyard-cache": cached}
         have_litellm = (TOOLS / "litellm-venv" / "bin" / "litellm").exists()
         have_portkey = (TOOLS / "portkey" / "node_modules" / "@portkey-ai" / "gateway").exists()
         if have_litellm:
@@ -436,6 +452,9 @@ def main() -> int:
             "switchyard-stream": ("switchyard", p_sy, "/v1/chat/completions", "bench-stream", auth, "[DONE]"),
             # The same as switchyard-openai, with the limits also checked fleet-wide (service + Redis on CPU 1).
             "switchyard-fleet": ("switchyard-fleet", p_fleet, "/v1/chat/completions", "bench-openai", auth, "river"),
+            # The same request to a cached model: every answer but the first (made by the check below) is a
+            # hit answered in the route role, no upstream.
+            "switchyard-cache-hit": ("switchyard-cache", p_cache, "/v1/chat/completions", "bench-cached", auth, "river"),
         }
         if have_litellm:
             configs["litellm"] = ("litellm", p_lite, "/v1/chat/completions", "bench-openai", {"Authorization": f"Bearer {LITELLM_KEY}"}, "river")
@@ -519,6 +538,8 @@ def summarise(runs: dict, cpu: dict, ttfb_sy: list[float], ttfb_direct: list[flo
         "stream_added_per_chunk_us": per_chunk(table),
         "fleet_added_p50_us_c1": diff_us(get("switchyard-fleet", conc=1, field="p50_ms"), get("switchyard-openai", conc=1, field="p50_ms")),
         "fleet_throughput_vs_local_1KB": ratio(get("switchyard-fleet"), get("switchyard-openai")),
+        "cache_hit_throughput_vs_miss_1KB": ratio(get("switchyard-cache-hit"), get("switchyard-openai")),
+        "cache_hit_p50_us_c1": diff_us(get("switchyard-cache-hit", conc=1, field="p50_ms"), 0.0),
     }
     return {"table": table, "targets": targets, "machine": machine(), "duration_s": DURATION, "reps": REPS}
 
@@ -584,6 +605,9 @@ def write_markdown(s: dict) -> None:
               f"- Fleet-wide limits (requests, tokens and budget checked by switchyard-limits and Redis, both on the load's CPU, "
               f"beside the local ones): **{fmt(t['fleet_added_p50_us_c1'])} µs** added p50 at c=1 over the same request with local "
               f"limits only; **{fmt((t['fleet_throughput_vs_local_1KB'] or 0) * 100, 0)}%** of its throughput at c=32 (1 KB).",
+              f"- Cache hits (the same request to a cached model, answered from the process tier with no upstream): "
+              f"**{fmt(t['cache_hit_throughput_vs_miss_1KB'], 2)}×** the throughput of the uncached passthrough at c=32 (1 KB), "
+              f"p50 {fmt(t['cache_hit_p50_us_c1'])} µs at c=1.",
               ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
 
