@@ -5,7 +5,7 @@ CPU 0, one with build A, one with build B; the load generator and the nginx mock
 repetition measures every (target, concurrency) cell on A then B, alternating which goes first, so that
 the machine's drift falls on both. Prints medians and the B/A ratio per cell.
 
-    make bench-ab A=/tmp/old.wasm B=dist/switchyard.wasm [REPS=8 DURATION=5]
+    make bench-ab A=/tmp/old.wasm B=dist/switchyard.wasm [REPS=8 DURATION=5] [AB_ROUTES=shared]
 """
 
 from __future__ import annotations
@@ -29,8 +29,18 @@ TARGETS = {  # name: (model, stream, expected text)
 CONCURRENCY = [1, 32]
 
 
+# AB_ROUTES=shared: both builds get only the catch-all route (`cluster_header`), so that Envoy does the same
+# routing work for both; builds from before the per-model routes (which set no `x-switchyard-route`) never
+# match those routes, while newer ones pay for their retry policy. Measures the filter alone.
+SHARED_ROUTE = os.environ.get("AB_ROUTES") == "shared"
+
+
 def config_for(wasm: str, port: int, upstream: int) -> dict:
     cfg = run.switchyard_config(port, upstream)
+    if SHARED_ROUTE:
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        for vh in hcm["route_config"]["virtual_hosts"]:
+            vh["routes"] = [r for r in vh["routes"] if not r["match"].get("headers")]
     for pc in run.plugin_configs(cfg):
         pc["vm_config"]["code"]["local"]["filename"] = str(Path(wasm).resolve())
     return cfg
