@@ -80,13 +80,18 @@ impl SharedStore for Store {
 }
 
 fn config() -> Rc<Config> {
+    config_with("")
+}
+
+/// The bench config, with `extra_models` (JSON members) added to its models.
+fn config_with(extra_models: &str) -> Rc<Config> {
     let digest = switchyard::codec::sha256::to_hex(&switchyard::codec::sha256::digest(KEY.as_bytes()));
     let limited = switchyard::codec::sha256::to_hex(&switchyard::codec::sha256::digest(LIMITED_KEY.as_bytes()));
     let cfg = format!(
         r#"{{"providers":{{"openai":{{"kind":"openai","api_key":{{"env":"OPENAI_API_KEY"}}}},"local":{{"kind":"mock"}},
                 "anthropic":{{"kind":"anthropic","api_key":{{"env":"ANTHROPIC_API_KEY"}}}}}},
             "models":{{"gpt-4o-mini":{{"provider":"openai","model":"gpt-4o-mini-2024-07-18","price":{{"input":0.15,"output":0.6}}}},"echo":{{"provider":"local"}},
-                "claude":{{"provider":"anthropic","model":"claude-haiku","price":{{"input":0.8,"output":4}}}}}},
+                "claude":{{"provider":"anthropic","model":"claude-haiku","price":{{"input":0.8,"output":4}}}}{extra_models}}},
             "keys":[{{"id":"bench","sha256":"{digest}","models":["*"]}},
                     {{"id":"limited","sha256":"{limited}","models":["*"],"limits":{{"requests":{{"limit":1000000000,"window_secs":1}},
                       "tokens":{{"limit":1000000000000,"window_secs":1}},"concurrent":1000000,"budget":{{"usd":1000000000,"period":"day"}}}}}}]}}"#
@@ -230,6 +235,34 @@ fn main() {
             }
         });
     }
+    // The response cache: one miss stores the answer, then every request is a hit answered in the route
+    // role (key, limits, canonical form and SHA-256, the shared-data read, the rendering, the record).
+    let cached = config_with(r#","cached":{"provider":"openai","model":"gpt-4o-mini","cache":{"ttl":3600}}"#);
+    let cached_body = chat_body(1024, "cached", false);
+    let mut whole = |cfg: &Rc<Config>| -> bool {
+        let mut f = RouteFilter::new(cfg.clone());
+        black_box(f.on_request_headers(&limited_headers, false));
+        let d = f.on_request_body(black_box(&cached_body), &ctx);
+        let hit = matches!(d.step, Step::Respond(_));
+        if !hit {
+            black_box(f.on_response_headers(200, Some("application/json"), None, true));
+            black_box(f.on_response_body(openai_answer.to_vec(), true, 1));
+        }
+        if let Some(r) = f.on_done(&ctx, 1) {
+            switchyard::observe::emit(&r, &mut ids, &telemetry);
+        }
+        hit
+    };
+    assert!(!whole(&cached), "the first request is a miss");
+    assert!(whole(&cached), "the second is a hit");
+    bench("whole request, cache hit (1KB)", 20_000, || {
+        black_box(whole(&cached));
+    });
+    bench("cache key: canonical form + SHA-256 (1KB)", 200_000, || {
+        let c =
+            switchyard::cache::canonical(switchyard::api::openai::Operation::ChatCompletions, black_box(&cached_body));
+        black_box(switchyard::cache::key("key:bench", "cached", &c.unwrap_or_default()));
+    });
     bench("virtual key lookup (sha256 + map)", 200_000, || {
         black_box(cfg.key_index(black_box(KEY)));
     });
