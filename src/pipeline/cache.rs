@@ -235,3 +235,109 @@ impl Stage for CacheCharge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::testing::MapHeaders;
+
+    #[test]
+    fn cache_control_directives() {
+        let table = [
+            (None, Directive::Normal),
+            (Some("max-age=0"), Directive::Normal),
+            (Some("no-cache"), Directive::NoCache),
+            (Some("max-age=0, No-Cache"), Directive::NoCache),
+            (Some("no-store"), Directive::NoStore),
+            (Some("no-cache, no-store"), Directive::NoStore),
+            (Some("no-store , no-cache"), Directive::NoStore),
+            (Some("no-cache-please"), Directive::Normal),
+        ];
+        for (value, want) in table {
+            let h = match value {
+                Some(v) => MapHeaders::new(&[("cache-control", v)]),
+                None => MapHeaders::new(&[]),
+            };
+            assert_eq!(directive(&h), want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn outcome_names_are_the_metric_tags() {
+        let names: Vec<_> =
+            [CacheOutcome::Hit, CacheOutcome::Miss, CacheOutcome::Bypass].map(CacheOutcome::name).into();
+        assert_eq!(names, crate::observe::CACHE_OUTCOMES);
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    use crate::config::tests::MapEnv;
+    use crate::config::Config;
+    use crate::http::testing::MapHeaders;
+    use crate::http::Step;
+    use crate::pipeline::{Ctx, Pipeline};
+    use crate::providers::mock::Clock;
+    use std::rc::Rc;
+
+    const CONFIG: &str = r#"{"providers":{"local":{"kind":"mock"}},
+        "models":{"echo":{"provider":"local","cache":{"ttl":60}},"plain":{"provider":"local"}},
+        "keys":[{"id":"k","sha256":"a1a2a3","models":["*"]}]}"#;
+
+    /// One request through the pipeline, as the host drives it: the answer, its headers and the record's
+    /// cache field.
+    fn ask(
+        cfg: &Rc<Config>,
+        store: &crate::limits::tests::MemStore,
+        now_ns: u64,
+        body: &str,
+        extra: &[(&str, &str)],
+    ) -> (u16, Vec<(&'static str, String)>, Vec<u8>, Option<&'static str>) {
+        let mut h = vec![(":method", "POST"), (":path", "/v1/chat/completions"), ("authorization", "Bearer sk-test")];
+        h.extend_from_slice(extra);
+        let mut p = Pipeline::new(cfg.clone());
+        let ctx = Ctx { clock: Clock { unix_secs: now_ns / 1_000_000_000, seq: now_ns }, now_ns, store };
+        assert_eq!(p.on_request_headers(&MapHeaders::new(&h), false).step, Step::NeedBody);
+        assert_eq!(p.on_body_progress(body.len(), true), None);
+        let d = p.on_request_body(body.as_bytes(), &ctx);
+        let Step::Respond(r) = d.step else { panic!("the mock answers: {d:?}") };
+        let record = p.on_done(&ctx, 0).expect("a record");
+        (r.status, r.headers, r.body, record.cache)
+    }
+
+    fn config() -> Rc<Config> {
+        let digest = crate::codec::sha256::to_hex(&crate::codec::sha256::digest(b"sk-test"));
+        Rc::new(Config::parse(CONFIG.replace("a1a2a3", &digest).as_bytes(), &MapEnv(vec![])).unwrap())
+    }
+
+    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+        h.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn a_mock_answer_is_stored_then_served_until_its_ttl() {
+        let cfg = config();
+        assert!(cfg.caches);
+        let store = crate::limits::tests::MemStore::default();
+        let body = r#"{"model":"echo","messages":[{"role":"user","content":"hello cache"}]}"#;
+        let t0 = 1_700_000_000_000_000_000;
+        let (status, h, first, cache) = ask(&cfg, &store, t0, body, &[]);
+        assert_eq!((status, header(&h, "x-switchyard-cache"), cache), (200, Some("miss"), Some("miss")));
+        let (status, h, second, cache) = ask(&cfg, &store, t0 + 5_000_000_000, body, &[]);
+        assert_eq!((status, header(&h, "x-switchyard-cache"), cache), (200, Some("hit"), Some("hit")));
+        assert_eq!(header(&h, "age"), Some("5"));
+        let text = |b: &[u8]| {
+            serde_json::from_slice::<serde_json::Value>(b).unwrap()["choices"][0]["message"]["content"].clone()
+        };
+        assert_eq!(text(&first), text(&second));
+        // The same request with other spacing and a `user` is the same entry; past the TTL it is not.
+        let spaced = r#"{ "model" : "echo", "user": "x", "messages" : [ {"content":"hello cache","role":"user"} ] }"#;
+        assert_eq!(ask(&cfg, &store, t0 + 6_000_000_000, spaced, &[]).3, Some("hit"));
+        assert_eq!(ask(&cfg, &store, t0 + 61_000_000_000, body, &[]).3, Some("miss"));
+        // no-store: neither looked up nor stored; a model without cache says nothing.
+        assert_eq!(ask(&cfg, &store, t0 + 62_000_000_000, body, &[("cache-control", "no-store")]).3, Some("bypass"));
+        let plain = r#"{"model":"plain","messages":[{"role":"user","content":"hello cache"}]}"#;
+        let (_, h, _, cache) = ask(&cfg, &store, t0, plain, &[]);
+        assert_eq!((header(&h, "x-switchyard-cache"), cache), (None, None));
+    }
+}
