@@ -284,15 +284,17 @@ mod pipeline_tests {
         "models":{"echo":{"provider":"local","cache":{"ttl":60}},"plain":{"provider":"local"}},
         "keys":[{"id":"k","sha256":"a1a2a3","models":["*"]}]}"#;
 
-    /// One request through the pipeline, as the host drives it: the answer, its headers and the record's
-    /// cache field.
+    /// What one request got: status, headers, body, and the record's cache field.
+    type Got = (u16, Vec<(&'static str, String)>, Vec<u8>, Option<&'static str>);
+
+    /// One request through the pipeline, as the host drives it.
     fn ask(
         cfg: &Rc<Config>,
         store: &crate::limits::tests::MemStore,
         now_ns: u64,
         body: &str,
         extra: &[(&str, &str)],
-    ) -> (u16, Vec<(&'static str, String)>, Vec<u8>, Option<&'static str>) {
+    ) -> Got {
         let mut h = vec![(":method", "POST"), (":path", "/v1/chat/completions"), ("authorization", "Bearer sk-test")];
         h.extend_from_slice(extra);
         let mut p = Pipeline::new(cfg.clone());
