@@ -163,3 +163,25 @@ pub fn local_answer(
         }
     }
 }
+
+/// The mock provider's answer to a request of a client format served through the pivot: the request
+/// converted to the chat format (`to_openai`), answered by the mock, and written back in the client's
+/// format by [`local_answer`]; an invalid request gets an error in the client's shape (`error`).
+pub fn mock_answer(
+    op: crate::api::Operation,
+    body: &[u8],
+    alias: &str,
+    clock: crate::providers::mock::Clock,
+    to_openai: fn(&[u8]) -> Result<Vec<u8>, crate::api::error::ApiError>,
+    error: fn(crate::api::error::ApiError) -> crate::http::LocalResponse,
+) -> crate::http::LocalResponse {
+    let answered = to_openai(body).and_then(|pivot| {
+        let chat = crate::api::openai::parse_chat(&pivot)?;
+        Ok((crate::providers::mock::chat(&chat, alias, clock).body, chat.is_stream()))
+    });
+    match answered {
+        Ok((answer, stream)) => local_answer(op, &answer, stream, alias, clock, body)
+            .unwrap_or_else(|why| error(crate::api::error::ApiError::gateway(why))),
+        Err(e) => error(e),
+    }
+}

@@ -42,9 +42,7 @@ fn absent(v: Option<&Value>) -> bool {
 
 impl ChatStream {
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        let mut events = Vec::new();
-        self.decoder.push(bytes, &mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(bytes, false) {
             self.on_event(&e.data);
         }
     }
@@ -142,9 +140,7 @@ impl ChatStream {
 
     /// The answer, when it is complete.
     pub(crate) fn finish(mut self) -> Option<Answer> {
-        let mut events = Vec::new();
-        self.decoder.finish(&mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(&[], true) {
             self.on_event(&e.data);
         }
         if !self.done || self.failed || self.choices.is_empty() {
@@ -250,9 +246,7 @@ pub(crate) struct AnthropicStream {
 
 impl AnthropicStream {
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        let mut events = Vec::new();
-        self.decoder.push(bytes, &mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(bytes, false) {
             self.on_event(e);
         }
     }
@@ -325,9 +319,7 @@ impl AnthropicStream {
 
     /// The answer, when it is complete.
     pub(crate) fn finish(mut self) -> Option<Answer> {
-        let mut events = Vec::new();
-        self.decoder.finish(&mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(&[], true) {
             self.on_event(e);
         }
         if !self.stopped || self.failed {
@@ -373,9 +365,7 @@ pub(crate) struct ResponsesStream {
 
 impl ResponsesStream {
     pub(crate) fn push(&mut self, bytes: &[u8]) {
-        let mut events = Vec::new();
-        self.decoder.push(bytes, &mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(bytes, false) {
             self.on_event(e);
         }
     }
@@ -406,9 +396,7 @@ impl ResponsesStream {
 
     /// The answer, when it is complete.
     pub(crate) fn finish(mut self) -> Option<Answer> {
-        let mut events = Vec::new();
-        self.decoder.finish(&mut |e| events.push(e));
-        for e in events {
+        for e in self.decoder.events(&[], true) {
             self.on_event(e);
         }
         if self.failed {
