@@ -187,18 +187,6 @@ struct AnthropicMessage {
 }
 
 #[derive(Deserialize)]
-struct AnthropicDelta {
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    partial_json: Option<String>,
-    #[serde(default)]
-    stop_reason: Option<String>,
-}
-
-#[derive(Deserialize)]
 struct AnthropicEvent {
     #[serde(default, rename = "type")]
     kind: Option<String>,
@@ -209,7 +197,7 @@ struct AnthropicEvent {
     #[serde(default)]
     content_block: Option<AnthropicBlock>,
     #[serde(default)]
-    delta: Option<AnthropicDelta>,
+    delta: Option<crate::providers::anthropic::Delta>,
     #[serde(default)]
     usage: Option<RawUsage>,
 }

@@ -20,7 +20,7 @@
 use super::{Chunk, Ctx, Exchange, Flow, Parsed, Request, ResponseHead, Stage};
 use crate::api::openai::Operation;
 use crate::cache::{self, Capture, Format};
-use crate::config::CacheScope;
+use crate::config::{CacheScope, ModelCache};
 use crate::http::Headers;
 use crate::providers::Usage;
 
@@ -46,6 +46,8 @@ impl CacheOutcome {
 #[derive(Debug, Clone)]
 pub struct CacheState {
     pub outcome: CacheOutcome,
+    /// The model's `cache` section.
+    pub config: ModelCache,
     /// The entry's key (`None`: the request has no key, e.g. bypassed before it was made).
     pub hash: Option<[u8; 32]>,
     /// The answer may be stored.
@@ -59,8 +61,8 @@ pub struct CacheState {
 }
 
 impl CacheState {
-    fn new(outcome: CacheOutcome, hash: Option<[u8; 32]>, store: bool) -> Self {
-        CacheState { outcome, hash, store, age_secs: 0, saved: None, stored: None }
+    fn new(config: ModelCache, outcome: CacheOutcome, hash: Option<[u8; 32]>, store: bool) -> Self {
+        CacheState { outcome, config, hash, store, age_secs: 0, saved: None, stored: None }
     }
 }
 
@@ -118,16 +120,16 @@ impl Stage for CacheLookup {
             let native =
                 model.targets.iter().any(|t| cfg.provider(t.provider).is_some_and(|p| p.kind.answers_responses()));
             if r.previous_response_id.is_some() || r.conversation || (native && r.store != Some(false)) {
-                x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+                x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
                 return Flow::Next;
             }
         }
         if self.directive == Directive::NoStore {
-            x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+            x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
             return Flow::Next;
         }
         let Ok(canonical) = cache::canonical(op, req.bytes) else {
-            x.cache = Some(CacheState::new(CacheOutcome::Bypass, None, false));
+            x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
             return Flow::Next;
         };
         let scope = match (mc.scope, &key.team) {
@@ -137,7 +139,7 @@ impl Stage for CacheLookup {
         };
         let hash = cache::key(&scope, &model.name, &canonical);
         if self.directive == Directive::NoCache {
-            x.cache = Some(CacheState::new(CacheOutcome::Bypass, Some(hash), true));
+            x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, Some(hash), true));
             return Flow::Next;
         }
         let hit = cfg.cache.layout().get(ctx.store, &hash, ctx.now_ns);
@@ -146,7 +148,7 @@ impl Stage for CacheLookup {
         });
         match (hit, answer) {
             (Some(h), Some(answer)) => {
-                let mut state = CacheState::new(CacheOutcome::Hit, Some(hash), false);
+                let mut state = CacheState::new(mc, CacheOutcome::Hit, Some(hash), false);
                 state.age_secs = h.age_secs(ctx.now_ns);
                 x.cache = Some(state);
                 // Answered for the model, as the mock is: the response stages measure and settle it.
@@ -155,7 +157,7 @@ impl Stage for CacheLookup {
             }
             // Not there, expired, or unreadable (a corrupt entry): a miss, stored anew.
             _ => {
-                x.cache = Some(CacheState::new(CacheOutcome::Miss, Some(hash), true));
+                x.cache = Some(CacheState::new(mc, CacheOutcome::Miss, Some(hash), true));
                 Flow::Next
             }
         }
@@ -179,11 +181,10 @@ impl Stage for CacheCapture {
         if state.outcome == CacheOutcome::Hit {
             head.set.push(("age", state.age_secs.to_string()));
         }
-        let max =
-            x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).map(|c| c.max_entry_bytes);
         let format = x.op.zip(x.ask.as_ref()).and_then(|(op, a)| Format::of(op, a.stream));
-        if let (true, true, Some(max), Some(format)) = (state.store, (200..300).contains(&head.status), max, format) {
-            self.capture = Some(Capture::new(format, usize::try_from(max).unwrap_or(usize::MAX)));
+        if let (true, true, Some(format)) = (state.store, (200..300).contains(&head.status), format) {
+            let max = usize::try_from(state.config.max_entry_bytes).unwrap_or(usize::MAX);
+            self.capture = Some(Capture::new(format, max));
         }
     }
 
@@ -201,8 +202,7 @@ impl Stage for CacheCapture {
         }
         let (Some(entry), Some(state)) = (capture.finish(), x.cache.as_mut()) else { return };
         let Some(hash) = state.hash else { return };
-        let ttl = x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).map_or(0, |c| c.ttl_ns);
-        let put = x.cfg.cache.layout().put(ctx.store, &hash, &entry, ttl, ctx.now_ns);
+        let put = x.cfg.cache.layout().put(ctx.store, &hash, &entry, state.config.ttl_ns, ctx.now_ns);
         if put.stored {
             state.stored = Some((put.evicted, put.bytes_delta));
         }
@@ -222,17 +222,16 @@ impl Stage for CacheCharge {
     }
 
     fn on_response_end(&mut self, x: &mut Exchange, _ctx: &Ctx) {
-        let Some(state) = x.cache.as_mut().filter(|s| s.outcome == CacheOutcome::Hit) else { return };
-        let charge =
-            x.ask.as_ref().and_then(|a| x.cfg.models.get(&a.alias)).and_then(|m| m.cache).is_some_and(|c| c.charge);
+        // A charged hit (`charge: true`) keeps the usage it reports, as a served answer would.
+        let Some(state) = x.cache.as_mut().filter(|s| s.outcome == CacheOutcome::Hit && !s.config.charge) else {
+            return;
+        };
         let saved = x.reported.unwrap_or_default();
         let cost = x
             .served_price
             .map_or(0, |p| p.cost_micros(saved.prompt_tokens, saved.cached_tokens, saved.completion_tokens));
-        if !charge {
-            state.saved = Some((saved, cost));
-            x.reported = Some(Usage::default());
-        }
+        state.saved = Some((saved, cost));
+        x.reported = Some(Usage::default());
     }
 }
 

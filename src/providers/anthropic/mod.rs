@@ -44,6 +44,7 @@ mod tests;
 pub(crate) use settings::settings;
 
 pub(crate) use response::RawUsage;
+pub(crate) use stream::Delta;
 
 use super::toolkit::{self, Prologue};
 use super::{Attempt, BodyMode, Outgoing};

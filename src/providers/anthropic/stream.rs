@@ -18,16 +18,17 @@ struct StartMessage {
     usage: Option<RawUsage>,
 }
 
+/// A stream event's `delta` (`content_block_delta`, `message_delta`); the cache's capture reads it too.
 #[derive(Deserialize)]
-struct Delta {
+pub(crate) struct Delta {
     #[serde(default, rename = "type")]
-    kind: Option<String>,
+    pub(crate) kind: Option<String>,
     #[serde(default)]
-    text: Option<String>,
+    pub(crate) text: Option<String>,
     #[serde(default)]
-    partial_json: Option<String>,
+    pub(crate) partial_json: Option<String>,
     #[serde(default)]
-    stop_reason: Option<String>,
+    pub(crate) stop_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
