@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use switchyard::api::openai::Operation;
 use switchyard::providers::{prepare, BodyMode, ResponseTranslator};
-use switchyard_fuzz::{assert_same, attempt, chat_request, config, control, messages_request, pieces};
+use switchyard_fuzz::{assert_same, attempt, chat_request, config, control, feed, messages_request, pieces};
 
 thread_local! {
     static CFG: std::rc::Rc<switchyard::config::Config> = config();
@@ -23,13 +23,7 @@ fuzz_target!(|data: &[u8]| {
             if t.on_headers(status, Some("text/event-stream")).1 != BodyMode::Stream {
                 return None;
             }
-            let mut out = Vec::new();
-            for (i, p) in parts.iter().enumerate() {
-                t.on_stream(p, !end_apart && i + 1 == parts.len(), &mut out);
-            }
-            if end_apart {
-                t.on_stream(&[], true, &mut out);
-            }
+            let out = feed(parts, end_apart, |bytes, end, out| t.on_stream(bytes, end, out));
             Some((out, t.usage()))
         };
         let Some((whole, usage)) = run(&[payload], false) else { return };

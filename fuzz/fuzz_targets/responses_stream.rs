@@ -3,19 +3,12 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use switchyard::api::responses::{Echo, StreamToResponses};
-use switchyard_fuzz::{assert_same, control, pieces};
+use switchyard_fuzz::{assert_same, control, feed, pieces};
 
 fn run(parts: &[&[u8]], end_apart: bool) -> Vec<u8> {
     let echo = Echo::new(br#"{"model":"fuzz","input":"x","tools":[{"type":"function","name":"f"}]}"#, 1_700_000_000);
     let mut s = StreamToResponses::new(echo, 42);
-    let mut out = Vec::new();
-    for (i, p) in parts.iter().enumerate() {
-        s.push(p, !end_apart && i + 1 == parts.len(), &mut out);
-    }
-    if end_apart {
-        s.push(&[], true, &mut out);
-    }
-    out
+    feed(parts, end_apart, |bytes, end, out| s.push(bytes, end, out))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -36,6 +36,19 @@ pub fn pieces<'a>(payload: &'a [u8], seeds: &[u8]) -> Vec<&'a [u8]> {
     out
 }
 
+/// Feeds `parts` in order to a stream converter's `push(bytes, end, out)`, the last part with `end`, or an
+/// empty push with `end` after them when `end_apart`; returns what the converter wrote.
+pub fn feed(parts: &[&[u8]], end_apart: bool, mut push: impl FnMut(&[u8], bool, &mut Vec<u8>)) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        push(p, !end_apart && i + 1 == parts.len(), &mut out);
+    }
+    if end_apart {
+        push(&[], true, &mut out);
+    }
+    out
+}
+
 /// Panics (a crash for the fuzzer) unless `bytes` is one JSON document.
 pub fn assert_json(bytes: &[u8], what: &str) {
     if let Err(e) = serde_json::from_slice::<serde_json::Value>(bytes) {

@@ -360,6 +360,16 @@ def module_stack(make: Callable[[], object]):
     return fixture
 
 
+def prom_samples(text: str) -> dict:
+    """Switchyard's samples in Envoy's Prometheus text (`/stats/prometheus`): `name{labels}` -> value."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("switchyard_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
 def request(method: str, url: str, body: bytes | str | None = None, headers: dict | None = None, timeout: float = 10):
     """A raw HTTP request; returns (status, headers, body) for every status."""
     if isinstance(body, str):

@@ -366,12 +366,7 @@ def test_a_hit_counts_as_a_request_and_charges_no_tokens(stack):
 
 
 def stats(stack) -> dict:
-    out = {}
-    for line in stack.envoy.admin("/stats/prometheus").splitlines():
-        if line.startswith("switchyard_"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
+    return harness.prom_samples(stack.envoy.admin("/stats/prometheus"))
 
 
 def test_stats_and_access_log(stack):

@@ -98,17 +98,8 @@ def scripted_stack() -> Stack:
 stack = module_stack(scripted_stack)
 
 
-def prom_samples(text: str) -> dict:
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("switchyard_"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_prometheus_counters_and_labels(stack):
-    p = prom_samples(stack.envoy.admin("/stats/prometheus"))
+    p = harness.prom_samples(stack.envoy.admin("/stats/prometheus"))
     a = 'model="m1",provider="openai",key="team-a"'
     assert p[f'switchyard_requests{{{a},outcome="ok"}}'] == 2
     assert p['switchyard_requests{model="m2",provider="anthropic",key="team-b",outcome="ok"}'] == 1

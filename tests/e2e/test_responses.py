@@ -1106,15 +1106,6 @@ def test_token_limit_settles_from_the_responses_usage(stack, respond, model, str
     assert admitted == 3
 
 
-def prom_samples(text: str) -> dict:
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("switchyard_"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
 def test_stats_and_access_log_say_responses(stack, respond):
     respond("gpt", Say(text="ok", usage=(250, 50, 20)))
     respond("claude", Say(text="ok", usage=(12, 5, 0)))
@@ -1129,7 +1120,7 @@ def test_stats_and_access_log_say_responses(stack, respond):
             f"switchyard_output_tokens{{{claude}}}": 5}
     deadline = time.time() + 5
     while True:
-        p = prom_samples(stack.envoy.admin("/stats/prometheus"))
+        p = harness.prom_samples(stack.envoy.admin("/stats/prometheus"))
         got = {k: p.get(k) for k in want}
         if got == want or time.time() > deadline:
             break
