@@ -109,9 +109,9 @@ impl Stage for ProviderErrors {
 }
 
 /// The provider that served, when its answer reaches the route role as the provider sent it: an
-/// OpenAI-format provider's answer to the OpenAI API, an `anthropic` provider's to `/v1/messages`, a provider
-/// answering the Responses API itself to `/v1/responses` (every
-/// other pairing was translated, here or by the upstream role, and the translator made its errors).
+/// OpenAI-format provider's answer to the OpenAI API, an `anthropic` provider's to `/v1/messages`, a
+/// provider answering the Responses API itself to `/v1/responses` (every other pairing was translated,
+/// here or by the upstream role, and the translator made its errors).
 fn passthrough_provider(x: &Exchange) -> Option<String> {
     let (name, _) = x.served.as_ref()?;
     let (_, p) = x.cfg.provider_by_name(name)?;
