@@ -59,8 +59,8 @@ pub fn name_records(key_id: &str, limits: &mut crate::config::KeyLimits) {
 /// creating the same key at once could lose an update; once a key exists every write is checked.
 pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
-    for k in &cfg.keys {
-        let l = &k.limits;
+    // A user's records are made by their first request (users are not known ahead).
+    for l in cfg.keys.iter().map(|k| &k.limits).chain(cfg.teams.iter().map(|t| &t.limits)) {
         if l.concurrent.is_some() || l.requests.is_some() || l.tokens.is_some() || l.budget.is_some() {
             out.push(l.record.to_string());
         }

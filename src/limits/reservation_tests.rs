@@ -4,7 +4,7 @@ use crate::config::{Allowed, Budget, Key, KeyLimits, ModelLimits};
 
 fn key(mut limits: KeyLimits) -> Key {
     name_records("k", &mut limits);
-    Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new(), team: None }
+    Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new(), team: None, team_id: None }
 }
 const S: u64 = 1_000_000_000;
 const T: u64 = 1_795_262_400 * S;
