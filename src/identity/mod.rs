@@ -9,7 +9,7 @@
 
 pub mod metadata;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use crate::api::error::ApiError;
 use crate::codec::sha256;

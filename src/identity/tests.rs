@@ -8,7 +8,7 @@ use crate::codec::protobuf::Writer;
 use crate::config::identity_tests::with_identity;
 use crate::config::tests::MapEnv;
 
-fn golden(name: &str) -> Vec<u8> {
+pub(crate) fn golden(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/fixtures/jwt_metadata/{name}.hex", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap();
     let hex = text.trim();
@@ -212,6 +212,19 @@ fn bounds_and_corrupt_input_never_panic() {
     assert_eq!((got.len(), got[0], got[MAX_LIST_ITEMS - 1]), (MAX_LIST_ITEMS, "g0", "g255"));
     let many = "a ".repeat(10_000);
     assert_eq!(Claim::Str(&many).strings().unwrap().len(), MAX_LIST_ITEMS);
+}
+
+/// Metadata as `jwt_authn` writes it for a verified token with claims `sub` and `groups`.
+pub(crate) fn verified(sub: &str, groups: &[&str]) -> Vec<u8> {
+    let mut list = Writer::new();
+    for g in groups {
+        list.bytes(1, &string_value(g));
+    }
+    let mut lv = Writer::new();
+    lv.bytes(6, &list.buf);
+    let mut claims = field("sub", &string_value(sub));
+    claims.extend(field("groups", &lv.buf));
+    metadata(NAMESPACE, &field("payload", &struct_value(&claims)))
 }
 
 fn cfg(mutate: impl Fn(&mut serde_json::Value)) -> Config {

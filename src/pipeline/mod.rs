@@ -34,6 +34,8 @@ pub mod translate;
 pub mod usage;
 
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::api::error::ApiError;
