@@ -321,3 +321,31 @@ fn without_identity_nothing_changes() {
     assert_eq!(t.counters.borrow()[0].0, "switchyard.requests.model.demo.provider.local.key.all.outcome.ok");
     assert!(!crate::observe::log_fields(&got.record).iter().any(|(k, _)| *k == "team" || *k == "user"));
 }
+
+#[test]
+fn cached_answers_are_shared_within_the_requests_team() {
+    let cfg = |scope: &str| {
+        let scope = scope.to_string();
+        config(move |v| {
+            v["models"]["demo"]["cache"] = json!({"ttl": 60, "scope": scope});
+            v["keys"][1]["models"] = json!(["demo"]);
+        })
+    };
+    let user = |name: &str, groups: &[&str]| Some(verified(name, groups));
+    let cache = |got: &Got| got.record.cache;
+    let team = cfg("team");
+    let store = MemStore::default();
+    let ask = |h: &[(&str, &str)], meta| send(&team, &store, CHAT, h, meta, &chat("demo"));
+    assert_eq!(cache(&ask(&[JWT], user("alice", &["research"]))), Some("miss"));
+    assert_eq!(cache(&ask(&[JWT], user("bob", &["research"]))), Some("hit"), "a user of the same team");
+    assert_eq!(cache(&ask(&[("x-api-key", "sk-mini")], None)), Some("hit"), "a key of the same team");
+    assert_eq!(cache(&ask(&[JWT], user("carol", &["ops"]))), Some("miss"), "another team");
+    let picked = ask(&[JWT, ("x-switchyard-team", "research")], user("dave", &["ops", "research"]));
+    assert_eq!(cache(&picked), Some("hit"), "the team the request is attributed to");
+    let mine = cfg("key");
+    let store = MemStore::default();
+    let ask = |h: &[(&str, &str)], meta| send(&mine, &store, CHAT, h, meta, &chat("demo"));
+    assert_eq!(cache(&ask(&[JWT], user("alice", &["research"]))), Some("miss"));
+    assert_eq!(cache(&ask(&[JWT], user("bob", &["research"]))), Some("miss"), "scope key: never between users");
+    assert_eq!(cache(&ask(&[JWT], user("alice", &["ops"]))), Some("hit"), "the same user");
+}
