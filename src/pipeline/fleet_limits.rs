@@ -44,10 +44,14 @@ impl Stage for FleetLimits {
         // The same estimates as the local tier's.
         let cost = model.max_price().map_or(0, |p| p.cost_micros(ask.prompt_estimate, 0, ask.output_reserved));
         let tokens = ask.prompt_estimate + ask.output_reserved;
-        let mut asked = Vec::new();
+        let mut asked: Vec<Descriptor> = Vec::new();
         for (id, limits) in subjects.into_iter().flatten() {
-            let unix = ctx.clock.unix_secs;
-            asked.extend(fleet::admission(&id, limits, &ask.alias, tokens, cost, unix, svc.standard));
+            let more = fleet::admission(&id, limits, &ask.alias, tokens, cost, ctx.clock.unix_secs, svc.standard);
+            if asked.is_empty() {
+                asked = more;
+            } else {
+                asked.extend(more);
+            }
         }
         if asked.is_empty() {
             return Flow::Next;
