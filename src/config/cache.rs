@@ -1,7 +1,7 @@
 //! Response caching settings: a model's `cache` section, the top-level `cache` bounds of the process tier,
 //! and a key's `team` (whom `scope: team` shares answers between). Parsed field by field here (stage 1),
 //! checked against each other in `compile` (stage 2): a model's `max_entry_bytes` must fit the process
-//! tier's per-set budget, `cache.fleet` needs `fleet_limits`.
+//! tier's per-set budget, `cache.fleet` needs `fleet_limits` with the `switchyard` protocol.
 
 use super::fields::{as_obj, check_fields, err, join, type_name, R};
 use crate::cache::store::Layout;
