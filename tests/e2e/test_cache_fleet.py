@@ -177,7 +177,12 @@ def test_a_miss_on_one_envoy_is_a_hit_on_the_other_across_formats(stack):
         assert stack.provider.n == before_calls + 1
     finally:
         stack.redis.start()
-    time.sleep(0.5)
+    time.sleep(1.2)  # the access log's flush, and the stats' (1 s here)
+    b_stats = harness.prom_samples(stack.b.admin("/stats/prometheus"))
+    assert b_stats['switchyard_cache_fleet{outcome="hit"}'] >= 1, b_stats
+    a_stats = harness.prom_samples(stack.a.admin("/stats/prometheus"))
+    assert a_stats['switchyard_cache_fleet{outcome="miss"}'] >= 1, a_stats
+    assert a_stats['switchyard_cache_fleet_put{outcome="ok"}'] >= 1, a_stats
     mine = [r for r in access_records(stack.b) if r.get("cache") == "hit"]
     assert [r.get("cache_tier") for r in mine[-2:]] == ["fleet", "process"], mine[-2:]
     assert mine[-2].get("cache_fleet") == "hit" and "cache_fleet" not in mine[-1]
