@@ -233,3 +233,17 @@ fn a_users_model_limits_have_records_of_their_own() {
     Reservation::reserve_for(&st, [Subject::user("b", &users, "big")], 0, 0, T).unwrap();
     assert!(st.data.borrow().contains_key("switchyard/limits/user:a/model/big"));
 }
+
+#[test]
+fn a_user_id_cannot_name_another_users_records() {
+    let st = MemStore::default();
+    let mut users = KeyLimits { requests: Some(Rate { max: 1, window_secs: 60 }), ..Default::default() };
+    users
+        .per_model
+        .insert("big".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), ..Default::default() });
+    // "a/model/big" would otherwise own the record of user "a" with model "big".
+    Reservation::reserve_for(&st, [Subject::user("a/model/big", &users, "other")], 0, 0, T).unwrap();
+    assert!(st.data.borrow().contains_key("switchyard/limits/user:a%2Fmodel%2Fbig"));
+    Reservation::reserve_for(&st, [Subject::user("a", &users, "big")], 0, 0, T).unwrap();
+    assert!(st.data.borrow().contains_key("switchyard/limits/user:a/model/big"));
+}

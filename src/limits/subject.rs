@@ -55,9 +55,10 @@ impl<'a> Subject<'a> {
         Subject { limits, record: limits.record.clone(), model, whose }
     }
 
-    /// A user with the users' limits (`identity.user_limits`): records `switchyard/limits/user:<id>`.
+    /// A user with the users' limits (`identity.user_limits`): records `switchyard/limits/user:<id>`,
+    /// the id percent-encoded (an id holding `/model/x` must not name another user's model record).
     pub fn user(id: &str, limits: &'a KeyLimits, model: &str) -> Subject<'a> {
-        let subject = crate::config::identity::subject_user(id);
+        let subject = crate::config::identity::subject_user(&crate::codec::percent::encode(id.as_bytes()));
         let model = limits.per_model.get(model).map(|ml| (Rc::from(model_record(&subject, model)), ml));
         Subject { limits, record: Rc::from(own_record(&subject)), model, whose: Whose::User }
     }
