@@ -50,7 +50,7 @@ pub fn render(g: &Gateway) -> Y {
     }
     clusters.extend(super::jwt::clusters(g));
     doc.push("static_resources", map([("listeners", list([listener])), ("clusters", Y::List(clusters))]));
-    doc.note("The filter's stats are named wasmcustom.switchyard.<metric>.model.<m>.provider.<p>.key.<k>[.outcome.<o>];\nthese tag extractors turn the segments into Prometheus labels (model, provider, key, outcome).");
+    doc.note("The filter's stats are named wasmcustom.switchyard.<metric>.model.<m>.provider.<p>.key.<k>[.team.<t>][.outcome.<o>]\n(team with identity or teams configured); these tag extractors turn the segments into Prometheus labels.");
     doc.push("stats_config", stats_config());
     doc.note("Envoy's cap on client connections at once (past it, new connections are refused).");
     doc.push(
@@ -574,6 +574,10 @@ fn stats_config() -> Y {
         ("model", "^wasmcustom\\.switchyard\\.[a-z_]+(\\.model\\.([^.]+))"),
         ("provider", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(\\.provider\\.([^.]+))"),
         ("key", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(?:\\.provider\\.[^.]+)?(\\.key\\.([^.]+))"),
+        (
+            "team",
+            "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(?:\\.provider\\.[^.]+)?(?:\\.key\\.[^.]+)?(\\.team\\.([^.]+))",
+        ),
         ("outcome", "^wasmcustom\\.switchyard\\.(?:requests|fleet_limits|cache).*(\\.outcome\\.([^.]+))$"),
     ];
     map([("stats_tags", Y::List(tags.iter().map(|(n, r)| map([("tag_name", s(*n)), ("regex", s(*r))])).collect()))])
