@@ -203,7 +203,7 @@ fn provider(p: &JwtProvider, cluster: &str) -> Y {
     y.note("A verified token is not sent on (the provider gets the gateway's own credential).");
     y.push("forward", Y::Bool(false));
     y.note(&format!(
-        "What the filter reads, in the metadata namespace {METADATA_NAMESPACE}: the verified claims, or why\nverification failed."
+        "What the filter reads, in the metadata namespace {METADATA_NAMESPACE}:\nthe verified claims, or why verification failed."
     ));
     y.push("payload_in_metadata", s(PAYLOAD_KEY));
     y.push("failed_status_in_metadata", s(FAILURE_KEY));

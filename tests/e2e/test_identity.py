@@ -15,7 +15,9 @@ import base64
 import copy
 import hashlib
 import json
+import datetime
 import re
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,7 +26,10 @@ import anthropic
 import jwt
 import openai
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 import harness
@@ -48,10 +53,14 @@ PROMPT, COMPLETION = 250, 50  # each answer's usage: $0.35 at the price below
 class IdentityProvider:
     """Signing keys, the key set Envoy fetches (published keys only, changeable at run time), and tokens."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1", issuer: str = ISSUER):
         self.keys: dict[str, tuple[object, str]] = {}  # kid -> (private key, alg)
         self.published: list[str] = []
         self.fetches = 0
+        self.host, self.issuer, self.tls = host, issuer, tls
+        self.sni: list[str | None] = []
+        if tls is not None:
+            tls.sni_callback = lambda sock, name, ctx: self.sni.append(name)
         self.lock = threading.Lock()
         outer = self
 
@@ -76,14 +85,24 @@ class IdentityProvider:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            def get_request(self):
+                conn, addr = self.socket.accept()
+                if outer.tls is not None:
+                    conn = outer.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+                return conn, addr
+
+            def handle_error(self, request, client_address):
+                pass  # a refused handshake is part of the tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/jwks.json"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/jwks.json"
 
     def add(self, kid: str, alg: str = "RS256", publish: bool = True) -> None:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if alg == "RS256" else ec.generate_private_key(ec.SECP256R1())
@@ -116,7 +135,7 @@ class IdentityProvider:
         """A token for `sub` with `groups`; `claims` override the standard ones (None removes one).
         `signer` signs with another kid's key while the header names `kid` (a bad signature)."""
         now = int(time.time())
-        body = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 600}
+        body = {"iss": self.issuer, "aud": AUDIENCE, "sub": sub, "iat": now, "exp": now + 600}
         if groups is not None:
             body["groups"] = groups
         body.update(claims)
@@ -170,7 +189,9 @@ def gateway(s: "Stack", accept=("keys", "jwt"), log_user="hashed") -> dict:
             {"id": "tight-ci", "sha256": sha256_hex(TIGHT_KEY), "models": ["gpt-4o-mini"], "team": "tight"},
         ],
     }
-    if "jwt" in accept:
+    if "jwt" not in accept:
+        doc["identity"] = {"accept": list(accept)}  # the claim settings are for JWT users only
+    else:
         doc["jwt_providers"] = {
             "idp": {"issuer": ISSUER, "audiences": [AUDIENCE], "jwks": s.idp.url, "jwks_cache": f"{JWKS_CACHE_S}s"}
         }
@@ -305,6 +326,75 @@ def test_rendered_jwt_authn_is_what_envoy_runs(stack):
     stats = stack.main.admin("/stats?filter=jwt_authn")
     assert int(re.search(r"http\.switchyard\.jwt_authn\.jwks_fetch_success: (\d+)", stats).group(1)) >= 1, stats
     assert "jwt_providers" not in next(plugin_configs(stack.cfg))["configuration"]["value"], "gateway-only section"
+
+
+def tls_context(tmp, ca_key, ca_cert, dns_name: str) -> ssl.SSLContext:
+    """A server TLS context with a certificate for `dns_name` signed by the test CA."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    cert_path, key_path = tmp / f"{dns_name}.crt", tmp / f"{dns_name}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    return ctx
+
+
+def test_an_https_key_set_is_fetched_with_sni_and_a_checked_certificate(stack, tmp_path):
+    """Two providers with https key sets on `localhost`: one whose certificate names localhost, one whose
+    certificate names another host. The rendered clusters trust the system CAs; here (by hand) the test's
+    CA instead."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "switchyard test CA")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ca_key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+               .not_valid_after(now + datetime.timedelta(hours=1))
+               .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+               .sign(ca_key, hashes.SHA256()))
+    ca_path = tmp_path / "ca.pem"
+    ca_path.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    good = IdentityProvider(tls_context(tmp_path, ca_key, ca_cert, "localhost"), host="localhost",
+                            issuer="https://good.idp.test")
+    bad = IdentityProvider(tls_context(tmp_path, ca_key, ca_cert, "elsewhere.example.com"), host="localhost",
+                           issuer="https://bad.idp.test")
+    envoy = None
+    try:
+        for idp in (good, bad):
+            idp.add("k1", "RS256")
+        doc = gateway(stack, accept=("jwt",))
+        doc["jwt_providers"] = {
+            name: {"issuer": idp.issuer, "audiences": [AUDIENCE], "jwks": idp.url, "jwks_cache": "60s"}
+            for name, idp in [("good", good), ("bad", bad)]
+        }
+        cfg = render(doc)
+        clusters = {c["name"]: c for c in cfg["static_resources"]["clusters"]}
+        for n in ["jwks_good", "jwks_bad"]:
+            tls = clusters[n]["transport_socket"]["typed_config"]
+            assert tls["sni"] == "localhost" and clusters[n]["type"] == "STRICT_DNS"
+            validation = tls["common_tls_context"]["validation_context"]
+            assert validation["match_typed_subject_alt_names"] == [{"san_type": "DNS", "matcher": {"exact": "localhost"}}]
+            assert validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+            validation["trusted_ca"]["filename"] = str(ca_path)  # the hand edit
+        envoy = Envoy(cfg).wait_ready()
+        assert stack.chat(good.token("tls-user", ["ds"], kid="k1"), envoy=envoy)[0] == 200
+        assert "localhost" in good.sni and good.fetches >= 1
+        status, headers, body = stack.chat(bad.token("tls-user", ["ds"], kid="k1"), envoy=envoy)
+        assert status == 401 and body["error"]["code"] == "invalid_token", body
+        assert bad.fetches == 0, "a certificate for another name is refused before any request"
+        stats = envoy.admin("/stats?filter=jwt_authn")
+        assert re.search(r"jwks_fetch_failed: [1-9]", stats), stats
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        good.close()
+        bad.close()
 
 
 # --------------------------------------------------------------------------------------------- refusals
@@ -510,8 +600,13 @@ def test_jwt_only_refuses_virtual_keys(stack):
 
 
 def test_keys_only_ignores_even_a_verified_token(stack):
+    # Envoy verified it and took it off the request (forward: false); the filter does not read the
+    # verdict, so the request has no credential.
     token = stack.idp.token("dave", ["ds"])
     status, _, body = stack.chat(token, envoy=stack.keys_only)
+    assert status == 401 and body["error"]["code"] == "missing_api_key", body
+    # One Envoy did not verify stays on the request, and is no key.
+    status, _, body = stack.chat(token + "x", envoy=stack.keys_only)
     assert status == 401 and body["error"]["code"] == "invalid_api_key", body
     assert stack.chat(CI_KEY, envoy=stack.keys_only)[0] == 200
     # Envoy verifies it (it has the key set), the filter does not read the verdict.
