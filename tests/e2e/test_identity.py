@@ -497,7 +497,7 @@ def test_a_rotated_key_is_refused_until_published_then_accepted_within_the_cache
     idp.publish("rsa-2")
     published = time.time()
     assert wait_for(lambda: stack.chat(token)[0] == 200, timeout=JWKS_CACHE_S * 3), "never picked up"
-    assert time.time() - published <= JWKS_CACHE_S + 2, "picked up within the cache duration (and a fetch)"
+    assert time.time() - published <= JWKS_CACHE_S + 3, "picked up within the cache duration (and a fetch)"
     assert idp.fetches > fetches
     # Retired: refused again within the cache duration.
     idp.retire("rsa-2")
