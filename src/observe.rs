@@ -61,6 +61,10 @@ pub struct Record {
     pub fleet_limits: Option<&'static str>,
     /// What the response cache did (`hit`, `miss`, `bypass`), for a cached model.
     pub cache: Option<&'static str>,
+    /// The tier that served a hit (`process`, `fleet`).
+    pub cache_tier: Option<&'static str>,
+    /// What the fleet tier said when it was asked ([`CACHE_FLEET_OUTCOMES`]).
+    pub cache_fleet: Option<&'static str>,
     /// The tokens and cost (micro-USD) a hit saved.
     pub cache_saved: Option<(Usage, u64)>,
     /// The answer was stored: (entries evicted for it, change of the bytes the process tier holds).
@@ -121,6 +125,9 @@ struct Series {
 /// What the response cache may do for a request.
 pub const CACHE_OUTCOMES: [&str; 3] = ["hit", "miss", "bypass"];
 
+/// What the fleet tier of the response cache may say of a lookup.
+pub const CACHE_FLEET_OUTCOMES: [&str; 5] = ["hit", "miss", "expired", "corrupt", "unavailable"];
+
 /// Metric ids by series, kept per VM: a request's metrics cost a lookup, not names built and hashed.
 /// The series are bounded by the config (its models, providers and keys, and "none").
 #[derive(Default)]
@@ -129,6 +136,8 @@ pub struct MetricIds {
     hasher: hashbrown::DefaultHashBuilder,
     /// `switchyard.fleet_limits.outcome.*`, by [`FLEET_OUTCOMES`].
     fleet: [Option<u32>; FLEET_OUTCOMES.len()],
+    /// `switchyard.cache_fleet.outcome.*`, by [`CACHE_FLEET_OUTCOMES`].
+    cache_fleet: [Option<u32>; CACHE_FLEET_OUTCOMES.len()],
     /// `switchyard.cache_evictions` and the `switchyard.cache_bytes` gauge.
     cache_evictions: Option<u32>,
     cache_bytes: Option<u32>,
@@ -227,6 +236,11 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
             counter(slot, &|| format!("switchyard.fleet_limits.outcome.{o}"), 1);
         }
     }
+    if let Some(o) = r.cache_fleet {
+        if let Some(slot) = CACHE_FLEET_OUTCOMES.iter().position(|f| *f == o).and_then(|i| ids.cache_fleet.get_mut(i)) {
+            counter(slot, &|| format!("switchyard.cache_fleet.outcome.{o}"), 1);
+        }
+    }
     if let Some((evicted, delta)) = r.cache_stored {
         counter(&mut ids.cache_evictions, &|| "switchyard.cache_evictions".to_string(), u64::from(evicted));
         if let Some(id) = id(&mut ids.cache_bytes, t, Kind::Gauge, || "switchyard.cache_bytes".to_string()) {
@@ -271,6 +285,12 @@ pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
     f.push(("stream", Value::Bool(r.stream)));
     if let Some(c) = r.cache {
         f.push(("cache", Value::Str(c)));
+    }
+    if let Some(t) = r.cache_tier {
+        f.push(("cache_tier", Value::Str(t)));
+    }
+    if let Some(o) = r.cache_fleet {
+        f.push(("cache_fleet", Value::Str(o)));
     }
     if let Some(o) = r.fleet_limits {
         f.push(("fleet_limits", Value::Str(o)));
@@ -430,6 +450,36 @@ pub mod tests {
         assert!(f.contains(&("gen_ai.usage.cache_read.input_tokens", Value::Num(2.0))));
         assert_eq!(t.records.borrow().len(), 3);
         assert_eq!(t.records.borrow()[0], encode_struct(&f));
+    }
+
+    #[test]
+    fn cache_tiers_and_the_fleet_tiers_outcome() {
+        let hit = Record {
+            status: 200,
+            operation: "chat",
+            cache: Some("hit"),
+            cache_tier: Some("fleet"),
+            cache_fleet: Some("hit"),
+            ..Default::default()
+        };
+        let t = Recorder::default();
+        let mut ids = MetricIds::default();
+        emit(&hit, &mut ids, &t);
+        emit(
+            &Record { cache: Some("miss"), cache_tier: None, cache_fleet: Some("unavailable"), ..hit.clone() },
+            &mut ids,
+            &t,
+        );
+        let c = t.counters.borrow();
+        assert!(c.contains(&("switchyard.cache_fleet.outcome.hit".to_string(), 1)));
+        assert!(c.contains(&("switchyard.cache_fleet.outcome.unavailable".to_string(), 1)));
+        let f = log_fields(&hit);
+        assert!(f.contains(&("cache", Value::Str("hit"))));
+        assert!(f.contains(&("cache_tier", Value::Str("fleet"))));
+        assert!(f.contains(&("cache_fleet", Value::Str("hit"))));
+        // Without the fleet tier, neither field nor counter.
+        let local = Record { cache_tier: Some("process"), cache_fleet: None, ..hit };
+        assert!(!log_fields(&local).iter().any(|(k, _)| *k == "cache_fleet"));
     }
 
     #[test]

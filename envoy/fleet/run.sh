@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The fleet demo (`make run-fleet`): Redis, switchyard-limits and two Envoys on loopback, sharing the
-# limits and budgets of envoy/fleet/gateway.yaml. Ctrl-C stops all of them.
+# limits and budgets of envoy/fleet/gateway.yaml and its response cache's fleet tier. Ctrl-C stops all.
 #
 #   Envoy A  http://127.0.0.1:10000  (admin 9901)      switchyard-limits  gRPC 127.0.0.1:8081
 #   Envoy B  http://127.0.0.1:10001  (admin 9902)                         admin http://127.0.0.1:9091
-#   redis-server 127.0.0.1:6390 (append-only file in dist/fleet/)
+#   redis-server 127.0.0.1:6390 (limits and budgets: append-only file in dist/fleet/, noeviction)
+#   redis-server 127.0.0.1:6391 (cache entries: no persistence, 64 MB, allkeys-lru)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ENVOY=${ENVOY:-.venv/bin/envoy}
@@ -24,9 +25,13 @@ sed -e 's/port_value: 10000 }/port_value: 10001 }/' -e 's/port_value: 9901 }/por
 grep -q 'port_value: 10001 }' "$STATE/envoy-b.yaml" || { echo "could not derive the second Envoy's config"; exit 1; }
 
 redis-server --bind 127.0.0.1 --port 6390 --dir "$STATE" --appendonly yes --appendfsync everysec \
-  --save '' --daemonize no --loglevel warning &
+  --save '' --maxmemory-policy noeviction --daemonize no --loglevel warning &
 pids+=($!)
-dist/switchyard-limits --grpc 127.0.0.1:8081 --admin 127.0.0.1:9091 --redis redis://127.0.0.1:6390 &
+redis-server --bind 127.0.0.1 --port 6391 --dir "$STATE" --appendonly no --save '' \
+  --maxmemory 64mb --maxmemory-policy allkeys-lru --daemonize no --loglevel warning &
+pids+=($!)
+dist/switchyard-limits --grpc 127.0.0.1:8081 --admin 127.0.0.1:9091 --redis redis://127.0.0.1:6390 \
+  --cache-redis redis://127.0.0.1:6391 &
 pids+=($!)
 "$ENVOY" -c "$STATE/envoy-a.yaml" --concurrency 2 --base-id 11 --log-level "$LOG" &
 pids+=($!)
@@ -40,6 +45,12 @@ cat <<'MSG'
       curl -s http://127.0.0.1:$p/v1/chat/completions -H 'authorization: Bearer sk-switchyard-demo' \
         -H 'content-type: application/json' -d '{"model":"echo","messages":[{"role":"user","content":"hi"}]}' \
         -o /dev/null -w "$p %{http_code}\n"
+    done
+  one answer for both (the response cache's fleet tier): a miss on the first Envoy, a hit on the other
+    for p in 10000 10001; do
+      curl -s -D - -o /dev/null http://127.0.0.1:$p/v1/chat/completions -H 'authorization: Bearer sk-switchyard-demo' \
+        -H 'content-type: application/json' -d '{"model":"echo","messages":[{"role":"user","content":"cache me"}]}' \
+        | grep -i '^x-switchyard-cache'; sleep 0.2
     done
   spend so far:   curl -s 'http://127.0.0.1:9091/spend?key=demo'
   service stats:  curl -s http://127.0.0.1:9091/metrics

@@ -8,6 +8,7 @@
 //! | `sy:{<id>}:b:<day\|month>:<N>[:<k>=<v>]...` | hash | budget: `spent` and `max` in micro-dollars |
 //! | `sy:{<id>}:budgets` | sorted set | the id's budget keys, scored by expiry (read by `/spend`) |
 //! | `sy:{s:<domain>:<k1>=<v1>}:<k2>=<v2>...:<window_secs>` | string | GCRA TAT of a standard descriptor (Envoy's own ratelimit filter), tagged by its first entry |
+//! | `sy:{c:<hex>}` | string | a response cache entry of the fleet tier: `<hex>` is the 32-byte cache key in lower-case hex (a hash, so entries spread over a cluster's slots); expires with the entry (`SET ... EX`) |
 //!
 //! Ids, entry keys and values are percent-encoded (every byte outside `A-Z a-z 0-9 . _ -`), so names are
 //! unambiguous whatever the id contains and `{`, `}`, `:` or glob characters never reach a key.
@@ -99,6 +100,17 @@ pub fn standard(domain: &str, entries: &[(String, String)], window_secs: u64) ->
     k
 }
 
+/// A response cache entry of the fleet tier, by its 32-byte key.
+pub fn cache(key: &[u8]) -> String {
+    let mut k = String::with_capacity(7 + 2 * key.len());
+    k.push_str("sy:{c:");
+    for b in key {
+        let _ = write!(k, "{b:02x}");
+    }
+    k.push('}');
+    k
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,5 +125,9 @@ mod tests {
         let e = vec![("path".to_string(), "/v1".to_string()), ("user".to_string(), "u 1".to_string())];
         assert_eq!(standard("edge", &e, 60), "sy:{s:edge:path=%2Fv1}:user=u%201:60");
         assert_eq!(dec(&enc("a{b}:c*é")), "a{b}:c*é");
+        let mut h = [0u8; 32];
+        h[0] = 0xab;
+        h[31] = 0x01;
+        assert_eq!(cache(&h), format!("sy:{{c:ab{}01}}", "00".repeat(30)));
     }
 }

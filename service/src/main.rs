@@ -31,6 +31,13 @@ struct Args {
     /// Timeout of each Redis command and connection attempt, in milliseconds.
     #[arg(long, default_value_t = 50, env = "SWITCHYARD_LIMITS_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
+    /// A Redis of its own for the response cache's fleet tier (default: the --redis one). Recommended:
+    /// with maxmemory and allkeys-lru there, while the limits' Redis keeps noeviction.
+    #[arg(long, env = "SWITCHYARD_LIMITS_CACHE_REDIS")]
+    cache_redis: Option<String>,
+    /// The largest response cache entry a Put may store (larger: INVALID_ARGUMENT).
+    #[arg(long, default_value_t = switchyard_limits::cache::DEFAULT_MAX_ENTRY_BYTES, env = "SWITCHYARD_LIMITS_CACHE_MAX_ENTRY_BYTES")]
+    cache_max_entry_bytes: usize,
 }
 
 fn load_rules(files: &[String]) -> Result<Rules, String> {
@@ -52,6 +59,8 @@ fn main() -> ExitCode {
             domain: args.domain,
             rules,
             redis_timeout: Duration::from_millis(args.redis_timeout_ms.max(1)),
+            cache_redis: args.cache_redis,
+            cache_max_entry_bytes: args.cache_max_entry_bytes.max(1),
         },
         Err(e) => {
             eprintln!("switchyard-limits: {e}");

@@ -13,15 +13,17 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind};
 use crate::budget::BudgetRow;
 use crate::keys;
 use crate::log;
-use crate::metrics::Metrics;
+use crate::metrics::RedisHealth;
 use crate::plan::Item;
 use crate::script::{self, Decision};
 
 pub struct Store {
+    /// What the logs call it: `redis`, or `cache redis` for the cache's own (`--cache-redis`).
+    name: &'static str,
     conn: ConnectionManager,
     timeout: Duration,
     script: Script,
-    metrics: Arc<Metrics>,
+    health: Arc<RedisHealth>,
     up: AtomicBool,
     down_since: Mutex<Option<Instant>>,
     /// When an error answer (not an outage) was last logged: at most one such line per 10 s.
@@ -51,8 +53,9 @@ fn is_outage(e: &RedisError) -> bool {
 }
 
 impl Store {
-    /// Connects lazily: the service starts (and answers UNAVAILABLE) while Redis is still down.
-    pub fn new(url: &str, timeout: Duration, metrics: Arc<Metrics>) -> Result<Self, String> {
+    /// Connects lazily: the service starts (and answers UNAVAILABLE) while Redis is still down. `name` is
+    /// what the log lines call it, `health` where its errors, outages and latency are counted.
+    pub fn new(url: &str, timeout: Duration, health: Arc<RedisHealth>, name: &'static str) -> Result<Self, String> {
         let client = redis::Client::open(url).map_err(|e| format!("redis URL `{url}`: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
@@ -63,10 +66,11 @@ impl Store {
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| format!("redis: {e}"))?;
         Ok(Self {
+            name,
             conn,
             timeout,
             script: script::script(),
-            metrics,
+            health,
             up: AtomicBool::new(true),
             down_since: Mutex::new(None),
             last_error_log: Mutex::new(None),
@@ -82,13 +86,13 @@ impl Store {
         let start = Instant::now();
         match tokio::time::timeout(self.timeout, f(self.conn.clone())).await {
             Ok(Ok(v)) => {
-                self.metrics.redis_latency(start.elapsed());
+                self.health.latency(start.elapsed());
                 self.mark_up();
                 Ok(v)
             }
             Ok(Err(e)) if !is_outage(&e) => {
                 // Redis answered, with an error: it is up, this command failed.
-                self.metrics.redis_latency(start.elapsed());
+                self.health.latency(start.elapsed());
                 self.mark_up();
                 let msg = e.to_string();
                 self.command_error(&msg);
@@ -100,38 +104,41 @@ impl Store {
     }
 
     fn outage(&self, msg: String) -> String {
-        self.metrics.redis_error();
+        self.health.error();
         self.mark_down(&msg);
         msg
     }
 
     /// Counts an error answer and logs it, at most once per 10 s.
     pub fn command_error(&self, msg: &str) {
-        self.metrics.redis_error();
+        self.health.error();
         if let Ok(mut last) = self.last_error_log.lock() {
             if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 *last = Some(Instant::now());
-                log::line(&format!("redis error answer: {msg} (answering UNAVAILABLE; logged at most every 10 s)"));
+                log::line(&format!(
+                    "{} error answer: {msg} (answering UNAVAILABLE; logged at most every 10 s)",
+                    self.name
+                ));
             }
         }
     }
 
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
-            self.metrics.redis_up(true);
+            self.health.set_up(true);
             let since = self.down_since.lock().ok().and_then(|mut d| d.take());
             let secs = since.map(|s| s.elapsed().as_secs_f64()).unwrap_or_default();
-            log::line(&format!("redis is back (unavailable for {secs:.1} s)"));
+            log::line(&format!("{} is back (unavailable for {secs:.1} s)", self.name));
         }
     }
 
     fn mark_down(&self, err: &str) {
         if self.up.swap(false, Ordering::AcqRel) {
-            self.metrics.redis_up(false);
+            self.health.set_up(false);
             if let Ok(mut d) = self.down_since.lock() {
                 *d = Some(Instant::now());
             }
-            log::line(&format!("redis is unavailable: {err} (answering UNAVAILABLE until it is back)"));
+            log::line(&format!("{} is unavailable: {err} (answering UNAVAILABLE until it is back)", self.name));
         }
     }
 
@@ -179,6 +186,19 @@ impl Store {
             .collect();
         rows.sort_by(|a, b| (&a.period, &a.scope).cmp(&(&b.period, &b.scope)));
         Ok(rows)
+    }
+
+    /// A cache entry: the string value under `key`, if any.
+    pub async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await }).await
+    }
+
+    /// Stores a cache entry under `key` for `ttl_secs` (`SET key value EX ttl_secs`).
+    pub async fn set_bytes(&self, key: &str, value: &[u8], ttl_secs: u64) -> Result<(), String> {
+        self.call(|mut c| async move {
+            redis::cmd("SET").arg(key).arg(value).arg("EX").arg(ttl_secs).query_async::<()>(&mut c).await
+        })
+        .await
     }
 
     /// Raw access for tests and tools: a command within the timeout.

@@ -1,5 +1,6 @@
 //! Response caching, the pure core (issue #19): exact-match keys, what is stored, and how a stored answer
-//! is rendered. No host calls; the shared-memory store and the pipeline stage live elsewhere.
+//! is rendered, and the two tiers that keep it. No host calls: the pipeline stages live in
+//! `pipeline/cache.rs`, the host's sending of fleet puts in `host/cache_fleet.rs`.
 //!
 //! One stored answer serves every client format: it is kept once in the pivot form (a normalized OpenAI
 //! chat completion, not streamed) and rendered as a Chat Completions answer or stream, an Anthropic
@@ -63,11 +64,13 @@
 //! the parsed arguments.
 //!
 //! Files: `key.rs`, `capture.rs` (+ `streams.rs`, the stream readers), `answer.rs` (the stored form),
-//! `render.rs`, and `store.rs`, the process tier (Envoy's shared data, shared by the workers). The
-//! pipeline's stages that use them are in `pipeline/cache.rs`.
+//! `render.rs`, `store.rs`, the process tier (Envoy's shared data, shared by the workers), and
+//! `fleet.rs`, the fleet tier's entry, messages and put queue (Redis behind `switchyard-limits`, with
+//! `cache.fleet`). The pipeline's stages that use them are in `pipeline/cache.rs`.
 
 mod answer;
 pub mod capture;
+pub mod fleet;
 pub mod key;
 pub mod render;
 pub mod store;

@@ -70,6 +70,14 @@ impl Hit {
     }
 }
 
+/// When an entry is put: now, when it was first stored, when it expires (ns since the epoch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Times {
+    pub now_ns: u64,
+    pub stored_at_ns: u64,
+    pub expires_at_ns: u64,
+}
+
 /// What a `put` did, for the caller's metrics (`bytes held`, `evictions`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PutOutcome {
@@ -214,7 +222,8 @@ impl Index {
     /// Decides where an entry of `size` bytes for `prefix` goes and what leaves: the way holding the
     /// same key, else a free way, else the oldest; expired entries are freed on the way, then the
     /// oldest live entries until the set's bytes fit `budget`. `None` when the entry cannot fit.
-    fn plan(&self, prefix: [u8; 16], size: u64, now_ns: u64, expires_at_ns: u64, budget: u64) -> Option<Plan> {
+    fn plan(&self, prefix: [u8; 16], size: u64, at: Times, budget: u64) -> Option<Plan> {
+        let Times { now_ns, stored_at_ns, expires_at_ns } = at;
         if size > budget || self.ways == 0 {
             return None;
         }
@@ -262,7 +271,7 @@ impl Index {
             live: true,
             prefix,
             generation: s.generation.wrapping_add(1),
-            stored_at_ns: now_ns,
+            stored_at_ns,
             expires_at_ns,
             size: size as u32,
         };
@@ -447,11 +456,22 @@ impl Layout {
     /// TTL) is not stored; callers capture at most the model's `max_entry_bytes`, which the config keeps
     /// within the set budget.
     pub fn put(&self, store: &dyn SharedStore, hash: &[u8; 32], bytes: &[u8], ttl_ns: u64, now_ns: u64) -> PutOutcome {
-        let size = bytes.len() as u64;
-        if ttl_ns == 0 || size > self.set_budget || size > u64::from(u32::MAX) {
+        if ttl_ns == 0 {
             return PutOutcome::default();
         }
-        let expires_at_ns = now_ns.saturating_add(ttl_ns);
+        let at = Times { now_ns, stored_at_ns: now_ns, expires_at_ns: now_ns.saturating_add(ttl_ns) };
+        self.put_at(store, hash, bytes, at)
+    }
+
+    /// Stores `bytes` for `hash` as an entry first stored at `at.stored_at_ns` (by this or another Envoy:
+    /// a fleet hit keeps its age) that expires at `at.expires_at_ns`. Not stored when it has expired by
+    /// `at.now_ns` or does not fit the set budget.
+    pub fn put_at(&self, store: &dyn SharedStore, hash: &[u8; 32], bytes: &[u8], at: Times) -> PutOutcome {
+        let size = bytes.len() as u64;
+        if at.expires_at_ns <= at.now_ns || size > self.set_budget || size > u64::from(u32::MAX) {
+            return PutOutcome::default();
+        }
+        let expires_at_ns = at.expires_at_ns;
         let set = self.set_of(hash);
         let ikey = index_key(set);
         let ways = self.ways as usize;
@@ -466,7 +486,7 @@ impl Layout {
                 None if reset => self.index_from_bodies(store, set),
                 None => Index::empty(ways),
             };
-            let Some(mut plan) = old.plan(prefix_of(hash), size, now_ns, expires_at_ns, self.set_budget) else {
+            let Some(mut plan) = old.plan(prefix_of(hash), size, at, self.set_budget) else {
                 return PutOutcome::default();
             };
             if reset {

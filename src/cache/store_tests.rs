@@ -417,3 +417,20 @@ fn a_missing_index_is_created_by_the_first_put() {
     assert!(l.put(&st, &h(1), b"one", 100 * S, S).stored);
     assert_eq!(l.get(&st, &h(1), S).unwrap().bytes, b"one");
 }
+
+#[test]
+fn an_entry_put_with_its_own_times_keeps_its_age_and_expiry() {
+    // A fleet hit fills the process tier: first stored 40 s ago elsewhere, 20 s left.
+    let st = MemStore::default();
+    let l = Layout::new(64 * 1024, 16);
+    let t0 = 1_700_000_000 * S;
+    let at = Times { now_ns: t0, stored_at_ns: t0 - 40 * S, expires_at_ns: t0 + 20 * S };
+    assert!(l.put_at(&st, &h(1), b"answer", at).stored);
+    let hit = l.get(&st, &h(1), t0 + S).unwrap();
+    assert_eq!((hit.bytes.as_slice(), hit.age_secs(t0 + S), hit.expires_at_ns), (&b"answer"[..], 41, t0 + 20 * S));
+    assert_eq!(l.get(&st, &h(1), t0 + 20 * S), None, "gone at its own expiry, not the model's TTL from now");
+    // Already expired: not stored.
+    let late = Times { now_ns: t0, stored_at_ns: t0 - 60 * S, expires_at_ns: t0 };
+    assert!(!l.put_at(&st, &h(2), b"answer", late).stored);
+    assert_eq!(l.get(&st, &h(2), t0 - S), None);
+}

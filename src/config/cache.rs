@@ -1,10 +1,11 @@
 //! Response caching settings: a model's `cache` section, the top-level `cache` bounds of the process tier,
 //! and a key's `team` (whom `scope: team` shares answers between). Parsed field by field here (stage 1),
 //! checked against each other in `compile` (stage 2): a model's `max_entry_bytes` must fit the process
-//! tier's per-set budget, `cache.fleet` needs `fleet_limits`.
+//! tier's per-set budget, `cache.fleet` needs `fleet_limits` with the `switchyard` protocol.
 
 use super::fields::{as_obj, check_fields, err, join, type_name, R};
 use crate::cache::store::Layout;
+use crate::limits::fleet::FleetService;
 use serde_json::{Map, Value};
 
 /// Default bytes of answers the process tier holds.
@@ -48,7 +49,7 @@ pub struct ModelCache {
 pub struct CacheBounds {
     pub max_bytes: u64,
     pub max_entries: u32,
-    /// `cache.fleet`: answers also kept fleet-wide (the fleet tier comes later; stored only).
+    /// `cache.fleet`: answers also kept fleet-wide (Redis, through switchyard-limits' cache service).
     pub fleet: bool,
 }
 
@@ -185,14 +186,25 @@ pub fn team(o: &Map<String, Value>, path: &str) -> R<Option<String>> {
     }
 }
 
-/// Stage 2 for the top level: the bounds with their defaults; `cache.fleet` needs the fleet service.
-pub fn compile_bounds(raw: Option<RawCacheBounds>, fleet_service: bool) -> R<CacheBounds> {
+/// Stage 2 for the top level: the bounds with their defaults; `cache.fleet` needs the fleet service, and
+/// that it be `switchyard-limits` (a standard rate-limit service has no cache).
+pub fn compile_bounds(raw: Option<RawCacheBounds>, fleet_service: Option<&FleetService>) -> R<CacheBounds> {
     let raw = raw.unwrap_or_default();
-    if raw.fleet && !fleet_service {
-        return Err(err(
-            "cache.fleet",
-            "needs the top-level fleet_limits section (the fleet tier is reached through the rate-limit service's cluster)",
-        ));
+    match fleet_service {
+        _ if !raw.fleet => {}
+        None => {
+            return Err(err(
+                "cache.fleet",
+                "needs the top-level fleet_limits section (the fleet tier is reached through the rate-limit service's cluster)",
+            ))
+        }
+        Some(f) if f.standard => {
+            return Err(err(
+                "cache.fleet",
+                "needs protocol \"switchyard\" in fleet_limits (the fleet tier is switchyard-limits' cache service; a standard rate-limit service has none)",
+            ))
+        }
+        Some(_) => {}
     }
     let d = CacheBounds::default();
     Ok(CacheBounds {

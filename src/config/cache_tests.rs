@@ -158,4 +158,12 @@ fn cache_fleet_is_kept_with_the_fleet_service() {
     });
     let c = parse(&v).unwrap();
     assert_eq!(c.cache, CacheBounds { fleet: true, ..CacheBounds::default() });
+    // A standard rate-limit service has no cache service: refused at load, naming the field.
+    let v = with(|v| {
+        v["fleet_limits"] = json!({"cluster": "ratelimit", "protocol": "standard"});
+        v["cache"] = json!({"fleet": true});
+    });
+    let e = parse(&v).unwrap_err();
+    assert_eq!(e.field, "cache.fleet");
+    assert!(e.reason.contains("protocol \"switchyard\""), "{e}");
 }

@@ -25,7 +25,7 @@ pub fn compile(raw: RawConfig) -> R<Config> {
         raw;
     // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
     let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
-    let cache = super::cache::compile_bounds(cache, fleet.is_some())?;
+    let cache = super::cache::compile_bounds(cache, fleet.as_ref())?;
     let providers = compile_providers(providers)?;
     let models = compile_models(models, &providers, &cache)?;
     let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;

@@ -1,6 +1,7 @@
 //! The proxy-wasm host adapter (wasm32 only): moves headers and bodies between Envoy and the core, and
 //! turns the core's decisions into host calls. No gateway logic lives here.
 
+mod cache_fleet;
 mod fleet;
 mod route;
 mod upstream;
@@ -34,6 +35,8 @@ struct Root {
     seq: Rc<Cell<u64>>,
     /// Sends fleet-wide settlements (route role with `fleet_limits`).
     settler: Option<fleet::Settler>,
+    /// Sends the fleet tier's cache puts (route role with `cache.fleet`).
+    puts: Option<cache_fleet::PutSender>,
 }
 
 struct VmEnv;
@@ -46,6 +49,9 @@ impl Env for VmEnv {
 
 impl Context for Root {
     fn on_grpc_call_response(&mut self, token: u32, status: u32, _size: usize) {
+        if self.puts.as_mut().is_some_and(|p| p.on_response(token, status)) {
+            return;
+        }
         if let Some(s) = &mut self.settler {
             s.on_response(token, status);
         }
@@ -92,6 +98,12 @@ impl RootContext for Root {
                     }
                     if cfg.fleet.is_some() {
                         self.settler = Some(fleet::Settler::new());
+                    }
+                    if cfg.fleet.is_some() && cfg.caches && cfg.cache.fleet {
+                        self.puts = Some(cache_fleet::PutSender::new());
+                    }
+                    // The tick sends what the requests queued for the service: settlements and puts.
+                    if self.settler.is_some() || self.puts.is_some() {
                         self.set_tick_period(fleet::TICK);
                     }
                 }
@@ -106,8 +118,12 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let (Some(s), Some(svc)) = (&mut self.settler, self.cfg.as_ref().and_then(|c| c.fleet.as_ref())) {
+        let Some(svc) = self.cfg.as_ref().and_then(|c| c.fleet.as_ref()) else { return };
+        if let Some(s) = &mut self.settler {
             s.on_tick(svc);
+        }
+        if let Some(p) = &mut self.puts {
+            p.on_tick(svc);
         }
     }
 

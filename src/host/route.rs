@@ -72,6 +72,7 @@ impl RouteHttp {
             self.core.on_done(&ctx, attempts)
         };
         super::fleet::queue(self.core.take_fleet_settlement());
+        super::cache_fleet::queue(self.core.take_cache_put());
         if let Some(record) = record {
             METRICS.with(|ids| observe::emit(&record, &mut ids.borrow_mut(), &HostTelemetry));
         }

@@ -6,10 +6,16 @@
 //! - [`CacheLookup`], a request stage after the limits (so that a hit counts as a request, as the
 //!   limits count it) and before dispatch: `Cache-Control: no-store` bypasses the cache, `no-cache` skips
 //!   the lookup but stores the answer; a hit is answered here, rendered for the client's API and mode.
+//!   With `cache.fleet`, a miss in the process tier asks the fleet tier (a gRPC `Get` to
+//!   `fleet_limits.cluster`, within `fleet_limits.timeout_ms`): an entry found there fills the process
+//!   tier and is answered as a local hit is. The fleet tier failing, slow, or holding an unreadable or
+//!   expired entry is a miss, never an error to the client, whatever `fleet_limits.failure_mode` says
+//!   (one log line per failure episode and worker).
 //! - [`CacheCapture`], a response stage before the usage stage (which may drop the usage chunk a chat
 //!   client did not ask for; the stored answer keeps its usage): names the outcome in
 //!   `x-switchyard-cache` (`hit`, `miss`, `bypass`; hits also get `Age`), and keeps a complete,
-//!   successful answer no larger than the model's `max_entry_bytes`.
+//!   successful answer no larger than the model's `max_entry_bytes`; with `cache.fleet` the answer is also
+//!   queued for the fleet tier (`Exchange::cache_put`, a `Put` the host sends from its tick).
 //! - [`CacheCharge`], a response stage after the usage stage and before settle: a hit is charged no
 //!   tokens and no cost (the tokens and cost it saved are recorded), unless the model says `charge: true`.
 //!
@@ -17,12 +23,21 @@
 //! (`previous_response_id`, `conversation`, or a target that answers the Responses API itself without
 //! `store: false`: OpenAI stores those answers by default, and a cached copy's id would be unknown there).
 
-use super::{Chunk, Ctx, Exchange, Flow, Parsed, Request, ResponseHead, Stage};
+use super::{Callout, CalloutKind, CalloutOutcome, Chunk, Ctx, Exchange, Flow, Parsed, Request, ResponseHead, Stage};
 use crate::api::openai::Operation;
+use crate::cache::fleet::{self, Refused};
+use crate::cache::store::Times;
 use crate::cache::{self, Capture, Format};
 use crate::config::{CacheScope, ModelCache};
-use crate::http::Headers;
+use crate::http::{Headers, LocalResponse};
+use crate::limits::fleet::FleetService;
 use crate::providers::Usage;
+use std::cell::Cell;
+
+thread_local! {
+    /// The fleet tier is failing (this VM saw it last): one log line per episode, not per request.
+    static FLEET_FAILING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// What the cache did for a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,10 +57,59 @@ impl CacheOutcome {
     }
 }
 
+/// Which tier served a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// This Envoy's shared data.
+    Process,
+    /// Redis through switchyard-limits (`cache.fleet`).
+    Fleet,
+}
+
+impl Tier {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Process => "process",
+            Tier::Fleet => "fleet",
+        }
+    }
+}
+
+/// What the fleet tier said of a lookup: the tags of `switchyard.cache_fleet.outcome.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetOutcome {
+    /// Found, readable, in time: served (and put in the process tier).
+    Hit,
+    /// Not there.
+    Miss,
+    /// There, but past its expiry (Redis keeps keys up to a second longer; Envoys' clocks differ).
+    Expired,
+    /// There, but not a readable entry for this key: a miss.
+    Corrupt,
+    /// No answer (the service or its Redis down, slower than the timeout, an error status): a miss.
+    Unavailable,
+}
+
+impl FleetOutcome {
+    pub fn name(self) -> &'static str {
+        match self {
+            FleetOutcome::Hit => "hit",
+            FleetOutcome::Miss => "miss",
+            FleetOutcome::Expired => "expired",
+            FleetOutcome::Corrupt => "corrupt",
+            FleetOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// The cache's facts about one request (lookup, capture, charge, telemetry).
 #[derive(Debug, Clone)]
 pub struct CacheState {
     pub outcome: CacheOutcome,
+    /// The tier that served a hit.
+    pub tier: Option<Tier>,
+    /// What the fleet tier said, when it was asked.
+    pub fleet: Option<FleetOutcome>,
     /// The model's `cache` section.
     pub config: ModelCache,
     /// The entry's key (`None`: the request has no key, e.g. bypassed before it was made).
@@ -62,7 +126,7 @@ pub struct CacheState {
 
 impl CacheState {
     fn new(config: ModelCache, outcome: CacheOutcome, hash: Option<[u8; 32]>, store: bool) -> Self {
-        CacheState { outcome, config, hash, store, age_secs: 0, saved: None, stored: None }
+        CacheState { outcome, tier: None, fleet: None, config, hash, store, age_secs: 0, saved: None, stored: None }
     }
 }
 
@@ -143,25 +207,106 @@ impl Stage for CacheLookup {
             return Flow::Next;
         }
         let hit = cfg.cache.layout().get(ctx.store, &hash, ctx.now_ns);
-        let answer = hit.as_ref().and_then(|h| {
-            cache::render(&h.bytes, op, ask.stream, ask.client_wants_usage, &model.name, ctx.clock, req.bytes)
-        });
+        let answer = hit.as_ref().and_then(|h| render(x, &h.bytes, req, ctx));
         match (hit, answer) {
             (Some(h), Some(answer)) => {
                 let mut state = CacheState::new(mc, CacheOutcome::Hit, Some(hash), false);
                 state.age_secs = h.age_secs(ctx.now_ns);
+                state.tier = Some(Tier::Process);
                 x.cache = Some(state);
                 // Answered for the model, as the mock is: the response stages measure and settle it.
                 x.forwarded = true;
                 Flow::Answer(answer)
             }
-            // Not there, expired, or unreadable (a corrupt entry): a miss, stored anew.
+            // Not there, expired, or unreadable (a corrupt entry): a miss, stored anew; with the fleet
+            // tier on, asked there first.
             _ => {
                 x.cache = Some(CacheState::new(mc, CacheOutcome::Miss, Some(hash), true));
-                Flow::Next
+                match cfg.fleet.as_ref().filter(|_| cfg.cache.fleet) {
+                    Some(svc) => Flow::Callout(fleet_get(svc, &hash)),
+                    None => Flow::Next,
+                }
             }
         }
     }
+
+    /// The fleet tier's answer to a process-tier miss: a hit is put in the process tier and answered;
+    /// everything else goes on as the miss it is.
+    fn on_callout(&mut self, x: &mut Exchange, req: &Request, outcome: CalloutOutcome, ctx: &Ctx) -> Flow {
+        let Some(hash) = x.cache.as_ref().and_then(|s| s.hash) else { return Flow::Next };
+        let found = match outcome {
+            CalloutOutcome::Answer { body, .. } => fleet::get_response(&body),
+            CalloutOutcome::Failed(why) => Err(why),
+            CalloutOutcome::TimedOut => Err("no answer in time".to_string()),
+        };
+        let said = match found {
+            Err(why) => {
+                if !FLEET_FAILING.with(|f| f.replace(true)) {
+                    log::warn!(
+                        "response cache: the fleet tier failed ({why}); lookups there are misses until it answers"
+                    );
+                }
+                FleetOutcome::Unavailable
+            }
+            Ok(found) => {
+                if FLEET_FAILING.with(|f| f.replace(false)) {
+                    log::warn!("response cache: the fleet tier answers again");
+                }
+                match found.map(|bytes| fleet::decode_entry(bytes, &hash, ctx.now_ns)) {
+                    None => FleetOutcome::Miss,
+                    Some(Err(Refused::Expired)) => FleetOutcome::Expired,
+                    Some(Err(Refused::Corrupt)) => FleetOutcome::Corrupt,
+                    Some(Ok(entry)) => match render(x, &entry.answer, req, ctx) {
+                        Some(answer) => return serve_fleet_hit(x, &hash, &entry, answer, ctx),
+                        None => FleetOutcome::Corrupt,
+                    },
+                }
+            }
+        };
+        if let Some(state) = x.cache.as_mut() {
+            state.fleet = Some(said);
+        }
+        Flow::Next
+    }
+}
+
+/// A stored answer rendered for the request (`None`: unreadable, a miss).
+fn render(x: &Exchange, stored: &[u8], req: &Request, ctx: &Ctx) -> Option<LocalResponse> {
+    let (ask, op) = (x.ask.as_ref()?, x.op?);
+    let model = x.cfg.models.get(&ask.alias)?;
+    cache::render(stored, op, ask.stream, ask.client_wants_usage, &model.name, ctx.clock, req.bytes)
+}
+
+/// The `Get` of the fleet tier for `hash`.
+fn fleet_get(svc: &FleetService, hash: &[u8; 32]) -> Callout {
+    Callout {
+        cluster: svc.cluster.clone(),
+        timeout_ms: svc.timeout_ms,
+        kind: CalloutKind::Grpc {
+            service: fleet::SERVICE.to_string(),
+            method: fleet::GET.to_string(),
+            metadata: Vec::new(),
+            message: fleet::get_request(hash),
+        },
+    }
+}
+
+/// A fleet hit: put in the process tier with its own stored and expiry times (so its `Age` goes on from
+/// the first store), then answered as a local hit is.
+fn serve_fleet_hit(x: &mut Exchange, hash: &[u8; 32], e: &fleet::Entry, answer: LocalResponse, ctx: &Ctx) -> Flow {
+    let at = Times { now_ns: ctx.now_ns, stored_at_ns: e.stored_at_ns, expires_at_ns: e.expires_at_ns };
+    let put = x.cfg.cache.layout().put_at(ctx.store, hash, &e.answer, at);
+    let Some(state) = x.cache.as_mut() else { return Flow::Next };
+    state.outcome = CacheOutcome::Hit;
+    state.tier = Some(Tier::Fleet);
+    state.fleet = Some(FleetOutcome::Hit);
+    state.store = false;
+    state.age_secs = e.age_secs(ctx.now_ns);
+    if put.stored {
+        state.stored = Some((put.evicted, put.bytes_delta));
+    }
+    x.forwarded = true;
+    Flow::Answer(answer)
 }
 
 /// The response stage that names the outcome and keeps the answer to store.
@@ -205,6 +350,11 @@ impl Stage for CacheCapture {
         let put = x.cfg.cache.layout().put(ctx.store, &hash, &entry, state.config.ttl_ns, ctx.now_ns);
         if put.stored {
             state.stored = Some((put.evicted, put.bytes_delta));
+        }
+        // The fleet tier gets it too (whether or not the process tier took it: contention there is local).
+        if x.cfg.cache.fleet {
+            let expires_at_ns = ctx.now_ns.saturating_add(state.config.ttl_ns);
+            x.cache_put = Some(fleet::put_request(&hash, &entry, ctx.now_ns, expires_at_ns));
         }
     }
 
@@ -266,8 +416,22 @@ mod tests {
         let names: Vec<_> =
             [CacheOutcome::Hit, CacheOutcome::Miss, CacheOutcome::Bypass].map(CacheOutcome::name).into();
         assert_eq!(names, crate::observe::CACHE_OUTCOMES);
+        let fleet: Vec<_> = [
+            FleetOutcome::Hit,
+            FleetOutcome::Miss,
+            FleetOutcome::Expired,
+            FleetOutcome::Corrupt,
+            FleetOutcome::Unavailable,
+        ]
+        .map(FleetOutcome::name)
+        .into();
+        assert_eq!(fleet, crate::observe::CACHE_FLEET_OUTCOMES);
     }
 }
+
+#[cfg(test)]
+#[path = "cache_fleet_tests.rs"]
+mod fleet_tests;
 
 #[cfg(test)]
 mod pipeline_tests {

@@ -161,6 +161,8 @@ pub struct Exchange {
     pub fleet_settle: Vec<Descriptor>,
     /// What the response cache did (cache stages).
     pub cache: Option<super::cache::CacheState>,
+    /// The fleet tier's `Put` of a stored answer, for the host to queue (cache capture, `cache.fleet`).
+    pub cache_put: Option<Vec<u8>>,
     /// The translator of a request the route role translated for its model's only target (dispatch,
     /// translate): the provider's answer comes back untouched by the upstream role and is translated here.
     pub translator: Option<Box<dyn ResponseTranslator>>,

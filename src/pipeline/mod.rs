@@ -162,6 +162,7 @@ impl Pipeline {
                 fleet_outcome: None,
                 fleet_settle: Vec::new(),
                 cache: None,
+                cache_put: None,
                 translator: None,
                 translator_mode: None,
                 status: 0,
@@ -209,6 +210,11 @@ impl Pipeline {
     /// rate-limit service.
     pub fn take_fleet_settlement(&mut self) -> Vec<crate::limits::fleet::Descriptor> {
         std::mem::take(&mut self.x.fleet_settle)
+    }
+
+    /// The fleet tier's `Put` of the answer this request stored (`cache.fleet`), for the host to queue.
+    pub fn take_cache_put(&mut self) -> Option<Vec<u8>> {
+        self.x.cache_put.take()
     }
 
     /// Whether [`Pipeline::on_done`] has run.

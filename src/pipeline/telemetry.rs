@@ -56,6 +56,8 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
         broke_off: x.sent.is_some_and(|s| s.broke_off),
         fleet_limits: x.fleet_outcome,
         cache: x.cache.as_ref().map(|c| c.outcome.name()),
+        cache_tier: x.cache.as_ref().and_then(|c| c.tier).map(|t| t.name()),
+        cache_fleet: x.cache.as_ref().and_then(|c| c.fleet).map(|f| f.name()),
         cache_saved: x.cache.as_ref().and_then(|c| c.saved),
         cache_stored: x.cache.as_ref().and_then(|c| c.stored),
     }

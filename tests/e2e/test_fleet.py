@@ -315,7 +315,8 @@ def test_a_slow_service_is_cut_at_the_timeout(stack):
 
 def test_the_shipped_fleet_demo_shares_its_limit_across_two_envoys(stack):
     """envoy/fleet/gateway.yaml (what `make run-fleet` serves), pointed at this test's service: the demo key's
-    20 requests a minute hold across two Envoys, and its budget is charged."""
+    20 requests a minute hold across two Envoys, and its budget is charged; its cached model's answer, stored
+    through the first Envoy, is a hit on the second (the response cache's fleet tier)."""
     import yaml
 
     from harness import ROOT
@@ -327,8 +328,17 @@ def test_the_shipped_fleet_demo_shares_its_limit_across_two_envoys(stack):
     try:
         body = json.dumps({"model": "echo", "messages": [{"role": "user", "content": "hi"}]})
         headers = {"authorization": "Bearer sk-switchyard-demo", "content-type": "application/json"}
-        statuses = [request("POST", f"{envoys[i % 2].base}/v1/chat/completions", body, headers)[0] for i in range(22)]
+        answers = []
+        for i in range(22):
+            answers.append(request("POST", f"{envoys[i % 2].base}/v1/chat/completions", body, headers))
+            if i == 0:
+                time.sleep(0.5)  # the first answer's fleet put goes out on the root context's 100 ms tick
+        statuses = [a[0] for a in answers]
         assert statuses.count(200) == 20 and statuses[-2:] == [429, 429], statuses
+        # A hit counts as a request too; the first Envoy's miss is the second one's (fleet) hit.
+        outcomes = [a[1].get("x-switchyard-cache") for a in answers[:20]]
+        assert outcomes == ["miss"] + ["hit"] * 19, outcomes
+        assert counter(envoys[1], "switchyard.cache_fleet.outcome.hit") == 1
         settled(stack)
         budgets = spend(stack, "demo")["budgets"]
         assert len(budgets) == 1 and 0 < budgets[0]["spent_micros"] < budgets[0]["max_micros"], budgets

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use switchyard_limits::cache_proto::cache_client::CacheClient;
 use switchyard_limits::proto::rate_limit_descriptor::{Entry, RateLimitOverride};
 use switchyard_limits::proto::rate_limit_service_client::RateLimitServiceClient;
 use switchyard_limits::proto::{RateLimitDescriptor, RateLimitRequest, RateLimitResponse};
@@ -150,6 +151,15 @@ impl Service {
 
     pub async fn client(&self) -> RateLimitServiceClient<Channel> {
         RateLimitServiceClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await.expect("gRPC connect")
+    }
+
+    /// A client of the response cache's fleet tier (same port), taking messages of any size.
+    pub async fn cache_client(&self) -> CacheClient<Channel> {
+        CacheClient::connect(format!("http://127.0.0.1:{}", self.grpc))
+            .await
+            .expect("gRPC connect")
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
     }
 
     /// `GET path` on the admin port: (status, body).
