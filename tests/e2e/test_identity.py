@@ -397,6 +397,24 @@ def test_an_https_key_set_is_fetched_with_sni_and_a_checked_certificate(stack, t
         bad.close()
 
 
+def test_istio_gets_the_same_jwt_authn_first_and_the_key_set_host(stack):
+    docs = harness.render_istio(gateway(stack))
+    jwt_filter = next(d for d in docs if d["metadata"]["name"] == "switchyard-jwt")
+    patch = jwt_filter["spec"]["configPatches"][0]
+    assert patch["applyTo"] == "HTTP_FILTER" and patch["patch"]["operation"] == "INSERT_FIRST"
+    istio_cfg = patch["patch"]["value"]["typed_config"]
+    # The plain Envoy rendering's configuration, with Istio's name for the key set's cluster.
+    envoy_cfg = copy.deepcopy(http_filters(stack.cfg)[0]["typed_config"])
+    envoy_cfg["providers"]["idp"]["remote_jwks"]["http_uri"]["cluster"] = f"outbound|{stack.idp.port}||127.0.0.1"
+    assert istio_cfg == envoy_cfg
+    entry = next(d for d in docs if d["metadata"]["name"] == "jwks-idp")
+    assert entry["kind"] == "ServiceEntry" and entry["spec"]["endpoints"] == [{"address": "127.0.0.1"}]
+    assert entry["spec"]["ports"][0]["number"] == stack.idp.port
+    wasm = next(d for d in docs if d["kind"] == "WasmPlugin")
+    assert wasm["spec"]["pluginConfig"]["identity"]["accept"] == ["keys", "jwt"]
+    assert "jwt_providers" not in wasm["spec"]["pluginConfig"]
+
+
 # --------------------------------------------------------------------------------------------- refusals
 
 
