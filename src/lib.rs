@@ -12,6 +12,7 @@ pub mod forwarding;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod gateway;
 pub mod http;
+pub mod identity;
 pub mod limits;
 pub mod observe;
 pub mod pipeline;

@@ -38,8 +38,15 @@ pub enum Value<'a> {
 /// One finished request.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Record {
-    /// The virtual key's id (`None` before authentication succeeded).
+    /// The virtual key's id (`None` before authentication succeeded, and for users).
     pub key_id: Option<String>,
+    /// The caller is a user (JWT): the stats' key tag is `-`.
+    pub by_user: bool,
+    /// The user as the access log shows them (`identity.log_user`; never a stats tag).
+    pub user: Option<String>,
+    /// The team the request was attributed to, `-` for none; `None` when the config has no `identity`
+    /// or `teams` (then stat names carry no team tag).
+    pub team: Option<String>,
     /// The configured model the client asked for (`None` when it is not in the config).
     pub requested_model: Option<String>,
     pub served_model: Option<String>,
@@ -109,6 +116,8 @@ struct Series {
     model: String,
     provider: String,
     key: String,
+    /// Empty without a team tag.
+    team: String,
     requests: [Option<u32>; OUTCOMES.len()],
     input: Option<u32>,
     output: Option<u32>,
@@ -159,24 +168,34 @@ pub fn emit(r: &Record, ids: &mut MetricIds, t: &dyn Telemetry) {
     use std::hash::BuildHasher;
     let model = r.requested_model.as_deref().unwrap_or("none");
     let provider = r.provider.as_deref().unwrap_or("none");
-    let key = r.key_id.as_deref().unwrap_or("none");
+    // Users never become a tag value: their requests are the key `-`.
+    let key = r.key_id.as_deref().unwrap_or(if r.by_user { "-" } else { "none" });
+    let team = r.team.as_deref().unwrap_or("");
     let hasher = &ids.hasher;
     let s = ids
         .series
         .entry(
-            hasher.hash_one((model, provider, key)),
-            |s| s.model == model && s.provider == provider && s.key == key,
-            |s| hasher.hash_one((&s.model, &s.provider, &s.key)),
+            hasher.hash_one((model, provider, key, team)),
+            |s| s.model == model && s.provider == provider && s.key == key && s.team == team,
+            |s| hasher.hash_one((&s.model, &s.provider, &s.key, &s.team)),
         )
         .or_insert_with(|| Series {
             model: model.to_string(),
             provider: provider.to_string(),
             key: key.to_string(),
+            team: team.to_string(),
             ..Series::default()
         })
         .into_mut();
     // Names are made only when a series' metric is first defined.
-    let tags = || format!("model.{}.provider.{}.key.{}", segment(model), segment(provider), segment(key));
+    let tags = || {
+        let mut t = format!("model.{}.provider.{}.key.{}", segment(model), segment(provider), segment(key));
+        if r.team.is_some() {
+            t.push_str(".team.");
+            t.push_str(&segment(team));
+        }
+        t
+    };
     // Counters are defined even when there is nothing to add, so that the series exists from the first
     // request.
     let counter = |slot: &mut Option<u32>, name: &dyn Fn() -> String, value: u64| {
@@ -275,6 +294,12 @@ pub fn log_fields(r: &Record) -> Vec<(&'static str, Value<'_>)> {
     }
     if let Some(k) = &r.key_id {
         f.push(("key_id", Value::Str(k)));
+    }
+    if let Some(u) = &r.user {
+        f.push(("user", Value::Str(u)));
+    }
+    if let Some(t) = r.team.as_deref().filter(|t| *t != "-") {
+        f.push(("team", Value::Str(t)));
     }
     f.push(("cost_usd", Value::Num(r.cost_micros as f64 / 1e6)));
     f.push(("attempts", Value::Num(f64::from(r.attempts))));

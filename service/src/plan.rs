@@ -266,6 +266,36 @@ mod tests {
     }
 
     #[test]
+    fn user_and_team_subjects_are_ids_like_any_other() {
+        // The filter names users `user:<id>` and teams `team:<name>`: one hash tag each, kept apart from
+        // every key id (which may not start with those prefixes when users or teams exist).
+        let r = req(
+            vec![
+                desc(
+                    &[("switchyard_key", "user:alice@example.com"), ("limit", "requests"), ("window_secs", "60")],
+                    Some((10, 2)),
+                    None,
+                ),
+                desc(
+                    &[
+                        ("switchyard_key", "team:data-science"),
+                        ("limit", "budget"),
+                        ("period", "day:20788"),
+                        ("max_micros", "5"),
+                    ],
+                    None,
+                    Some(3),
+                ),
+            ],
+            1,
+        );
+        let p = plan(&r, "switchyard", &Rules::default()).unwrap();
+        assert_eq!(item(&p[0]).key, "sy:{user%3Aalice%40example.com}:r:requests:60");
+        assert_eq!(item(&p[1]).key, "sy:{team%3Adata-science}:b:day:20788");
+        assert_eq!(item(&p[1]).index_key.as_deref(), Some("sy:{team%3Adata-science}:budgets"));
+    }
+
+    #[test]
     fn bad_switchyard_descriptors_are_errors() {
         for (pairs, limit) in [
             (vec![("switchyard_key", "k"), ("limit", "requests"), ("window_secs", "60")], None),

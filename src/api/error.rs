@@ -146,6 +146,40 @@ impl ApiError {
         ApiError::new(401, "invalid_request_error", Some("invalid_api_key"), "Incorrect API key provided.")
     }
 
+    /// A JWT Envoy did not verify (or whose claims name no user): `reason` is Envoy's ("Jwt is expired")
+    /// or the gateway's. RFC 6750's `WWW-Authenticate` says which kind of credential failed.
+    pub fn invalid_token(reason: &str) -> Self {
+        let mut e = ApiError::new(
+            401,
+            "invalid_request_error",
+            Some("invalid_token"),
+            format!("The token was not accepted: {reason}."),
+        );
+        e.headers.push(("www-authenticate", "Bearer error=\"invalid_token\"".to_string()));
+        e
+    }
+
+    /// A user may not use `model`: `why` says (no team of theirs grants it, or the team they named).
+    pub fn model_not_granted(model: &str, why: &str) -> Self {
+        ApiError::new(
+            403,
+            "permission_error",
+            Some("model_not_allowed"),
+            format!("You are not allowed to use the model {}: {why}.", quote(model)),
+        )
+        .with_param("model")
+    }
+
+    /// `x-switchyard-team` names a team the user is not a member of (or no team at all).
+    pub fn team_not_allowed(team: &str) -> Self {
+        ApiError::new(
+            403,
+            "permission_error",
+            Some("team_not_allowed"),
+            format!("You are not a member of the team {} (x-switchyard-team).", quote(team)),
+        )
+    }
+
     pub fn model_not_allowed(model: &str) -> Self {
         ApiError::new(
             403,

@@ -149,7 +149,7 @@ fn write_number(n: &serde_json::Number, out: &mut Vec<u8>) {
 }
 
 /// The cache key: SHA-256 over a versioned tag and the length-prefixed scope (e.g. `key:<id>`,
-/// `team:<name>`, `shared`), resolved model name and canonical request.
+/// `user:<id>`, `team:<name>`, `shared`), resolved model name and canonical request.
 pub fn key(scope: &str, model: &str, canonical: &[u8]) -> [u8; 32] {
     let mut buf = Vec::with_capacity(64 + scope.len() + model.len() + canonical.len());
     buf.extend_from_slice(b"switchyard-cache-v1");

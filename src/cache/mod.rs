@@ -30,8 +30,8 @@
 //!   fit i64/u64 printed as integers, other numbers as their shortest f64 form).
 //! - So a chat request and the Anthropic Messages and Responses requests that convert to the same pivot
 //!   meet in one key (and so share one answer), unless one of them carries a `~native` field.
-//! - The key: SHA-256 over a versioned tag and the length-prefixed scope (`key:<id>`, `team:<name>`,
-//!   `shared`), resolved model name and canonical bytes.
+//! - The key: SHA-256 over a versioned tag and the length-prefixed scope (`key:<id>`, `user:<id>`,
+//!   `team:<name>`, `shared`), resolved model name and canonical bytes.
 //!
 //! # What is stored ([`Capture`])
 //! Only complete, successful answers, read from the body as the client gets it: a chat completion whose

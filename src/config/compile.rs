@@ -8,6 +8,7 @@
 //! (`raw.rs`) into a field of `Config`.
 
 use super::fields::{err, is_header_safe, join, R};
+use super::identity::{compile_identity, compile_teams, Identity, TeamId};
 use super::raw::{RawConfig, RawKey, RawLimits, RawModel, RawProvider};
 use super::{
     Allowed, CacheBounds, Config, Key, KeyLimits, Model, ModelLimits, Provider, ProviderId, Target,
@@ -21,17 +22,52 @@ use serde_json::Value;
 
 /// Stage 2: cross-checks the raw configuration and builds the lookup tables.
 pub fn compile(raw: RawConfig) -> R<Config> {
-    let RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet, cache } =
-        raw;
+    let RawConfig {
+        max_body_bytes,
+        default_max_output_tokens,
+        log_bodies,
+        providers,
+        models,
+        keys,
+        fleet,
+        cache,
+        identity,
+        teams,
+    } = raw;
     // Keys and limits may name a model that is unavailable (its provider left out): it is still a model.
     let model_names: HashSet<String> = models.iter().map(|m| m.name.clone()).collect();
     let cache = super::cache::compile_bounds(cache, fleet.as_ref())?;
     let providers = compile_providers(providers)?;
     let models = compile_models(models, &providers, &cache)?;
-    let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list)?;
-    check_fleet(&keys.list, fleet.as_ref(), &keys.fleet_paths)?;
+    let with_teams = teams.is_some();
+    let subjects = identity.is_some() || with_teams;
+    let limits_of = |l: RawLimits| compile_limits(l, &model_names);
+    let served: HashSet<&str> = models.by_name.keys().map(String::as_str).collect();
+    let teams = compile_teams(teams.unwrap_or_default(), &model_names, &served, limits_of)?;
+    drop(served);
+    let identity = identity.map(|i| compile_identity(i, limits_of)).transpose()?;
+    if let Some(i) = identity.as_ref().filter(|i| i.accept_jwt) {
+        check_users(i, with_teams)?;
+    }
+    let team_ids = with_teams.then_some(&teams.by_name);
+    let keys = compile_keys(keys, &model_names, &models.by_name, &providers.list, team_ids, subjects)?;
+    let mut fleet_limits: Vec<(String, &FleetLimits)> = Vec::new();
+    for (i, path) in &keys.fleet_paths {
+        fleet_limits.extend(keys.list.get(*i).and_then(|k| k.limits.fleet.as_ref()).map(|f| (path.clone(), f)));
+    }
+    for (i, path) in &teams.fleet_paths {
+        fleet_limits.extend(teams.list.get(*i).and_then(|t| t.limits.fleet.as_ref()).map(|f| (path.clone(), f)));
+    }
+    if let Some(f) = identity.as_ref().and_then(|i| i.user_limits.fleet.as_ref()) {
+        fleet_limits.push(("identity.user_limits.fleet".to_string(), f));
+    }
+    check_fleet(&fleet_limits, fleet.as_ref())?;
     let caches = models.by_name.values().any(|m| m.cache.is_some());
     Ok(Config {
+        identity,
+        teams: teams.list,
+        teams_by_name: teams.by_name,
+        teams_by_claim: teams.by_claim,
         caches,
         max_body_bytes: max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES),
         default_max_output_tokens: default_max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS),
@@ -142,11 +178,30 @@ struct Keys {
     fleet_paths: Vec<(usize, String)>,
 }
 
+/// JWT users get models only through their teams, which they join through `teams_claim`.
+fn check_users(i: &Identity, with_teams: bool) -> R<()> {
+    if !with_teams {
+        return Err(err(
+            "identity.accept",
+            "JWT users may use only what their teams grant: add a teams section (or accept keys only)",
+        ));
+    }
+    if i.teams_claim.is_none() {
+        return Err(err(
+            "identity.teams_claim",
+            "is required with teams and jwt: users join teams through this claim (groups, roles, ...)",
+        ));
+    }
+    Ok(())
+}
+
 fn compile_keys(
     raw: Vec<RawKey>,
     model_names: &HashSet<String>,
     models: &HashMap<String, Model>,
     providers: &[Provider],
+    teams: Option<&HashMap<String, TeamId>>,
+    subjects: bool,
 ) -> R<Keys> {
     let mut all_names: Vec<&str> = models.keys().map(|s| s.as_str()).collect();
     all_names.sort_unstable();
@@ -156,6 +211,20 @@ fn compile_keys(
         if !ids.insert(id.clone()) {
             return Err(err(join(&path, "id"), format!("duplicate key id '{id}'")));
         }
+        // Limit records and the fleet tier name users and teams `user:<id>` and `team:<name>`.
+        if subjects && (id.starts_with("user:") || id.starts_with("team:")) {
+            return Err(err(
+                join(&path, "id"),
+                "must not start with user: or team: (the subject ids of users and teams)",
+            ));
+        }
+        let team_id = match (teams, &team) {
+            (Some(by_name), Some(t)) => match by_name.get(t) {
+                Some(id) => Some(*id),
+                None => return Err(err(join(&path, "team"), format!("names no team '{t}' in teams"))),
+            },
+            _ => None,
+        };
         if out.by_digest.insert(sha256, out.list.len()).is_some() {
             return Err(err(join(&path, "sha256"), "the same key digest appears twice"));
         }
@@ -190,11 +259,12 @@ fn compile_keys(
             }
         };
         crate::limits::name_records(&id, &mut limits);
-        out.list.push(Key { id, allowed, limits, models_json, team });
+        out.list.push(Key { id, allowed, limits, models_json, team, team_id });
     }
     Ok(out)
 }
 
+/// `keys[i].limits` (also a team's and the users' limits) checked against the models.
 fn compile_limits(raw: RawLimits, model_names: &HashSet<String>) -> R<KeyLimits> {
     let RawLimits { requests, tokens, concurrent, budget, models, fleet, .. } = raw;
     let mut l = KeyLimits { requests, tokens, concurrent, budget, ..KeyLimits::default() };
@@ -217,11 +287,10 @@ fn compile_limits(raw: RawLimits, model_names: &HashSet<String>) -> R<KeyLimits>
     Ok(l)
 }
 
-/// Fleet-wide limits need the service's section; a standard service cannot hold budgets.
-fn check_fleet(keys: &[Key], fleet: Option<&FleetService>, paths: &[(usize, String)]) -> R<()> {
-    for (i, path) in paths {
-        let Some(k) = keys.get(*i) else { continue };
-        let Some(f) = &k.limits.fleet else { continue };
+/// Fleet-wide limits (each with the path of its `limits.fleet`) need the service's section; a standard
+/// service cannot hold budgets.
+fn check_fleet(limits: &[(String, &FleetLimits)], fleet: Option<&FleetService>) -> R<()> {
+    for (path, f) in limits {
         match fleet {
             None => {
                 return Err(err(
@@ -266,7 +335,8 @@ fn check_standard_windows(f: &FleetLimits, path: &str) -> R<()> {
     Ok(())
 }
 
-fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {
+/// A `GET /v1/models` answer listing `names` (in that order).
+pub(crate) fn models_list_json(names: &[&str], models: &HashMap<String, Model>, providers: &[Provider]) -> String {
     let data: Vec<Value> = names
         .iter()
         .map(|n| {

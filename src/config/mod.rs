@@ -12,6 +12,9 @@ mod cache;
 mod cache_tests;
 mod compile;
 pub(crate) mod fields;
+pub mod identity;
+#[cfg(test)]
+pub mod identity_tests;
 pub(crate) mod provider_kinds;
 mod raw;
 #[cfg(test)]
@@ -19,6 +22,7 @@ pub mod tests;
 
 pub use cache::{CacheBounds, CacheScope, ModelCache, RawCacheBounds, RawModelCache};
 pub use compile::compile;
+pub use identity::{Identity, LogUser, RawIdentity, RawTeam, Team, TeamId};
 pub use raw::{
     parse_raw, RawConfig, RawKey, RawLimits, RawLogBodies, RawModel, RawModelLimits, RawProvider, RawProviderSettings,
     RawTarget,
@@ -180,6 +184,9 @@ pub struct Key {
     pub models_json: String,
     /// `team`: keys of one team share the answers of models cached with `scope: team`.
     pub team: Option<String>,
+    /// The team in `teams` that `team` names (with a `teams` section): the key's requests count against
+    /// the team's limits too.
+    pub team_id: Option<TeamId>,
 }
 
 impl Key {
@@ -214,6 +221,13 @@ pub struct Config {
     pub cache: CacheBounds,
     /// Some model is cached (the cache stages are in the pipeline).
     pub caches: bool,
+    /// `identity`: which credentials are accepted and how JWT users are read (none: virtual keys only).
+    pub identity: Option<Identity>,
+    /// `teams`, sorted by name (a [`TeamId`] indexes this).
+    pub teams: Vec<Team>,
+    teams_by_name: HashMap<String, TeamId>,
+    /// Claim value → the teams it makes a user a member of.
+    teams_by_claim: HashMap<String, Vec<TeamId>>,
 }
 
 /// A configuration error: the JSON path of the bad field and what is wrong with it.
@@ -250,5 +264,39 @@ impl Config {
 
     pub fn provider_by_name(&self, name: &str) -> Option<(ProviderId, &Provider)> {
         self.providers.iter().enumerate().find(|(_, p)| p.name == name)
+    }
+
+    /// Virtual keys are accepted (true without an `identity` section).
+    pub fn accepts_keys(&self) -> bool {
+        self.identity.as_ref().is_none_or(|i| i.accept_keys)
+    }
+
+    /// Users with a JWT verified by Envoy are accepted.
+    pub fn accepts_jwt(&self) -> bool {
+        self.identity.as_ref().is_some_and(|i| i.accept_jwt)
+    }
+
+    /// The config has an `identity` or a `teams` section: stats carry a `team` tag and the access log
+    /// `user` and `team` fields.
+    pub fn has_identity(&self) -> bool {
+        self.identity.is_some() || !self.teams_by_name.is_empty()
+    }
+
+    pub fn team(&self, id: TeamId) -> Option<&Team> {
+        self.teams.get(id)
+    }
+
+    pub fn team_id(&self, name: &str) -> Option<TeamId> {
+        self.teams_by_name.get(name).copied()
+    }
+
+    /// The teams a claim value makes a user a member of.
+    pub fn teams_for_claim(&self, value: &str) -> &[TeamId] {
+        self.teams_by_claim.get(value).map_or(&[], Vec::as_slice)
+    }
+
+    /// A `GET /v1/models` answer listing `names` (served model names, in that order).
+    pub fn models_json(&self, names: &[&str]) -> String {
+        compile::models_list_json(names, &self.models, &self.providers)
     }
 }

@@ -8,6 +8,7 @@
 
 use super::cache::{cache_bounds, model_cache, team, RawCacheBounds, RawModelCache};
 use super::fields::{as_obj, check_fields, credential, err, is_header_safe, join, opt_str, req_str, type_name, R};
+use super::identity::{RawIdentity, RawTeam};
 use super::provider_kinds;
 use super::{Budget, Env, Price, ProviderKind, Secret};
 use crate::codec::sha256;
@@ -29,6 +30,10 @@ pub struct RawConfig {
     pub fleet: Option<crate::limits::fleet::FleetService>,
     /// `cache`: bounds of the response cache's process tier.
     pub cache: Option<RawCacheBounds>,
+    /// `identity`: which credentials are accepted, how JWT users are read.
+    pub identity: Option<RawIdentity>,
+    /// `teams`, in the file's order (by name).
+    pub teams: Option<Vec<RawTeam>>,
 }
 
 /// `log_bodies`.
@@ -134,6 +139,8 @@ const SECTIONS: &[&str] = &[
     "keys",
     "fleet_limits",
     "cache",
+    "identity",
+    "teams",
 ];
 
 /// Stage 1: reads the file into raw types, rejecting what is wrong in any single field.
@@ -155,7 +162,20 @@ pub fn parse_raw(bytes: &[u8], env: &dyn Env) -> R<RawConfig> {
     let keys = required(o, "keys", "is required (a list of virtual keys)", keys)?;
     let fleet = optional(o, "fleet_limits", fleet_service)?;
     let cache = optional(o, "cache", cache_bounds)?;
-    Ok(RawConfig { max_body_bytes, default_max_output_tokens, log_bodies, providers, models, keys, fleet, cache })
+    let identity = optional(o, "identity", super::identity::identity)?;
+    let teams = optional(o, "teams", super::identity::teams)?;
+    Ok(RawConfig {
+        max_body_bytes,
+        default_max_output_tokens,
+        log_bodies,
+        providers,
+        models,
+        keys,
+        fleet,
+        cache,
+        identity,
+        teams,
+    })
 }
 
 /// A top-level section that may be left out.
@@ -392,7 +412,8 @@ fn fleet_service(v: &Value, path: &str) -> R<crate::limits::fleet::FleetService>
     })
 }
 
-fn limits(v: &Value, path: &str) -> R<RawLimits> {
+/// `keys[i].limits` (also `teams.<name>.limits` and `identity.user_limits`).
+pub(super) fn limits(v: &Value, path: &str) -> R<RawLimits> {
     limits_of(v, path, false)
 }
 

@@ -3,6 +3,7 @@
 
 use super::{apply, now_ns, read_map, write_response_headers, HostStore, HostTelemetry, METRICS, REQUESTS};
 use crate::http::{Decision, Step, H_MODEL, H_SERVED_MODEL, H_SERVED_PROVIDER};
+use crate::identity::Verified;
 use crate::observe;
 use crate::pipeline::callout::{Callout, CalloutKind, CalloutOutcome};
 use crate::pipeline::{ClientApi, Ctx, Framing, Pipeline, Sent, API_PROPERTY};
@@ -13,6 +14,15 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// The request's dynamic metadata (`envoy.config.core.v3.Metadata`), read from Envoy when asked.
+struct HostMetadata;
+
+impl Verified for HostMetadata {
+    fn metadata(&self) -> Option<Vec<u8>> {
+        hostcalls::get_property(vec!["metadata"]).ok().flatten()
+    }
+}
 
 pub(super) struct RouteHttp {
     core: Pipeline,
@@ -182,7 +192,8 @@ impl HttpContext for RouteHttp {
             std::process::abort();
         }
         self.request_id = headers.value("x-request-id").map(str::to_string);
-        let d = self.core.on_request_headers(&headers, end_of_stream);
+        // Envoy's jwt_authn verdict is read only if the core asks (configs accepting JWTs, no key).
+        let d = self.core.on_request_headers_with(&headers, &HostMetadata, end_of_stream);
         // Envoy's own answers to this request (local_reply_config) take the client API's error shape.
         if self.core.client_api() == ClientApi::Anthropic {
             self.set_property(vec![API_PROPERTY], Some(b"anthropic"));

@@ -1,4 +1,4 @@
-//! Per-key limits, exact across Envoy's worker threads: requests and tokens per window (GCRA, a token
+//! Per-key (and per-user, per-team) limits, exact across Envoy's worker threads: requests and tokens per window (GCRA, a token
 //! bucket kept as one "theoretical arrival time" per limit), concurrent requests, and a money budget per
 //! UTC day or month. State lives in the host's shared data and every update is a compare-and-swap, retried
 //! on conflict, so all workers (one Wasm VM each) see one set of counters.
@@ -8,13 +8,15 @@
 //! whole reservation when no usage is known because the attempt failed.
 //!
 //! Layout: this file is the shared-data store and its compare-and-swap update; `rate.rs` the GCRA and
-//! budget-period arithmetic; `reservation.rs` what a request reserves and settles.
+//! budget-period arithmetic; `reservation.rs` what a request reserves and settles; `subject.rs` whose
+//! limits a request counts against (its key or user, and its team).
 
 pub mod fleet;
 mod rate;
 mod reservation;
 #[cfg(test)]
 mod reservation_tests;
+mod subject;
 #[cfg(test)]
 pub mod tests;
 
@@ -22,6 +24,7 @@ pub use rate::{
     days_from_civil, format_duration, gcra_shift, gcra_step, period_of, BudgetState, Period, Rate, RateState, Refused,
 };
 pub use reservation::{create_missing, name_records, shared_keys, Reservation};
+pub use subject::{Subject, Whose};
 
 use std::fmt;
 

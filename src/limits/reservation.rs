@@ -1,32 +1,53 @@
 //! Per-request use of the limits: what an admitted request reserves, and how it settles or releases.
+//! A request counts against one or more subjects (`subject.rs`: its key or user, and its team); it takes
+//! from all of their records or from none, and settles all of them.
 
 use super::rate::{gcra_shift, gcra_step, period_of, BudgetState, Period, Rate, RateState, Refused};
+use super::subject::{model_record, own_record, Subject, Whose};
 use super::{format_duration, read_u64s, update, write_u64s, SharedStore};
 use crate::api::error::ApiError;
 use crate::config::Key;
 use std::rc::Rc;
+
+/// The most records one request holds: its key's or user's and its team's, each with the model.
+const MAX_HELD: usize = 4;
 
 /// What one admitted request holds until its response ends.
 #[derive(Debug, Clone, Default)]
 pub struct Reservation {
     tokens: u64,
     cost_micros: u64,
-    /// The key's record, when the key has key-level limits, and what of it this request took.
-    key_record: Option<(Rc<str>, KeyParts)>,
-    /// The key × model record, when the key limits this model.
-    model_record: Option<(Rc<str>, ModelParts)>,
+    /// The records taken from and what of each this request took, in the order taken.
+    held: [Option<Held>; MAX_HELD],
     reserved_at_secs: u64,
+    /// Which subject's state each `x-ratelimit-*` kind shows (requests, tokens), and its remaining.
+    shown: [Option<(usize, u64)>; 2],
     /// `x-ratelimit-*` headers for the response.
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// The key-level limits that apply, as copied from the config at reservation time.
+/// A record a reservation took from.
+#[derive(Debug, Clone)]
+enum Held {
+    /// A subject's own record, `[in flight, requests TAT, tokens TAT, budget period, budget used]`.
+    Own(Rc<str>, KeyParts),
+    /// A subject × model record, `[requests TAT, tokens TAT]`.
+    Model(Rc<str>, ModelParts),
+}
+
+/// A subject's own limits that apply, as copied from the config at reservation time.
 #[derive(Debug, Clone, Copy, Default)]
 struct KeyParts {
     concurrent: Option<u64>,
     requests: Option<Rate>,
     tokens: Option<Rate>,
     budget: Option<crate::config::Budget>,
+}
+
+impl KeyParts {
+    fn any(&self) -> bool {
+        self.concurrent.is_some() || self.requests.is_some() || self.tokens.is_some() || self.budget.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,13 +58,9 @@ struct ModelParts {
 
 /// A key's limits live in one shared-data record, `[in flight, requests TAT, tokens TAT, budget period,
 /// budget used]`, so that a reservation is one compare-and-swap; a key × model limit has its own record
-/// `[requests TAT, tokens TAT]`.
+/// `[requests TAT, tokens TAT]`. Teams and users have records of the same two kinds.
 fn key_record(key_id: &str) -> String {
-    format!("switchyard/limits/{key_id}")
-}
-
-fn model_record(key_id: &str, model: &str) -> String {
-    format!("switchyard/limits/{key_id}/model/{model}")
+    own_record(key_id)
 }
 
 /// Names the records of key `key_id`'s limits (at config load, so requests never format them).
@@ -59,8 +76,8 @@ pub fn name_records(key_id: &str, limits: &mut crate::config::KeyLimits) {
 /// creating the same key at once could lose an update; once a key exists every write is checked.
 pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
-    for k in &cfg.keys {
-        let l = &k.limits;
+    // A user's records are made by their first request (users are not known ahead).
+    for l in cfg.keys.iter().map(|k| &k.limits).chain(cfg.teams.iter().map(|t| &t.limits)) {
         if l.concurrent.is_some() || l.requests.is_some() || l.tokens.is_some() || l.budget.is_some() {
             out.push(l.record.to_string());
         }
@@ -146,6 +163,15 @@ enum Refusal {
     Budget(crate::config::Budget, BudgetState),
 }
 
+/// How a refusal names whose limit it was.
+fn prefix(whose: Whose) -> String {
+    match whose {
+        Whose::Key => "Rate limit reached".to_string(),
+        Whose::User => "User rate limit reached".to_string(),
+        Whose::Team(t) => format!("Team '{t}' rate limit reached"),
+    }
+}
+
 impl Reservation {
     /// Admits a request of `key` for `model`, reserving `tokens` and `cost_micros`, or refuses it with the
     /// 429 to send. A refused request takes nothing.
@@ -157,15 +183,39 @@ impl Reservation {
         cost_micros: u64,
         now_ns: u64,
     ) -> Result<Reservation, ApiError> {
+        Reservation::reserve_for(store, [Subject::key(key, model)], tokens, cost_micros, now_ns)
+    }
+
+    /// Admits a request counting against every one of `subjects` (at most two: the key or user, then
+    /// the team), reserving `tokens` and `cost_micros` from each, or refuses it with the 429 of the first
+    /// limit that does not fit. A refused request takes nothing from any subject.
+    pub fn reserve_for<'a>(
+        store: &dyn SharedStore,
+        subjects: impl IntoIterator<Item = Subject<'a>>,
+        tokens: u64,
+        cost_micros: u64,
+        now_ns: u64,
+    ) -> Result<Reservation, ApiError> {
         let mut r = Reservation { tokens, cost_micros, reserved_at_secs: now_ns / 1_000_000_000, ..Default::default() };
-        let l = &key.limits;
-        // The model record's states, then the key's.
+        for (i, s) in subjects.into_iter().enumerate() {
+            if let Err(e) = r.take(store, i, &s, now_ns) {
+                r.give_back(store, now_ns);
+                return Err(e);
+            }
+        }
+        Ok(r)
+    }
+
+    /// Takes from one subject's records: its limits with the model, then its own.
+    fn take(&mut self, store: &dyn SharedStore, subject: usize, s: &Subject, now_ns: u64) -> Result<(), ApiError> {
+        let tokens = self.tokens;
+        let cost_micros = self.cost_micros;
+        // The model record's states, then the subject's own.
         let mut states: [Option<(&'static str, RateState)>; 4] = [None; 4];
 
-        if let Some(ml) = l.per_model.get(model) {
+        if let Some((name, ml)) = &s.model {
             let parts = ModelParts { requests: ml.requests, tokens: ml.tokens };
-            let name = ml.record.clone();
-            let taken = update(store, &name, |v| {
+            let taken = update(store, name, |v| {
                 let [rq, tk] = read_u64s::<2>(v);
                 let (rq, tk, st) = take_rates(rq, tk, parts.requests, parts.tokens, tokens, now_ns)?;
                 Ok((write_u64s(&[rq, tk]), st))
@@ -174,17 +224,17 @@ impl Reservation {
             match taken {
                 Ok(st) => {
                     states[..2].copy_from_slice(&st);
-                    r.model_record = Some((name, parts));
+                    self.hold(Held::Model(name.clone(), parts));
                 }
-                Err(refusal) => return Err(r.refused(refusal, &states)),
+                Err(refusal) => return Err(self.refused(refusal, s.whose, &states)),
             }
         }
 
+        let l = s.limits;
         let parts = KeyParts { concurrent: l.concurrent, requests: l.requests, tokens: l.tokens, budget: l.budget };
-        if parts.concurrent.is_some() || parts.requests.is_some() || parts.tokens.is_some() || parts.budget.is_some() {
-            let name = l.record.clone();
-            let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, r.reserved_at_secs));
-            let taken = update(store, &name, |v| {
+        if parts.any() {
+            let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, self.reserved_at_secs));
+            let taken = update(store, &s.record, |v| {
                 let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
                 if let Some(max) = parts.concurrent {
                     if inflight >= max {
@@ -206,47 +256,73 @@ impl Reservation {
                 let inflight = inflight + u64::from(parts.concurrent.is_some());
                 Ok((write_u64s(&[inflight, rq, tk, period, used]), st))
             })
-            .map_err(|_| contention());
+            .map_err(|_| contention())?;
             match taken {
-                Ok(Ok(st)) => {
+                Ok(st) => {
                     states[2..].copy_from_slice(&st);
-                    r.key_record = Some((name, parts));
+                    self.hold(Held::Own(s.record.clone(), parts));
                 }
-                Ok(Err(refusal)) => {
-                    r.give_back_model(store, now_ns);
-                    return Err(r.refused(refusal, &states));
-                }
-                Err(e) => {
-                    r.give_back_model(store, now_ns);
-                    return Err(e);
-                }
+                Err(refusal) => return Err(self.refused(refusal, s.whose, &states)),
             }
         }
-        // Headers: the key's own limits where it has them (they come last), else the model's.
-        r.headers.reserve_exact(6);
-        for (kind, s) in states.into_iter().flatten() {
-            rate_headers(&mut r.headers, kind, s);
+        // Headers: the subject's own limits where it has them (they come last), else the model's.
+        self.headers.reserve_exact(6);
+        for (kind, st) in states.into_iter().flatten() {
+            self.show(subject, kind, st);
         }
-        Ok(r)
+        Ok(())
+    }
+
+    fn hold(&mut self, h: Held) {
+        if let Some(slot) = self.held.iter_mut().find(|s| s.is_none()) {
+            *slot = Some(h);
+        }
+    }
+
+    /// Shows a bucket's state in the `x-ratelimit-*` headers: within one subject the last wins (its own
+    /// limits over its limits with the model); across subjects the one with the least remaining.
+    fn show(&mut self, subject: usize, kind: &'static str, st: RateState) {
+        let slot = usize::from(kind != "requests");
+        if let Some(Some((shown_by, remaining))) = self.shown.get(slot) {
+            if *shown_by != subject && *remaining <= st.remaining {
+                return;
+            }
+        }
+        if let Some(s) = self.shown.get_mut(slot) {
+            *s = Some((subject, st.remaining));
+        }
+        rate_headers(&mut self.headers, kind, st);
     }
 
     /// The 429 for a refusal (headers: what is known so far plus the refusing limit's state).
-    fn refused(&mut self, refusal: Refusal, states: &[Option<(&'static str, RateState)>]) -> ApiError {
+    fn refused(&mut self, refusal: Refusal, whose: Whose, states: &[Option<(&'static str, RateState)>]) -> ApiError {
         for (kind, s) in states.iter().flatten() {
             rate_headers(&mut self.headers, kind, *s);
         }
+        let on = |whose: Whose| match whose {
+            Whose::Key => String::new(),
+            Whose::User => " (your user limit)".to_string(),
+            Whose::Team(t) => format!(" (team '{t}')"),
+        };
         match refusal {
-            Refusal::Concurrency(max) => too_many(
-                "requests",
-                format!("Too many concurrent requests for this key (limit {max})."),
-                1_000_000_000,
-                &self.headers,
-            ),
+            Refusal::Concurrency(max) => {
+                let what = match whose {
+                    Whose::Key => "this key".to_string(),
+                    Whose::User => "this user".to_string(),
+                    Whose::Team(t) => format!("team '{t}'"),
+                };
+                too_many(
+                    "requests",
+                    format!("Too many concurrent requests for {what} (limit {max})."),
+                    1_000_000_000,
+                    &self.headers,
+                )
+            }
             Refusal::Requests(rate, refused) => {
                 rate_headers(&mut self.headers, "requests", refused.state);
                 too_many(
                     "requests",
-                    format!("Rate limit reached for requests: {} per {}s.", rate.max, rate.window_secs),
+                    format!("{} for requests: {} per {}s.", prefix(whose), rate.max, rate.window_secs),
                     refused.retry_after_ns,
                     &self.headers,
                 )
@@ -255,28 +331,32 @@ impl Reservation {
                 rate_headers(&mut self.headers, "tokens", refused.state);
                 let message = if self.tokens > rate.max {
                     format!(
-                        "Request too large for the token limit: needs {} tokens, limit {} per {}s.",
-                        self.tokens, rate.max, rate.window_secs
+                        "Request too large for the token limit{}: needs {} tokens, limit {} per {}s.",
+                        on(whose),
+                        self.tokens,
+                        rate.max,
+                        rate.window_secs
                     )
                 } else {
                     format!(
-                        "Rate limit reached for tokens: {} per {}s (this request reserves {}).",
-                        rate.max, rate.window_secs, self.tokens
+                        "{} for tokens: {} per {}s (this request reserves {}).",
+                        prefix(whose),
+                        rate.max,
+                        rate.window_secs,
+                        self.tokens
                     )
                 };
                 too_many("tokens", message, refused.retry_after_ns, &self.headers)
             }
             Refusal::Budget(b, st) => {
-                let mut e = ApiError::new(
-                    429,
-                    "insufficient_quota",
-                    Some("insufficient_quota"),
-                    format!(
-                        "You exceeded this key's {} budget of ${:.2}.",
-                        if b.period == Period::Day { "daily" } else { "monthly" },
-                        b.micros as f64 / 1e6
-                    ),
-                );
+                let period = if b.period == Period::Day { "daily" } else { "monthly" };
+                let usd = b.micros as f64 / 1e6;
+                let message = match whose {
+                    Whose::Key => format!("You exceeded this key's {period} budget of ${usd:.2}."),
+                    Whose::User => format!("You exceeded your {period} budget of ${usd:.2}."),
+                    Whose::Team(t) => format!("You exceeded the {period} budget of team '{t}' (${usd:.2})."),
+                };
+                let mut e = ApiError::new(429, "insufficient_quota", Some("insufficient_quota"), message);
                 e.headers = self.headers.clone();
                 e.headers.push(("retry-after", st.reset_secs.max(1).to_string()));
                 e
@@ -284,16 +364,36 @@ impl Reservation {
         }
     }
 
-    /// Gives back what the key × model record took (the key's own record refused).
-    fn give_back_model(&mut self, store: &dyn SharedStore, now_ns: u64) {
-        let Some((name, parts)) = self.model_record.take() else { return };
+    /// Gives back everything taken so far (a later record refused): the request, its tokens, its money
+    /// and its place in flight.
+    fn give_back(&mut self, store: &dyn SharedStore, now_ns: u64) {
         let tokens = self.tokens as i64;
-        let _ = update(store, &name, |v| {
-            let [rq, tk] = read_u64s::<2>(v);
-            let rq = parts.requests.map_or(rq, |rate| gcra_shift(rq, rate, -1, now_ns));
-            let tk = parts.tokens.map_or(tk, |rate| gcra_shift(tk, rate, -tokens, now_ns));
-            Ok::<_, ()>((write_u64s(&[rq, tk]), ()))
-        });
+        let cost = self.cost_micros;
+        let (reserved_at, held) = (self.reserved_at_secs, std::mem::take(&mut self.held));
+        for h in held.into_iter().rev().flatten() {
+            match h {
+                Held::Model(name, parts) => {
+                    let _ = update(store, &name, |v| {
+                        let [rq, tk] = read_u64s::<2>(v);
+                        let rq = parts.requests.map_or(rq, |rate| gcra_shift(rq, rate, -1, now_ns));
+                        let tk = parts.tokens.map_or(tk, |rate| gcra_shift(tk, rate, -tokens, now_ns));
+                        Ok::<_, ()>((write_u64s(&[rq, tk]), ()))
+                    });
+                }
+                Held::Own(name, parts) => {
+                    let (pid, _) = parts.budget.map_or((0, 0), |b| period_of(b.period, reserved_at));
+                    let _ = update(store, &name, |v| {
+                        let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
+                        let inflight = if parts.concurrent.is_some() { inflight.saturating_sub(1) } else { inflight };
+                        let rq = parts.requests.map_or(rq, |rate| gcra_shift(rq, rate, -1, now_ns));
+                        let tk = parts.tokens.map_or(tk, |rate| gcra_shift(tk, rate, -tokens, now_ns));
+                        let used =
+                            if parts.budget.is_some() && period == pid { used.saturating_sub(cost) } else { used };
+                        Ok::<_, ()>((write_u64s(&[inflight, rq, tk, period, used]), ()))
+                    });
+                }
+            }
+        }
     }
 
     /// Ends the request: charges `actual` (tokens, cost) in place of the reservation, or gives the whole
@@ -303,31 +403,35 @@ impl Reservation {
         let (tokens, cost) = actual.unwrap_or((0, 0));
         let delta_tokens = tokens as i64 - self.tokens as i64;
         let delta_cost = cost as i64 - self.cost_micros as i64;
-        if let Some((name, parts)) = self.model_record.take() {
-            if let Some(rate) = parts.tokens.filter(|_| delta_tokens != 0) {
-                let _ = update(store, &name, |v| {
-                    let [rq, tk] = read_u64s::<2>(v);
-                    Ok::<_, ()>((write_u64s(&[rq, gcra_shift(tk, rate, delta_tokens, now_ns)]), ()))
-                });
+        for h in std::mem::take(&mut self.held).into_iter().flatten() {
+            match h {
+                Held::Model(name, parts) => {
+                    if let Some(rate) = parts.tokens.filter(|_| delta_tokens != 0) {
+                        let _ = update(store, &name, |v| {
+                            let [rq, tk] = read_u64s::<2>(v);
+                            Ok::<_, ()>((write_u64s(&[rq, gcra_shift(tk, rate, delta_tokens, now_ns)]), ()))
+                        });
+                    }
+                }
+                Held::Own(name, parts) => {
+                    let (pid, _) = parts.budget.map_or((0, 0), |b| period_of(b.period, self.reserved_at_secs));
+                    let _ = update(store, &name, |v| {
+                        let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
+                        let inflight = if parts.concurrent.is_some() { inflight.saturating_sub(1) } else { inflight };
+                        let tk = match parts.tokens {
+                            Some(rate) if delta_tokens != 0 => gcra_shift(tk, rate, delta_tokens, now_ns),
+                            _ => tk,
+                        };
+                        // A budget settles in the period it was reserved in; after a rollover it is left alone.
+                        let used = match parts.budget {
+                            Some(_) if period == pid && delta_cost >= 0 => used.saturating_add(delta_cost as u64),
+                            Some(_) if period == pid => used.saturating_sub(delta_cost.unsigned_abs()),
+                            _ => used,
+                        };
+                        Ok::<_, ()>((write_u64s(&[inflight, rq, tk, period, used]), ()))
+                    });
+                }
             }
-        }
-        if let Some((name, parts)) = self.key_record.take() {
-            let (pid, _) = parts.budget.map_or((0, 0), |b| period_of(b.period, self.reserved_at_secs));
-            let _ = update(store, &name, |v| {
-                let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
-                let inflight = if parts.concurrent.is_some() { inflight.saturating_sub(1) } else { inflight };
-                let tk = match parts.tokens {
-                    Some(rate) if delta_tokens != 0 => gcra_shift(tk, rate, delta_tokens, now_ns),
-                    _ => tk,
-                };
-                // A budget settles in the period it was reserved in; after a rollover it is left alone.
-                let used = match parts.budget {
-                    Some(_) if period == pid && delta_cost >= 0 => used.saturating_add(delta_cost as u64),
-                    Some(_) if period == pid => used.saturating_sub(delta_cost.unsigned_abs()),
-                    _ => used,
-                };
-                Ok::<_, ()>((write_u64s(&[inflight, rq, tk, period, used]), ()))
-            });
         }
     }
 }

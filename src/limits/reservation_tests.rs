@@ -1,10 +1,11 @@
 use super::tests::MemStore;
 use super::*;
 use crate::config::{Allowed, Budget, Key, KeyLimits, ModelLimits};
+use crate::limits::Subject;
 
 fn key(mut limits: KeyLimits) -> Key {
     name_records("k", &mut limits);
-    Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new(), team: None }
+    Key { id: "k".into(), allowed: Allowed::All, limits, models_json: String::new(), team: None, team_id: None }
 }
 const S: u64 = 1_000_000_000;
 const T: u64 = 1_795_262_400 * S;
@@ -135,4 +136,100 @@ fn per_model_limits_apply_to_that_model_only() {
     Reservation::reserve(&st, &k, "big", 1, 0, T).unwrap();
     assert!(Reservation::reserve(&st, &k, "big", 1, 0, T).is_err());
     assert!(Reservation::reserve(&st, &k, "small", 1, 0, T).is_ok());
+}
+
+/// A team (or any subject other than a key) with these limits, its records named.
+fn team(name: &str, mut limits: KeyLimits) -> crate::config::Team {
+    name_records(&format!("team:{name}"), &mut limits);
+    crate::config::Team { name: name.into(), allowed: Allowed::All, listed: Vec::new(), limits }
+}
+
+#[test]
+fn a_refusal_by_one_subject_takes_nothing_from_the_others() {
+    let st = MemStore::default();
+    let users = KeyLimits {
+        requests: Some(Rate { max: 10, window_secs: 60 }),
+        tokens: Some(Rate { max: 1000, window_secs: 60 }),
+        concurrent: Some(5),
+        budget: Some(Budget { micros: 10_000, period: Period::Day }),
+        ..Default::default()
+    };
+    let t = team("ds", KeyLimits { budget: Some(Budget { micros: 1000, period: Period::Day }), ..Default::default() });
+    let both = |id: &str| [Subject::user(id, &users, "m"), Subject::team(&t, "m")];
+    let mut a = Reservation::reserve_for(&st, both("alice"), 100, 900, T).unwrap();
+    let before = st.data.borrow().get("switchyard/limits/user:bob").cloned();
+    assert!(before.is_none(), "bob's record is made by his first request");
+    // Bob's own limits have room, the team's budget has not: refused, and bob's record took nothing.
+    let e = Reservation::reserve_for(&st, both("bob"), 100, 200, T).unwrap_err();
+    assert_eq!(e.code, Some("insufficient_quota"));
+    assert!(e.message.contains("team 'ds'"), "{}", e.message);
+    let words = |id: &str| -> Vec<u64> {
+        let v = st.data.borrow().get(&format!("switchyard/limits/user:{id}")).map(|(v, _)| v.clone()).unwrap();
+        v.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    // [in flight, requests TAT, tokens TAT, period, used]: both buckets full again (TAT = now).
+    assert_eq!(words("bob"), vec![0, T, T, T / S / 86_400, 0], "everything given back");
+    // Settling charges every subject: alice used 300 micro-dollars, so the team has 700 left.
+    a.settle(&st, Some((50, 300)), T);
+    let mut b = Reservation::reserve_for(&st, both("bob"), 100, 700, T).unwrap();
+    assert!(Reservation::reserve_for(&st, both("carol"), 1, 1, T).is_err(), "the team's budget is spent");
+    b.settle(&st, Some((10, 100)), T);
+    let mut c = Reservation::reserve_for(&st, both("carol"), 1, 600, T).unwrap();
+    c.settle(&st, None, T);
+    // Alice's own record: one request (6 s of a 60 s window for 10), 50 tokens, 300 micro-dollars.
+    assert_eq!(words("alice"), vec![0, T + 6 * S, T + 3 * S, T / S / 86_400, 300]);
+}
+
+#[test]
+fn concurrency_held_by_a_user_comes_back_when_the_team_refuses() {
+    let st = MemStore::default();
+    let users = KeyLimits { concurrent: Some(1), ..Default::default() };
+    let t = team("t", KeyLimits { concurrent: Some(1), ..Default::default() });
+    let subjects = |id: &str| [Subject::user(id, &users, "m"), Subject::team(&t, "m")];
+    let mut a = Reservation::reserve_for(&st, subjects("a"), 0, 0, T).unwrap();
+    let e = Reservation::reserve_for(&st, subjects("b"), 0, 0, T).unwrap_err();
+    assert_eq!(e.message, "Too many concurrent requests for team 't' (limit 1).");
+    a.settle(&st, None, T);
+    // b's slot was given back when the team refused: b may go now.
+    let mut b = Reservation::reserve_for(&st, subjects("b"), 0, 0, T).unwrap();
+    let e = Reservation::reserve_for(&st, [Subject::user("b", &users, "m")], 0, 0, T).unwrap_err();
+    assert_eq!(e.message, "Too many concurrent requests for this user (limit 1).");
+    b.settle(&st, None, T);
+}
+
+#[test]
+fn headers_show_the_subject_with_the_least_room() {
+    let st = MemStore::default();
+    let k = key(KeyLimits {
+        requests: Some(Rate { max: 100, window_secs: 60 }),
+        tokens: Some(Rate { max: 50, window_secs: 60 }),
+        ..Default::default()
+    });
+    let t = team("t", KeyLimits { requests: Some(Rate { max: 5, window_secs: 60 }), ..Default::default() });
+    let r = Reservation::reserve_for(&st, [Subject::key(&k, "m"), Subject::team(&t, "m")], 10, 0, T).unwrap();
+    let h = |name: &str| r.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.clone());
+    assert_eq!(h("x-ratelimit-limit-requests").as_deref(), Some("5"), "the team's 4 left beat the key's 99");
+    assert_eq!(h("x-ratelimit-remaining-requests").as_deref(), Some("4"));
+    assert_eq!(h("x-ratelimit-remaining-tokens").as_deref(), Some("40"), "only the key limits tokens");
+    assert_eq!(r.headers.len(), 6, "each header once");
+    // The team's refusal names it; the key's units were given back.
+    let big = team("big", KeyLimits { tokens: Some(Rate { max: 5, window_secs: 60 }), ..Default::default() });
+    let e = Reservation::reserve_for(&st, [Subject::key(&k, "m"), Subject::team(&big, "m")], 10, 0, T).unwrap_err();
+    assert!(e.message.starts_with("Request too large for the token limit (team 'big')"), "{}", e.message);
+    let again = Reservation::reserve_for(&st, [Subject::key(&k, "m")], 10, 0, T).unwrap();
+    assert!(again.headers.contains(&("x-ratelimit-remaining-requests", "98".to_string())));
+}
+
+#[test]
+fn a_users_model_limits_have_records_of_their_own() {
+    let st = MemStore::default();
+    let mut users = KeyLimits::default();
+    users
+        .per_model
+        .insert("big".into(), ModelLimits { requests: Some(Rate { max: 1, window_secs: 60 }), ..Default::default() });
+    Reservation::reserve_for(&st, [Subject::user("a", &users, "big")], 0, 0, T).unwrap();
+    let e = Reservation::reserve_for(&st, [Subject::user("a", &users, "big")], 0, 0, T).unwrap_err();
+    assert!(e.message.starts_with("User rate limit reached for requests"), "{}", e.message);
+    Reservation::reserve_for(&st, [Subject::user("b", &users, "big")], 0, 0, T).unwrap();
+    assert!(st.data.borrow().contains_key("switchyard/limits/user:a/model/big"));
 }

@@ -30,6 +30,7 @@ use crate::cache::store::Times;
 use crate::cache::{self, Capture, Format};
 use crate::config::{CacheScope, ModelCache};
 use crate::http::{Headers, LocalResponse};
+use crate::identity::Verified;
 use crate::limits::fleet::FleetService;
 use crate::providers::Usage;
 use std::cell::Cell;
@@ -156,6 +157,23 @@ fn directive(h: &dyn Headers) -> Directive {
     d
 }
 
+/// Who shares the request's cached answer: `shared`; `team:<name>` (a key's team, a user's attributed
+/// team); else the caller alone, `key:<id>` or `user:<id>`.
+fn scope(x: &Exchange, scope: CacheScope) -> Option<String> {
+    let team = match (x.key(), &x.user) {
+        (Some(key), _) => key.team.as_deref(),
+        (None, Some(_)) => x.team().map(|t| t.name.as_str()),
+        (None, None) => return None,
+    };
+    Some(match (scope, team, x.key(), &x.user) {
+        (CacheScope::Shared, ..) => "shared".to_string(),
+        (CacheScope::Team, Some(team), ..) => format!("team:{team}"),
+        (_, _, Some(key), _) => format!("key:{}", key.id),
+        (_, _, None, Some(user)) => format!("user:{}", user.id),
+        (_, _, None, None) => return None,
+    })
+}
+
 /// The request stage: looks the answer up, answers a hit.
 #[derive(Default)]
 pub struct CacheLookup {
@@ -167,13 +185,13 @@ impl Stage for CacheLookup {
         "cache"
     }
 
-    fn on_request_headers(&mut self, _x: &mut Exchange, h: &dyn Headers, _end_of_stream: bool) -> Flow {
+    fn on_request_headers(&mut self, _x: &mut Exchange, h: &dyn Headers, _v: &dyn Verified, _eos: bool) -> Flow {
         self.directive = directive(h);
         Flow::Next
     }
 
     fn on_request_body(&mut self, x: &mut Exchange, req: &Request, ctx: &Ctx) -> Flow {
-        let (Some(ask), Some(op), Some(key)) = (x.ask.as_ref(), x.op, x.key()) else { return Flow::Next };
+        let (Some(ask), Some(op), true) = (x.ask.as_ref(), x.op, x.authenticated()) else { return Flow::Next };
         let cfg = x.cfg.clone();
         let Some(model) = cfg.models.get(&ask.alias) else { return Flow::Next };
         let Some(mc) = model.cache else { return Flow::Next };
@@ -196,11 +214,7 @@ impl Stage for CacheLookup {
             x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
             return Flow::Next;
         };
-        let scope = match (mc.scope, &key.team) {
-            (CacheScope::Shared, _) => "shared".to_string(),
-            (CacheScope::Team, Some(team)) => format!("team:{team}"),
-            (CacheScope::Team, None) | (CacheScope::Key, _) => format!("key:{}", key.id),
-        };
+        let Some(scope) = scope(x, mc.scope) else { return Flow::Next };
         let hash = cache::key(&scope, &model.name, &canonical);
         if self.directive == Directive::NoCache {
             x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, Some(hash), true));

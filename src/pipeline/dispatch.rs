@@ -24,7 +24,7 @@ impl Stage for Dispatch {
         let Some(model) = cfg.models.get(&ask.alias) else { return Flow::Next };
         if let Some(max) = cfg.log_bodies_max_bytes {
             // Opt-in only: prompts can hold anything. Keys never do (they travel in headers).
-            let key = x.key().map_or("", |k| k.id.as_str());
+            let key = x.key().map_or("-", |k| k.id.as_str());
             log::info!("request body (key {}, model {}): {}", key, ask.alias, cut(req.bytes, max));
         }
         x.forwarded = true;

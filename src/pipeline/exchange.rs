@@ -6,12 +6,17 @@ use crate::api::anthropic as anthropic_input;
 use crate::api::error::ApiError;
 use crate::api::openai::{self as request, ChatRequest, EmbeddingsRequest, Operation};
 use crate::api::responses::{self, ResponsesRequest};
-use crate::config::{Config, Key, Price};
+use crate::config::identity::{subject_team, subject_user};
+use crate::config::{Config, Key, Price, Team, TeamId};
 use crate::http::Decision;
+use crate::identity::User;
+use crate::limits::fleet::FleetLimits;
 use crate::limits::fleet::{Descriptor, Hold};
 use crate::limits::Reservation;
+use crate::limits::Subject;
 use crate::observe::Record;
 use crate::providers::{BodyMode, ResponseTranslator, Usage};
+use std::borrow::Cow;
 use std::rc::Rc;
 
 /// The request body as the client API's front door parsed it (borrowing the body's bytes).
@@ -144,6 +149,13 @@ pub struct Exchange {
     pub started_ns: u64,
     /// The caller: an index into `cfg.keys` (authenticate).
     pub key: Option<usize>,
+    /// Or the caller: a user with a JWT Envoy verified (authenticate).
+    pub user: Option<User>,
+    /// The team the request is attributed to: a key's team (authenticate), a user's for the model
+    /// (authorize). Its limits count the request; `cache.scope: team` shares within it.
+    pub team: Option<TeamId>,
+    /// `x-switchyard-team` as a user sent it: the team to attribute the request to (authorize checks).
+    pub team_asked: Option<String>,
     /// The model and sizes (resolve).
     pub ask: Option<Ask>,
     /// Provider-steering headers the client sent that some provider forwards (header time; dispatch
@@ -195,6 +207,60 @@ pub struct Exchange {
 impl Exchange {
     pub fn key(&self) -> Option<&Key> {
         self.key.and_then(|i| self.cfg.keys.get(i))
+    }
+
+    /// A caller is known (a key or a user).
+    pub fn authenticated(&self) -> bool {
+        self.key.is_some() || self.user.is_some()
+    }
+
+    /// Whether the caller may use `model` (a key by its list, a user by their teams' grants).
+    pub fn may_use(&self, model: &str) -> bool {
+        match (self.key(), &self.user) {
+            (Some(k), _) => k.may_use(model),
+            (None, Some(u)) => u.may_use(&self.cfg, model),
+            (None, None) => false,
+        }
+    }
+
+    /// The attributed team.
+    pub fn team(&self) -> Option<&Team> {
+        self.team.and_then(|t| self.cfg.team(t))
+    }
+
+    /// Whose local limits a request for `model` counts against: its key or user, then its team (those
+    /// with limits only).
+    pub fn subjects(&self, model: &str) -> [Option<Subject<'_>>; 2] {
+        let principal = match (self.key(), &self.user) {
+            (Some(k), _) => Some(&k.limits).filter(|l| !l.is_empty()).map(|_| Subject::key(k, model)),
+            (None, Some(u)) => self
+                .cfg
+                .identity
+                .as_ref()
+                .map(|i| &i.user_limits)
+                .filter(|l| !l.is_empty())
+                .map(|l| Subject::user(&u.id, l, model)),
+            (None, None) => None,
+        };
+        let team = self.team().filter(|t| !t.limits.is_empty()).map(|t| Subject::team(t, model));
+        [principal, team]
+    }
+
+    /// Whose fleet-wide limits the request counts against: (subject id, its `limits.fleet`) of its key
+    /// (the key's id) or user (`user:<id>`), then of its team (`team:<name>`).
+    pub fn fleet_subjects(&self) -> [Option<(Cow<'_, str>, &FleetLimits)>; 2] {
+        let principal = match (self.key(), &self.user) {
+            (Some(k), _) => k.limits.fleet.as_ref().map(|f| (Cow::Borrowed(k.id.as_str()), f)),
+            (None, Some(u)) => self
+                .cfg
+                .identity
+                .as_ref()
+                .and_then(|i| i.user_limits.fleet.as_ref())
+                .map(|f| (Cow::Owned(subject_user(&u.id)), f)),
+            (None, None) => None,
+        };
+        let team = self.team().and_then(|t| t.limits.fleet.as_ref().map(|f| (Cow::Owned(subject_team(&t.name)), f)));
+        [principal, team]
     }
 
     /// An error answer in the client's shape.

@@ -1,6 +1,7 @@
 //! Fleet-wide limits (after the local limits, before dispatch): one call to the rate-limit service
 //! (`fleet_limits.cluster`, Envoy's rate-limit protocol over gRPC) reserves what the request may use
-//! against every `limits.fleet` limit of its key, all or none; the settle part (a response stage) queues
+//! against every `limits.fleet` limit of its key or user and of its team (subject ids: the key's id,
+//! `user:<id>`, `team:<name>`), all or none; the settle part (a response stage) queues
 //! the difference to what the answer really used, which the host sends batched after the response.
 //!
 //! The service failing (no answer, a gRPC error, the timeout, an unreadable answer) is the configured
@@ -32,15 +33,26 @@ impl Stage for FleetLimits {
 
     fn on_request_body(&mut self, x: &mut Exchange, _req: &Request, ctx: &Ctx) -> Flow {
         let cfg = x.cfg.clone();
-        let (Some(svc), Some(ask), Some(key)) = (cfg.fleet.as_ref(), x.ask.as_ref(), x.key()) else {
+        let (Some(svc), Some(ask)) = (cfg.fleet.as_ref(), x.ask.as_ref()) else {
             return Flow::Next;
         };
-        let Some(limits) = key.limits.fleet.as_ref() else { return Flow::Next };
+        let subjects = x.fleet_subjects();
+        if subjects.iter().all(Option::is_none) {
+            return Flow::Next;
+        }
         let Some(model) = cfg.models.get(&ask.alias) else { return Flow::Next };
         // The same estimates as the local tier's.
         let cost = model.max_price().map_or(0, |p| p.cost_micros(ask.prompt_estimate, 0, ask.output_reserved));
         let tokens = ask.prompt_estimate + ask.output_reserved;
-        let asked = fleet::admission(&key.id, limits, &ask.alias, tokens, cost, ctx.clock.unix_secs, svc.standard);
+        let mut asked: Vec<Descriptor> = Vec::new();
+        for (id, limits) in subjects.into_iter().flatten() {
+            let more = fleet::admission(&id, limits, &ask.alias, tokens, cost, ctx.clock.unix_secs, svc.standard);
+            if asked.is_empty() {
+                asked = more;
+            } else {
+                asked.extend(more);
+            }
+        }
         if asked.is_empty() {
             return Flow::Next;
         }
@@ -77,7 +89,7 @@ impl Stage for FleetLimits {
                     return Flow::Next;
                 }
                 x.fleet_outcome = Some("over_limit");
-                Flow::Fail(refusal(&asked, &v))
+                Flow::Fail(refusal(&asked, &v, x.cfg.has_identity()))
             }
             Err(why) => {
                 x.fleet_outcome = Some("unavailable");
@@ -101,7 +113,7 @@ impl Stage for FleetLimits {
 }
 
 /// The 429 for the first limit the service says is over (in the local tier's words).
-fn refusal(asked: &[Descriptor], v: &fleet::Verdict) -> ApiError {
+fn refusal(asked: &[Descriptor], v: &fleet::Verdict, identity: bool) -> ApiError {
     let over = v.statuses.iter().position(|s| s.over);
     let (d, st) = match over.and_then(|i| asked.get(i).zip(v.statuses.get(i))) {
         Some((d, s)) => (Some(d), *s),
@@ -111,16 +123,27 @@ fn refusal(asked: &[Descriptor], v: &fleet::Verdict) -> ApiError {
     let model = entry("model");
     let on = if model.is_empty() { String::new() } else { format!(" on model {model}") };
     let mut e = match d.map(|d| d.kind) {
-        Some(Kind::Budget) => ApiError::new(
-            429,
-            "insufficient_quota",
-            Some("insufficient_quota"),
-            "You exceeded this key's fleet-wide budget.",
-        ),
+        Some(Kind::Budget) => {
+            // Subject ids say whose (key ids cannot take these prefixes when users or teams exist).
+            let subject = if identity { entry("switchyard_key") } else { "" };
+            let message = match (subject.strip_prefix("team:"), subject.starts_with("user:")) {
+                (Some(team), _) => format!("You exceeded the fleet-wide budget of team '{team}'."),
+                (None, true) => "You exceeded your fleet-wide budget.".to_string(),
+                (None, false) => "You exceeded this key's fleet-wide budget.".to_string(),
+            };
+            ApiError::new(429, "insufficient_quota", Some("insufficient_quota"), message)
+        }
         kind => {
             let what = if kind == Some(Kind::Tokens) { "tokens" } else { "requests" };
             let max = d.and_then(|d| d.limit).map_or(0, |l| l.0);
-            let message = format!("Fleet-wide rate limit reached for {what}{on}: {max} per {}s.", entry("window_secs"));
+            let subject = if identity { entry("switchyard_key") } else { "" };
+            let whom = match (subject.strip_prefix("team:"), subject.starts_with("user:")) {
+                (Some(team), _) => format!(" for team '{team}'"),
+                (None, true) => " for your user".to_string(),
+                (None, false) => String::new(),
+            };
+            let window = entry("window_secs");
+            let message = format!("Fleet-wide rate limit reached{whom} for {what}{on}: {max} per {window}s.");
             ApiError::new(429, what, Some("rate_limit_exceeded"), message)
         }
     };

@@ -205,3 +205,59 @@ fn keys_without_fleet_limits_and_configs_without_a_service_ask_nothing() {
     assert_eq!(crate::pipeline::request_stages(&cfg).len(), 5, "no fleet stage without fleet_limits");
     assert_eq!(crate::pipeline::request_stages(&config("open")).len(), 6);
 }
+
+#[test]
+fn users_and_teams_are_subjects_of_their_own() {
+    let mut v = crate::config::identity_tests::with_identity();
+    v["fleet_limits"] = serde_json::json!({"cluster": "ratelimit", "timeout_ms": 40});
+    v["identity"]["teams_claim"] = "groups".into();
+    v["identity"]["user_limits"] = serde_json::json!({"fleet": {"requests": {"limit": 10}}});
+    v["models"]["gpt-4o-mini"]["price"] = serde_json::json!({"input": 1, "output": 2});
+    v["teams"]["research"]["limits"] = serde_json::json!({"fleet": {"tokens": {"limit": 9000, "window_secs": 3600}, "budget": {"usd": 5, "period": "month"}}});
+    let cfg = Rc::new(Config::parse(v.to_string().as_bytes(), &MapEnv(vec![("OPENAI_API_KEY", "k")])).unwrap());
+    let store = MemStore::default();
+    let ask = |headers: &[(&str, &str)], meta: Option<Vec<u8>>| {
+        let mut h = vec![(":method", "POST"), (":path", "/v1/chat/completions"), ("content-type", "application/json")];
+        h.extend_from_slice(headers);
+        let mut p = Pipeline::new(cfg.clone());
+        let meta = Meta(meta);
+        assert_eq!(p.on_request_headers_with(&MapHeaders::new(&h), &meta, false).step, Step::NeedBody);
+        let body = br#"{"model":"gpt-4o-mini","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+        let d = p.on_request_body(body, &ctx(&store, T0));
+        (p, d)
+    };
+    let subjects = |d: &crate::http::Decision| -> Vec<String> {
+        let Step::Callout(c) = &d.step else { panic!("{d:?}") };
+        let CalloutKind::Grpc { message, .. } = &c.kind else { panic!() };
+        descriptors(message)
+            .iter()
+            .map(|(e, _)| format!("{}/{}", e[0].1, e.iter().find(|(k, _)| k == "limit").unwrap().1))
+            .collect()
+    };
+    let jwt = [("authorization", "Bearer a.b.c")];
+    let (mut p, d) = ask(&jwt, Some(crate::identity::tests::verified("alice", &["research"])));
+    assert_eq!(subjects(&d), vec!["user:alice/requests", "team:research/tokens", "team:research/budget"]);
+    // A key of the team: the team's descriptors (the key has no fleet limits of its own).
+    let (_, d) = ask(&[("x-api-key", "sk-mini")], None);
+    assert_eq!(subjects(&d), vec!["team:research/tokens", "team:research/budget"]);
+    // Over the team's budget: the refusal names the team.
+    let d = p.on_callout(verdict(2, &[(1, 9, 0), (1, 9, 0), (2, 0, 60)]), &ctx(&store, T0 + 1)).unwrap();
+    let Step::Respond(r) = &d.step else { panic!("{d:?}") };
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"]["message"], "You exceeded the fleet-wide budget of team 'research'.");
+    // Admitted: the settlement names every subject that holds something.
+    let (mut p, _) = ask(&jwt, Some(crate::identity::tests::verified("bob", &["research"])));
+    p.on_callout(verdict(1, &[(1, 9, 0), (1, 9, 0), (1, 9, 0)]), &ctx(&store, T0 + 1)).unwrap();
+    p.on_done(&ctx(&store, T0 + 2), 0).unwrap();
+    let settle: Vec<String> = p.take_fleet_settlement().iter().map(|d| d.entries[0].1.clone()).collect();
+    // The team's tokens and money held go back (nothing was used; requests are never settled).
+    assert_eq!(settle, vec!["team:research", "team:research"]);
+}
+
+struct Meta(Option<Vec<u8>>);
+
+impl crate::identity::Verified for Meta {
+    fn metadata(&self) -> Option<Vec<u8>> {
+        self.0.clone()
+    }
+}

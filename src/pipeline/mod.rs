@@ -34,6 +34,8 @@ pub mod translate;
 pub mod usage;
 
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod tests;
 
 use crate::api::error::ApiError;
@@ -41,6 +43,7 @@ use crate::api::openai as request;
 pub use crate::api::ClientApi;
 use crate::config::Config;
 use crate::http::{Decision, Headers, LocalResponse, Step, CREDENTIAL_HEADERS, INTERNAL_HEADERS};
+use crate::identity::{NoMetadata, Verified};
 use crate::limits::SharedStore;
 use crate::observe::Record;
 use crate::providers::mock;
@@ -154,6 +157,9 @@ impl Pipeline {
                 path: String::new(),
                 started_ns: 0,
                 key: None,
+                user: None,
+                team: None,
+                team_asked: None,
                 ask: None,
                 steering: Vec::new(),
                 forwarded: false,
@@ -227,7 +233,18 @@ impl Pipeline {
     /// dropped, up to [`Pipeline::drain_limit`] bytes; a larger declared `content-length` is answered at
     /// once): the host sees `NeedBody`, then [`Pipeline::is_draining`].
     pub fn on_request_headers(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
-        let d = self.headers_decision(h, end_of_stream);
+        self.on_request_headers_with(h, &NoMetadata, end_of_stream)
+    }
+
+    /// [`Pipeline::on_request_headers`] with the request's metadata from Envoy's filters before this one
+    /// (where `jwt_authn` leaves a verified token's claims), read only if a stage asks.
+    pub fn on_request_headers_with(
+        &mut self,
+        h: &dyn Headers,
+        verified: &dyn Verified,
+        end_of_stream: bool,
+    ) -> Decision {
+        let d = self.headers_decision(h, verified, end_of_stream);
         if end_of_stream || !matches!(d.step, Step::Respond(_)) {
             return d;
         }
@@ -251,7 +268,7 @@ impl Pipeline {
         self.held.is_some()
     }
 
-    fn headers_decision(&mut self, h: &dyn Headers, end_of_stream: bool) -> Decision {
+    fn headers_decision(&mut self, h: &dyn Headers, verified: &dyn Verified, end_of_stream: bool) -> Decision {
         let method = h.get(":method").unwrap_or_default();
         let path = h.get(":path").unwrap_or_default();
         self.x.api = ClientApi::for_path(&path);
@@ -261,7 +278,7 @@ impl Pipeline {
         }
         self.x.path = path;
         for stage in self.request.iter_mut() {
-            match stage.on_request_headers(&mut self.x, h, end_of_stream) {
+            match stage.on_request_headers(&mut self.x, h, verified, end_of_stream) {
                 Flow::Next => {}
                 Flow::Fail(e) => return self.x.fail(e),
                 Flow::Respond(r) | Flow::Answer(r) => return Decision::respond(r),

@@ -6,6 +6,7 @@ use super::{Ask, Ctx, Exchange, Flow, Request, Stage};
 use crate::api::error::ApiError;
 use crate::api::openai::{self as request, Operation};
 use crate::http::{Headers, LocalResponse};
+use crate::identity::Verified;
 use serde_json::json;
 
 pub struct Resolve;
@@ -15,17 +16,30 @@ impl Stage for Resolve {
         "resolve"
     }
 
-    fn on_request_headers(&mut self, x: &mut Exchange, h: &dyn Headers, end_of_stream: bool) -> Flow {
-        let Some(key) = x.key() else { return Flow::Fail(ApiError::invalid_key()) };
+    fn on_request_headers(
+        &mut self,
+        x: &mut Exchange,
+        h: &dyn Headers,
+        _v: &dyn Verified,
+        end_of_stream: bool,
+    ) -> Flow {
+        if !x.authenticated() {
+            return Flow::Fail(ApiError::invalid_key());
+        }
         match x.op {
             Some(Operation::ListModels) => {
                 let head = h.get(":method").is_some_and(|m| m == "HEAD");
-                let body = if head { Vec::new() } else { key.models_json.as_bytes().to_vec() };
+                let body = match (head, x.key(), &x.user) {
+                    (true, _, _) => Vec::new(),
+                    (false, Some(key), _) => key.models_json.as_bytes().to_vec(),
+                    (false, None, Some(user)) => user.models_json(&x.cfg).into_bytes(),
+                    (false, None, None) => Vec::new(),
+                };
                 return Flow::Respond(LocalResponse::json(200, body));
             }
             Some(Operation::RetrieveModel) => {
                 let id = request::retrieve_model_id(&x.path);
-                let found = x.cfg.models.get(&id).filter(|_| key.may_use(&id));
+                let found = x.cfg.models.get(&id).filter(|_| x.may_use(&id));
                 return match found {
                     Some(m) => {
                         let owner = m

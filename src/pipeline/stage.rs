@@ -3,6 +3,7 @@
 use super::{Callout, CalloutOutcome, Ctx, Exchange, Request};
 use crate::api::error::ApiError;
 use crate::http::{Decision, Headers, LocalResponse};
+use crate::identity::Verified;
 
 /// A stage's answer to an event.
 // `Forward` carries the whole decision: a few hundred bytes moved once per stage beat an allocation per
@@ -50,8 +51,15 @@ pub struct Chunk {
 pub trait Stage {
     fn name(&self) -> &'static str;
 
-    /// The request headers (`end_of_stream`: there is no body).
-    fn on_request_headers(&mut self, _x: &mut Exchange, _h: &dyn Headers, _end_of_stream: bool) -> Flow {
+    /// The request headers (`end_of_stream`: there is no body), and the request's metadata from Envoy's
+    /// filters before this one (read from the host only if a stage asks).
+    fn on_request_headers(
+        &mut self,
+        _x: &mut Exchange,
+        _h: &dyn Headers,
+        _verified: &dyn Verified,
+        _end_of_stream: bool,
+    ) -> Flow {
         Flow::Next
     }
 

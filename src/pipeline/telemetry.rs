@@ -34,6 +34,12 @@ pub fn record(x: &Exchange, now_ns: u64) -> Record {
     };
     Record {
         key_id: x.key().map(|k| k.id.clone()),
+        by_user: x.user.is_some(),
+        user: x
+            .user
+            .as_ref()
+            .and_then(|u| u.for_log(x.cfg.identity.as_ref().map_or_else(Default::default, |i| i.log_user))),
+        team: x.cfg.has_identity().then(|| x.team().map_or_else(|| "-".to_string(), |t| t.name.clone())),
         requested_model,
         served_model,
         provider,
