@@ -53,10 +53,12 @@ build: .wasm-target ## Build dist/switchyard.wasm (release, wasm32-wasip1), the 
 redis-server: # Debian's redis-server, for the service's tests (never needed by `make run`)
 	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
 
-render: build ## Re-render envoy/envoy.yaml, envoy/fleet/envoy.yaml and envoy/istio/switchyard.yaml from their gateway files
+render: build ## Re-render envoy/envoy.yaml, envoy/fleet/envoy.yaml, envoy/istio/switchyard.yaml and envoy/identity/{envoy,istio}.yaml from their gateway files
 	$(CLI) render $(GATEWAY) -o $(ENVOY_YAML)
 	$(CLI) render envoy/fleet/gateway.yaml -o envoy/fleet/envoy.yaml
 	$(CLI) render --istio $(ISTIO_GATEWAY) -o $(ISTIO_YAML)
+	$(CLI) render envoy/identity/gateway.yaml -o envoy/identity/envoy.yaml
+	$(CLI) render --istio envoy/identity/gateway.yaml -o envoy/identity/istio.yaml
 
 build-fault: .wasm-target ## Build dist/switchyard-fault.wasm: test-only, aborts the VM on request (feature fault-injection)
 	cargo build --release --target $(TARGET) --features fault-injection --target-dir $(FAULT_DIR)

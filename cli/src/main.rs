@@ -155,6 +155,16 @@ fn summary(g: &Gateway) -> String {
         models.sort_unstable();
         out.push_str(&format!("  off       {p} (no {}): {}\n", vars.join(" / "), models.join(", ")));
     }
+    for p in &g.jwt_providers {
+        out.push_str(&format!(
+            "  jwt       {}: issuer {}, audiences {}, keys {} (refetched every {} s)\n",
+            p.name,
+            p.issuer,
+            p.audiences.join(", "),
+            p.jwks_uri,
+            p.jwks_cache_ms / 1000
+        ));
+    }
     if let Some(f) = &cfg.fleet {
         let url = g.services.iter().find(|s| s.name == f.cluster).map_or(String::new(), |s| {
             format!("{}://{}:{}", if s.url.tls { "https" } else { "http" }, s.url.host, s.url.port)

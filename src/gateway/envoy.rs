@@ -48,8 +48,9 @@ pub fn render(g: &Gateway) -> Y {
     for svc in &g.services {
         clusters.push(service_cluster(svc.name.as_str(), &svc.url, svc.protocol, svc.connect_timeout_ms, &mut a));
     }
+    clusters.extend(super::jwt::clusters(g));
     doc.push("static_resources", map([("listeners", list([listener])), ("clusters", Y::List(clusters))]));
-    doc.note("The filter's stats are named wasmcustom.switchyard.<metric>.model.<m>.provider.<p>.key.<k>[.outcome.<o>];\nthese tag extractors turn the segments into Prometheus labels (model, provider, key, outcome).");
+    doc.note("The filter's stats are named wasmcustom.switchyard.<metric>.model.<m>.provider.<p>.key.<k>[.team.<t>][.outcome.<o>]\n(team with identity or teams configured); these tag extractors turn the segments into Prometheus labels.");
     doc.push("stats_config", stats_config());
     doc.note("Envoy's cap on client connections at once (past it, new connections are refused).");
     doc.push(
@@ -95,7 +96,8 @@ fn listener(g: &Gateway, a: &mut Anchors) -> Y {
     hcm.note("Every answer Envoy makes itself reaches the client in its API's error shape (OpenAI's, or Anthropic's\non /v1/messages). Mappers apply to Envoy's local replies only; the first that matches wins. What\nEnvoy answers before any filter or stream exists (a refused HTTP/2 connection) never comes here.");
     hcm.push("local_reply_config", Y::Raw(LOCAL_REPLY));
     hcm.push("route_config", route_config(g));
-    hcm.push("http_filters", list([route_filter(g, a), router()]));
+    let filters = super::jwt::http_filter(g).into_iter().chain([route_filter(g, a), router()]);
+    hcm.push("http_filters", list(filters));
     let mut l = map([
         ("name", s("switchyard")),
         (
@@ -261,7 +263,7 @@ fn retry_policy(m: &ModelRoute) -> Y {
 }
 
 /// A duration as Envoy writes it.
-fn secs(ms: u64) -> String {
+pub(super) fn secs(ms: u64) -> String {
     if ms % 1000 == 0 {
         format!("{}s", ms / 1000)
     } else {
@@ -422,7 +424,7 @@ fn tls_socket(alpn: &[&str]) -> Y {
 }
 
 /// The first lines of every cluster: name, discovery, connect timeout.
-fn cluster_head(name: &str, urls: &[&Url], connect_timeout_ms: u64) -> Y {
+pub(super) fn cluster_head(name: &str, urls: &[&Url], connect_timeout_ms: u64) -> Y {
     let mut c = map([("name", s(name))]);
     if urls.iter().all(|u| u.is_ip()) {
         c.push("type", s("STATIC"));
@@ -572,6 +574,10 @@ fn stats_config() -> Y {
         ("model", "^wasmcustom\\.switchyard\\.[a-z_]+(\\.model\\.([^.]+))"),
         ("provider", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(\\.provider\\.([^.]+))"),
         ("key", "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(?:\\.provider\\.[^.]+)?(\\.key\\.([^.]+))"),
+        (
+            "team",
+            "^wasmcustom\\.switchyard\\.[a-z_]+(?:\\.model\\.[^.]+)?(?:\\.provider\\.[^.]+)?(?:\\.key\\.[^.]+)?(\\.team\\.([^.]+))",
+        ),
         ("outcome", "^wasmcustom\\.switchyard\\.(?:requests|fleet_limits|cache).*(\\.outcome\\.([^.]+))$"),
     ];
     map([("stats_tags", Y::List(tags.iter().map(|(n, r)| map([("tag_name", s(*n)), ("regex", s(*r))])).collect()))])

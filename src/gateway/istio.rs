@@ -4,6 +4,11 @@
 //! upstream role to its cluster, and a VirtualService with one route per model. The plugin configuration
 //! is the same value in the WasmPlugin and in every upstream filter.
 //!
+//! With `jwt_providers`, an EnvoyFilter puts Envoy's `jwt_authn` first in the gateway's HTTP filters (before
+//! the WasmPlugin), configured as for plain Envoy, with a ServiceEntry and DestinationRule per JWKS host.
+//! Istio's own RequestAuthentication is not used: it writes the claims under a key of its own (the
+//! issuer), records no failure reason, and rejects a bad token itself with Envoy's plain-text 401.
+//!
 //! Istio routes a model to one destination host, so a model with several targets (fallback across
 //! providers in one Envoy cluster) is refused here; the plain Envoy rendering has them.
 
@@ -125,6 +130,7 @@ pub fn render(g: &Gateway, root: &Value) -> R<String> {
     for svc in g.services.iter().filter(|s| !is_cluster_local(&s.url.host)) {
         docs.push(service_entry_for_service(svc, &st));
     }
+    docs.extend(jwt_resources(g, &st)?);
     docs.push(virtual_service(g, &st));
     for u in &g.upstreams {
         docs.push(upstream_filter(g, u, &st));
@@ -280,11 +286,99 @@ fn hold_headers(st: &IstioSettings) -> Y {
 
 /// The port Istio's cluster for the provider uses (TLS is originated by the DestinationRule).
 fn mesh_port(u: &Upstream) -> u16 {
-    if u.url.tls {
+    url_mesh_port(&u.url)
+}
+
+/// The port of Istio's cluster for a URL: 80 for `https` (the DestinationRule originates TLS to the
+/// URL's port), else the URL's.
+fn url_mesh_port(url: &super::Url) -> u16 {
+    if url.tls {
         80
     } else {
-        u.url.port
+        url.port
     }
+}
+
+/// Istio's name for the cluster that reaches a URL's host.
+fn mesh_cluster(url: &super::Url) -> String {
+    format!("outbound|{}||{}", url_mesh_port(url), url.address())
+}
+
+/// With `jwt_providers`: the EnvoyFilter that puts `jwt_authn` first in the gateway's HTTP filters, and
+/// for each JWKS host outside the cluster a ServiceEntry (and a DestinationRule originating TLS for
+/// `https`), as for providers.
+fn jwt_resources(g: &Gateway, st: &IstioSettings) -> R<Vec<Y>> {
+    if g.jwt_providers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut docs = Vec::new();
+    let mut hosts: Vec<&str> = Vec::new();
+    for p in &g.jwt_providers {
+        let url = &p.jwks;
+        if is_cluster_local(&url.host) && url.tls {
+            return Err(err(
+                format!("jwt_providers.{}.jwks", p.name),
+                "an identity provider inside the cluster is reached over http:// for Istio (the mesh secures the connection)",
+            ));
+        }
+        if is_cluster_local(&url.host) || hosts.contains(&url.address()) {
+            continue;
+        }
+        hosts.push(url.address());
+        let name = format!("jwks-{}", k8s_name(&p.name));
+        let port = map([
+            ("number", int(url_mesh_port(url))),
+            ("name", s("http")),
+            ("protocol", s("HTTP")),
+            ("targetPort", int(url.port)),
+        ]);
+        docs.push(external_service_entry(&name, url, port, st));
+        if url.tls {
+            let tp = map([(
+                "portLevelSettings",
+                list([map([
+                    ("port", flow(map([("number", int(url_mesh_port(url)))]))),
+                    ("tls", map([("mode", s("SIMPLE")), ("sni", s(url.address()))])),
+                ])]),
+            )]);
+            docs.push(map([
+                ("apiVersion", s("networking.istio.io/v1")),
+                ("kind", s("DestinationRule")),
+                ("metadata", meta(&name, st)),
+                ("spec", map([("host", s(url.address())), ("trafficPolicy", tp)])),
+            ]));
+        }
+    }
+    let config = super::jwt::authn_config(&g.jwt_providers, |p| mesh_cluster(&p.jwks));
+    let mut patch = map([("applyTo", s("HTTP_FILTER"))]);
+    patch.note("First in the gateway's HTTP filters, so before the WasmPlugin: it verifies, never rejects.");
+    patch.push(
+        "match",
+        map([
+            ("context", s("GATEWAY")),
+            (
+                "listener",
+                map([(
+                    "filterChain",
+                    map([("filter", map([("name", s("envoy.filters.network.http_connection_manager"))]))]),
+                )]),
+            ),
+        ]),
+    );
+    patch.push(
+        "patch",
+        map([
+            ("operation", s("INSERT_FIRST")),
+            ("value", map([("name", s("switchyard.jwt_authn")), ("typed_config", config)])),
+        ]),
+    );
+    docs.push(map([
+        ("apiVersion", s("networking.istio.io/v1alpha3")),
+        ("kind", s("EnvoyFilter")),
+        ("metadata", meta("switchyard-jwt", st)),
+        ("spec", map([("workloadSelector", map([("labels", selector(st))])), ("configPatches", list([patch]))])),
+    ]));
+    Ok(docs)
 }
 
 fn service_entry(u: &Upstream, st: &IstioSettings) -> Y {

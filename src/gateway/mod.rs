@@ -3,13 +3,17 @@
 //! the Istio resources. Native only (the filter never reads it).
 //!
 //! The file is the filter's own configuration plus the fields only Envoy needs (listener, admin, each
-//! provider's `url`, each model's `timeout`, `retries`, `strategy` and its targets' `weight`, `services`).
+//! provider's `url`, each model's `timeout`, `retries`, `strategy` and its targets' `weight`, `services`,
+//! `jwt_providers`).
 //! `Gateway::parse` takes those out, checks them, and runs the filter's own parser (`Config::parse`) on
 //! the rest, so a message about a filter field is the one the filter would give at load, naming the same
 //! path. What only the whole file can tell (cluster names, weights against the strategy) is checked here.
 
 pub mod envoy;
 pub mod istio;
+pub mod jwt;
+#[cfg(test)]
+mod jwt_tests;
 mod parse;
 #[cfg(test)]
 mod tests;
@@ -40,6 +44,8 @@ pub struct Gateway {
     pub services: Vec<Service>,
     /// Environment variables the credentials name, each once, in the file's order.
     pub env_vars: Vec<EnvVar>,
+    /// Identity providers whose JWTs Envoy verifies (`jwt_providers`), by name.
+    pub jwt_providers: Vec<jwt::JwtProvider>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use crate::config::{Config, Env, ProviderKind};
 use serde_json::{Map, Value};
 
 /// Top-level fields only the renderer reads.
-const TOP: &[&str] = &["listener", "admin", "wasm", "services", "istio"];
+const TOP: &[&str] = &["listener", "admin", "wasm", "services", "istio", "jwt_providers"];
 /// Provider fields only the renderer reads.
 const PROVIDER: &[&str] = &["url"];
 /// Model fields only the renderer reads.
@@ -233,7 +233,9 @@ pub fn parse(root: &Value) -> R<Gateway> {
             Some(_) => {}
         }
     }
-    Ok(Gateway { listener, admin, wasm, plugin, upstreams, models, services, env_vars })
+    let jwt_providers = super::jwt::parse(o.get("jwt_providers"), &mut clusters)?;
+    super::jwt::check_accept(o, &jwt_providers)?;
+    Ok(Gateway { listener, admin, wasm, plugin, upstreams, models, services, env_vars, jwt_providers })
 }
 
 /// Takes `fields` out of `o`.
@@ -268,7 +270,7 @@ fn with_gateway_fields(mut e: crate::config::ConfigError) -> crate::config::Conf
 }
 
 /// A cluster name is used once; `field` is where this use was written.
-fn claim(clusters: &mut Vec<(String, String)>, name: &str, field: &str) -> R<()> {
+pub(super) fn claim(clusters: &mut Vec<(String, String)>, name: &str, field: &str) -> R<()> {
     if let Some((_, first)) = clusters.iter().find(|(c, _)| c == name) {
         return Err(err(field, format!("Envoy cluster '{name}' is already {first}'s: each provider, model with targets and service has a cluster of its own")));
     }

@@ -34,6 +34,9 @@ ISTIO_GATEWAY = ROOT / "envoy" / "istio" / "gateway.yaml"
 ISTIO_YAML = ROOT / "envoy" / "istio" / "switchyard.yaml"
 FLEET_GATEWAY = ROOT / "envoy" / "fleet" / "gateway.yaml"
 FLEET_YAML = ROOT / "envoy" / "fleet" / "envoy.yaml"
+IDENTITY_GATEWAY = ROOT / "envoy" / "identity" / "gateway.yaml"
+IDENTITY_YAML = ROOT / "envoy" / "identity" / "envoy.yaml"
+IDENTITY_ISTIO_YAML = ROOT / "envoy" / "identity" / "istio.yaml"
 DEMO_KEY = "sk-switchyard-demo"
 
 
@@ -82,6 +85,11 @@ BAD = [
     ("bad timeout", mutated("models.gpt.timeout", "fast"), "models.gpt.timeout", "duration"),
     ("admin exposed", mutated("admin", {"address": "0.0.0.0", "port": 9901}), "admin.address", "loopback"),
     ("typo", mutated("modles", {}), "modles", "unknown field"),
+    ("jwt key set without a host", mutated("jwt_providers", {"idp": {"issuer": "https://idp.example.com", "audiences": ["api"],
+                                                                    "jwks": "https:///keys"}}), "jwt_providers.idp.jwks", "host"),
+    ("jwt providers, tokens not accepted", mutated("jwt_providers", {"idp": {"issuer": "https://idp.example.com", "audiences": ["api"],
+                                                                           "jwks": "https://idp.example.com/keys"}}),
+     "jwt_providers", "identity.accept"),
 ]
 
 
@@ -123,11 +131,18 @@ def test_the_shipped_rendered_files_are_not_stale():
     out = cli("render", str(FLEET_GATEWAY))
     assert out.returncode == 0, out.stderr
     assert out.stdout == FLEET_YAML.read_text(), "envoy/fleet/envoy.yaml is stale: run `make render`"
+    out = cli("render", str(IDENTITY_GATEWAY))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == IDENTITY_YAML.read_text(), "envoy/identity/envoy.yaml is stale: run `make render`"
+    out = cli("render", "--istio", str(IDENTITY_GATEWAY))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == IDENTITY_ISTIO_YAML.read_text(), "envoy/identity/istio.yaml is stale: run `make render`"
 
 
 RENDERED = {
     "demo": DEMO_GATEWAY,
     "fleet demo": FLEET_GATEWAY,
+    "identity example (jwt_authn, an https key set)": IDENTITY_GATEWAY,
     "mixed tls and plain split, services": {
         **good(),
         "models": {
