@@ -553,7 +553,8 @@ fn service_cluster(name: &str, url: &Url, protocol: Protocol, connect_timeout_ms
     if url.tls {
         let alpn: &[&str] = if protocol == Protocol::Http1 { &["http/1.1"] } else { &["h2"] };
         let _ = a;
-        c.push("transport_socket", tls_socket(alpn));
+        // Named explicitly: a gRPC call's authority is the cluster's name, so auto_sni would not do.
+        c.push("transport_socket", super::jwt::tls(url, alpn));
     }
     let ep = map([(
         "endpoint",

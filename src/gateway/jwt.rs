@@ -250,7 +250,7 @@ fn jwks_cluster(p: &JwtProvider) -> Y {
     let mut c = cluster_head(&p.cluster, &[url], 5_000);
     c.note(&format!("The key set of identity provider {}.", p.name));
     if url.tls {
-        c.push("transport_socket", tls(url));
+        c.push("transport_socket", tls(url, &["http/1.1"]));
     }
     let ep = map([(
         "endpoint",
@@ -266,8 +266,9 @@ fn jwks_cluster(p: &JwtProvider) -> Y {
     c
 }
 
-/// TLS to the JWKS host: its name as SNI, its certificate checked against the system CAs and the name.
-fn tls(url: &Url) -> Y {
+/// TLS to a host the filter calls (a JWKS host, a service): its name as SNI, its certificate checked
+/// against the system CAs and the name.
+pub(super) fn tls(url: &Url, alpn: &[&str]) -> Y {
     let san_type = if url.is_ip() { "IP_ADDRESS" } else { "DNS" };
     let validation = map([
         ("trusted_ca", flow(map([("filename", s("/etc/ssl/certs/ca-certificates.crt"))]))),
@@ -283,7 +284,7 @@ fn tls(url: &Url) -> Y {
     }
     ctx.push(
         "common_tls_context",
-        map([("alpn_protocols", flow(list([s("http/1.1")]))), ("validation_context", validation)]),
+        map([("alpn_protocols", flow(list(alpn.iter().map(|p| s(*p))))), ("validation_context", validation)]),
     );
     map([("name", s("envoy.transport_sockets.tls")), ("typed_config", ctx)])
 }

@@ -388,3 +388,16 @@ fn cache_settings_and_teams_pass_through_to_the_plugin_config() {
         ("models.gpt.cache.timeout", "unknown field (expected one of: ttl, max_entry_bytes, scope, charge)")
     );
 }
+
+#[test]
+fn an_https_service_is_reached_with_its_name_as_sni_and_its_certificate_checked() {
+    let mut file = base();
+    file["fleet_limits"] = json!({"cluster": "ratelimit"});
+    file["services"] = json!({"ratelimit": {"url": "https://limits.example.com:8443"}});
+    let g = parse(&file).unwrap_or_else(|e| panic!("{e}"));
+    let text = to_string(&envoy::render(&g));
+    let cluster = text.split("- name: ratelimit").nth(1).expect("the service's cluster").split("\n  - name:").next().unwrap();
+    assert!(cluster.contains("sni: limits.example.com"), "{cluster}");
+    assert!(cluster.contains("exact: limits.example.com"), "{cluster}");
+    assert!(cluster.contains("alpn_protocols: [h2]"), "{cluster}");
+}
