@@ -396,7 +396,8 @@ fn an_https_service_is_reached_with_its_name_as_sni_and_its_certificate_checked(
     file["services"] = json!({"ratelimit": {"url": "https://limits.example.com:8443"}});
     let g = parse(&file).unwrap_or_else(|e| panic!("{e}"));
     let text = to_string(&envoy::render(&g));
-    let cluster = text.split("- name: ratelimit").nth(1).expect("the service's cluster").split("\n  - name:").next().unwrap();
+    let cluster =
+        text.split("- name: ratelimit").nth(1).expect("the service's cluster").split("\n  - name:").next().unwrap();
     assert!(cluster.contains("sni: limits.example.com"), "{cluster}");
     assert!(cluster.contains("exact: limits.example.com"), "{cluster}");
     assert!(cluster.contains("alpn_protocols: [h2]"), "{cluster}");
