@@ -65,7 +65,13 @@ TARGETS = {  # name: (model, stream, expected text) as in bench/ab.py
     "passthrough": ("bench-openai", False, "river"),
     "translating": ("bench-claude", False, "chat.completion"),
     "streaming": ("bench-stream", True, "[DONE]"),
+    # The same request to a cached model (bench/run.py's cache_gateway): the first (a warm-up) is a miss
+    # that goes upstream and is stored; every measured one is a hit the route role answers itself.
+    "cache-hit": ("bench-cached", False, "river"),
 }
+# Targets measured with the cached model's configuration (the others keep the plain bench config, so
+# their numbers compare with builds from before the cache).
+CACHED_TARGETS = {"cache-hit"}
 # nginx's answers in bench/run.py, by path (what `location` serves), with the headers nginx sends.
 ANSWERS = {
     "/v1/chat/completions": ("application/json", run.OPENAI_ANSWER.encode()),
@@ -689,7 +695,8 @@ class Host:
 
     # ---------------------------------------------------------------------------- one request
 
-    def chain(self, filters: list[Stream], direction: str, headers: list, body: bytes, sink) -> None:
+    def chain(self, filters: list[Stream], direction: str, headers: list, body: bytes, sink,
+              local_ok: bool = False) -> None:
         """Headers then the whole body (end of stream) through filters in order, as Envoy's filter manager
         does: a filter that pauses its headers still gets the body; when it continues on the body, the held
         headers go on first. `sink(headers, body)` gets what leaves the last filter."""
@@ -709,6 +716,8 @@ class Host:
             if event == "headers":
                 act = self.call(f.role, f"{'req' if direction == 'request' else 'resp'}_headers",
                                 f"proxy_on_{direction}_headers", f.id, len(headers), 0)
+                if local_ok and f.local_response:
+                    return
                 self._no_local_response(f)
                 f.held = act != CONTINUE
                 if not f.held:
@@ -717,6 +726,8 @@ class Host:
                 f.body = state["body"]
                 act = self.call(f.role, f"{'req' if direction == 'request' else 'resp'}_body",
                                 f"proxy_on_{direction}_body", f.id, len(f.body), 1)
+                if local_ok and f.local_response:
+                    return
                 self._no_local_response(f)
                 if act != CONTINUE:
                     raise HostError(f"{f.role} role paused the {direction} body at its end (nothing would resume it)")
@@ -780,10 +791,19 @@ class Host:
             route.endpoint_meta = c["meta"]
             self.chain([upstream], "request", h, b, to_upstream)
 
-        self.chain([route], "request", headers, body, router)
-        if upstream is None:
+        local_ok = target in CACHED_TARGETS
+        self.chain([route], "request", headers, body, router, local_ok=local_ok)
+        if route.local_response and local_ok:
+            # Envoy sends a filter's local reply through the encoder filters, the sender's own included.
+            status, lbody, lheaders = route.local_response
+            route.local_response = None
+            resp = [[b":status", str(status).encode()], *lheaders, [b"content-length", str(len(lbody)).encode()]]
+            self.chain([route], "response", resp, lbody, to_client)
+            out["local"] = True
+        elif upstream is None:
             raise HostError("the request never reached the upstream role")
-        self.end(upstream)
+        if upstream is not None:
+            self.end(upstream)
         self.end(route)
         self.check(target, out)
         return out
@@ -797,6 +817,8 @@ class Host:
         text = out["body"].decode("utf-8", "replace")
         if status != b"200" or expect not in text:
             raise HostError(f"{target}: the client got {status.decode()} {text[:300]!r}")
+        if out.get("local"):
+            return
         up_headers = dict((k, v) for k, v in out["upstream_request"][0])
         if not any(b"upstream-bench" in up_headers.get(k, b"") for k in (b"authorization", b"x-api-key")):
             raise HostError(f"{target}: the upstream request carries no provider credential: {up_headers}")
@@ -808,8 +830,8 @@ class Host:
 # ------------------------------------------------------------------------------------- measuring
 
 
-def bench_config() -> dict:
-    return run.switchyard_config(10000, 18080)
+def bench_config(target: str = "passthrough") -> dict:
+    return run.switchyard_config(10000, 18080, cached=target in CACHED_TARGETS)
 
 
 def measure(module, engine, cfg, target: str, n: int, warmup: int) -> dict:
@@ -991,7 +1013,7 @@ def main() -> int:
     config = wasmtime.Config()
     config.consume_fuel = True
     engine = wasmtime.Engine(config)
-    cfg = bench_config()
+    cfgs = {t: bench_config(t) for t in TARGETS}
     builds = {"A": args.a, **({"B": args.b} if args.b else {})}
     modules = {k: wasmtime.Module.from_file(engine, p) for k, p in builds.items()}
     targets = [t for t in args.targets.split(",") if t]
@@ -1003,12 +1025,12 @@ def main() -> int:
     for name, module in modules.items():
         results[name] = {}
         for t in targets:
-            results[name][t] = measure(module, engine, cfg, t, args.n, args.warmup)
+            results[name][t] = measure(module, engine, cfgs[t], t, args.n, args.warmup)
             print(f"{name} {t}: {sum(results[name][t]['fuel'].values()):,.0f} fuel per request", file=sys.stderr, flush=True)
     if args.trace:
         for name, module in modules.items():
             for t in targets:
-                host = Host(module, engine, cfg)
+                host = Host(module, engine, cfgs[t])
                 host.start()
                 for i in range(args.warmup):
                     host.request(i, t)
@@ -1033,7 +1055,7 @@ def main() -> int:
         target, role, phase = spec.split(":")
         if target not in TARGETS or role not in ROLES or phase not in PHASES:
             ap.error(f"--profile {spec}: TARGET:ROLE:PHASE with a target, role (route, upstream) and phase ({', '.join(PHASES)})")
-        profs = {k: profile(m, engine, cfg, target, role, phase, args.samples, 3) for k, m in modules.items()}
+        profs = {k: profile(m, engine, cfgs[target], target, role, phase, args.samples, 3) for k, m in modules.items()}
         print(f"\n### profile: {target} {role} {phase} ({args.samples} samples per build; est. fuel = share of "
               "samples × the callback's fuel)\n")
         for kind in ("incl", "self"):
