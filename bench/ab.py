@@ -5,7 +5,7 @@ CPU 0, one with build A, one with build B; the load generator and the nginx mock
 repetition measures every (target, concurrency) cell on A then B, alternating which goes first, so that
 the machine's drift falls on both. Prints medians and the B/A ratio per cell.
 
-    make bench-ab A=/tmp/old.wasm B=dist/switchyard.wasm [REPS=8 DURATION=5] [AB_ROUTES=shared]
+    make bench-ab A=/tmp/old.wasm B=dist/switchyard.wasm [REPS=8 DURATION=5] [AB_ROUTES=shared] [AB_CACHED=1]
 """
 
 from __future__ import annotations
@@ -28,6 +28,11 @@ TARGETS = {  # name: (model, stream, expected text)
 }
 CONCURRENCY = [1, 32]
 
+# AB_CACHED=1: both builds also serve the cached model of `make bench`'s cache row (builds from before the
+# response cache refuse that config), and a `cache-hit` target sends it the same request every time.
+if os.environ.get("AB_CACHED") == "1":
+    TARGETS["cache-hit"] = ("bench-cached", False, "river")
+
 
 # AB_ROUTES=shared: both builds get only the catch-all route (`cluster_header`), so that Envoy does the same
 # routing work for both; builds from before the per-model routes (which set no `x-switchyard-route`) never
@@ -36,7 +41,7 @@ SHARED_ROUTE = os.environ.get("AB_ROUTES") == "shared"
 
 
 def config_for(wasm: str, port: int, upstream: int) -> dict:
-    cfg = run.switchyard_config(port, upstream)
+    cfg = run.switchyard_config(port, upstream, cached="cache-hit" in TARGETS)
     if SHARED_ROUTE:
         hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         for vh in hcm["route_config"]["virtual_hosts"]:

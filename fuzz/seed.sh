@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 FX=../tests/fixtures
 C=corpus
-mkdir -p $C/{chat_request,messages_request,responses_request,provider_request,provider_response,provider_stream,anthropic_stream,responses_stream,config,sigv4,usage_sniffer,route_pipeline}
+mkdir -p $C/{chat_request,messages_request,responses_request,provider_request,provider_response,provider_stream,anthropic_stream,responses_stream,config,sigv4,usage_sniffer,route_pipeline,jwt_metadata,cache_entry}
 
 # seed TARGET NAME PREFIX_OCTAL FILE: FILE behind the control bytes given as printf octal escapes.
 seed() {
@@ -51,6 +51,13 @@ for case in "$FX"/responses/*/; do
   seed usage_sniffer "$n-json" "\\004" "$case/response.json"
   seed usage_sniffer "$n-sse" "\\005\\100\\200\\300\\040" "$case/response_stream.txt"
   seed route_pipeline "$n" "\\012\\010\\000\\000\\200\\100\\300" "$case/client_request.json"
+  seed cache_entry "$n" "\\002" "$case/chat_response.json"
+  seed cache_entry "$n-stream" "\\006" "$case/chat_response.json"
+done
+# Envoy's metadata as captured from Envoy 1.40 (hex in the fixtures).
+for f in "$FX"/jwt_metadata/*.hex; do
+  python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(open(sys.argv[1]).read().strip()))' "$f" \
+    > "$C/jwt_metadata/$(basename "$f" .hex)"
 done
 for f in seeds/config/*; do cp "$f" "$C/config/"; done
 for f in seeds/sigv4/*; do cp "$f" "$C/sigv4/"; done

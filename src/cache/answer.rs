@@ -2,7 +2,10 @@
 //! written back in one normalized JSON form, so an answer captured in any format, rendered in any other
 //! and captured again is the same bytes (ids aside).
 
-use serde_json::{json, Map, Value};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::borrow::Cow;
+use std::io::Write;
 
 /// Most choices one stored answer may hold (OpenAI's own limit on `n`).
 pub(crate) const MAX_CHOICES: usize = 128;
@@ -184,41 +187,109 @@ impl Answer {
         })
     }
 
+    /// A stored form (what [`Answer::stored`] wrote), read typed: what a hit does per request. Anything
+    /// else, a corrupt entry say, is `None` (or, if it still reads, an answer in the stored form's terms;
+    /// it is never more than what the bytes say).
+    pub(crate) fn from_stored(bytes: &[u8]) -> Option<Answer> {
+        let s: StoredIn = serde_json::from_slice(bytes).ok()?;
+        if s.choices.is_empty() || s.choices.len() > MAX_CHOICES {
+            return None;
+        }
+        let mut choices = Vec::with_capacity(s.choices.len());
+        for c in s.choices {
+            if c.message.tool_calls.len() > MAX_TOOL_CALLS {
+                return None;
+            }
+            choices.push(Choice {
+                content: c.message.content.map(Cow::into_owned).unwrap_or_default(),
+                refusal: c.message.refusal.map(Cow::into_owned).filter(|r| !r.is_empty()),
+                calls: c
+                    .message
+                    .tool_calls
+                    .into_iter()
+                    .map(|t| Call {
+                        id: t.id.into_owned(),
+                        name: t.function.name.into_owned(),
+                        arguments: t.function.arguments.into_owned(),
+                    })
+                    .collect(),
+                finish: Finish::from_chat(&c.finish_reason)?,
+            });
+        }
+        let usage = s.usage.map(|u| Tokens {
+            prompt: u.prompt_tokens,
+            completion: u.completion_tokens,
+            cached: u.prompt_tokens_details.map_or(0, |d| d.cached_tokens),
+            reasoning: u.completion_tokens_details.map_or(0, |d| d.reasoning_tokens),
+        });
+        Some(Answer { id: s.id.into_owned(), created: s.created, model: s.model.into_owned(), choices, usage })
+    }
+
     /// [`Answer::from_chat`] of JSON bytes.
     pub(crate) fn from_chat_bytes(bytes: &[u8]) -> Option<Answer> {
         Answer::from_chat(&serde_json::from_slice(bytes).ok()?)
     }
 
-    /// The normalized chat completion, under the given id, `created` and model.
+    /// The normalized chat completion, under the given id, `created` and model: written straight out
+    /// (a hit renders one per request), keys in byte order as serde_json writes a `Value`.
     pub(crate) fn chat_json(&self, id: &str, created: u64, model: &str) -> Vec<u8> {
-        let choices: Vec<Value> = self
-            .choices
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let mut m = Map::new();
-                m.insert("role".into(), json!("assistant"));
-                let content = if c.content.is_empty() && !c.calls.is_empty() { Value::Null } else { json!(c.content) };
-                m.insert("content".into(), content);
-                m.insert("refusal".into(), c.refusal.as_ref().map_or(Value::Null, |r| json!(r)));
-                if !c.calls.is_empty() {
-                    let calls: Vec<Value> = c.calls.iter().map(call_json).collect();
-                    m.insert("tool_calls".into(), Value::Array(calls));
+        let mut out = Vec::with_capacity(256 + self.choices.iter().map(|c| c.content.len()).sum::<usize>());
+        out.extend_from_slice(b"{\"choices\":[");
+        for (i, c) in self.choices.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"finish_reason\":");
+            string(&mut out, c.finish.as_str());
+            let _ = write!(out, ",\"index\":{i},\"logprobs\":null,\"message\":{{\"content\":");
+            if c.content.is_empty() && !c.calls.is_empty() {
+                out.extend_from_slice(b"null");
+            } else {
+                string(&mut out, &c.content);
+            }
+            out.extend_from_slice(b",\"refusal\":");
+            match &c.refusal {
+                Some(r) => string(&mut out, r),
+                None => out.extend_from_slice(b"null"),
+            }
+            out.extend_from_slice(b",\"role\":\"assistant\"");
+            if !c.calls.is_empty() {
+                out.extend_from_slice(b",\"tool_calls\":[");
+                for (k, call) in c.calls.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"{\"function\":{\"arguments\":");
+                    string(&mut out, &call.arguments);
+                    out.extend_from_slice(b",\"name\":");
+                    string(&mut out, &call.name);
+                    out.extend_from_slice(b"},\"id\":");
+                    string(&mut out, &call.id);
+                    out.extend_from_slice(b",\"type\":\"function\"}");
                 }
-                json!({"index": i, "message": m, "logprobs": null, "finish_reason": c.finish.as_str()})
-            })
-            .collect();
-        let mut out = json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "choices": choices,
-        });
-        if let (Some(u), Some(o)) = (self.usage, out.as_object_mut()) {
-            o.insert("usage".into(), u.json());
+                out.push(b']');
+            }
+            out.extend_from_slice(b"}}");
         }
-        serde_json::to_vec(&out).unwrap_or_default()
+        let _ = write!(out, "],\"created\":{created},\"id\":");
+        string(&mut out, id);
+        out.extend_from_slice(b",\"model\":");
+        string(&mut out, model);
+        out.extend_from_slice(b",\"object\":\"chat.completion\"");
+        if let Some(u) = self.usage {
+            let _ = write!(
+                out,
+                ",\"usage\":{{\"completion_tokens\":{},\"completion_tokens_details\":{{\"reasoning_tokens\":{}}},\
+                 \"prompt_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"total_tokens\":{}}}",
+                u.completion,
+                u.reasoning,
+                u.prompt,
+                u.cached,
+                u.prompt.saturating_add(u.completion)
+            );
+        }
+        out.push(b'}');
+        out
     }
 
     /// [`Answer::chat_json`] under the answer's own id, `created` and model: the stored form.
@@ -227,6 +298,80 @@ impl Answer {
     }
 }
 
-fn call_json(c: &Call) -> Value {
-    json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
+/// A JSON string as serde_json escapes it.
+fn string(out: &mut Vec<u8>, s: &str) {
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The stored form, as [`Answer::from_stored`] reads it (other fields are the fixed ones it writes).
+#[derive(Deserialize)]
+struct StoredIn<'a> {
+    #[serde(borrow)]
+    choices: Vec<StoredChoice<'a>>,
+    #[serde(default)]
+    created: u64,
+    #[serde(borrow, default)]
+    id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    model: Cow<'a, str>,
+    #[serde(default)]
+    usage: Option<StoredUsage>,
+}
+
+#[derive(Deserialize)]
+struct StoredChoice<'a> {
+    #[serde(borrow)]
+    finish_reason: Cow<'a, str>,
+    #[serde(borrow)]
+    message: StoredMessage<'a>,
+}
+
+#[derive(Deserialize)]
+struct StoredMessage<'a> {
+    #[serde(borrow, default)]
+    content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    tool_calls: Vec<StoredCall<'a>>,
+}
+
+#[derive(Deserialize)]
+struct StoredCall<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    #[serde(borrow)]
+    function: StoredFunction<'a>,
+}
+
+#[derive(Deserialize)]
+struct StoredFunction<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+    #[serde(borrow)]
+    arguments: Cow<'a, str>,
+}
+
+#[derive(Deserialize)]
+struct StoredUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<CachedDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<ReasoningDetails>,
+}
+
+#[derive(Deserialize)]
+struct CachedDetails {
+    #[serde(default)]
+    cached_tokens: u64,
+}
+
+#[derive(Deserialize)]
+struct ReasoningDetails {
+    #[serde(default)]
+    reasoning_tokens: u64,
 }

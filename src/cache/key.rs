@@ -5,6 +5,8 @@ use crate::api::error::ApiError;
 use crate::api::Operation;
 use crate::codec::sha256;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::hash::BuildHasher;
 use std::io::Write;
 
 /// Top-level pivot fields that do not change the answer: removed from the canonical form.
@@ -158,6 +160,72 @@ pub fn key(scope: &str, model: &str, canonical: &[u8]) -> [u8; 32] {
         buf.extend_from_slice(part);
     }
     sha256::digest(&buf)
+}
+
+/// Bodies up to this size have their key remembered by [`key_of`].
+pub const MEMO_MAX_BODY: usize = 64 * 1024;
+/// The memo holds at most this many keys and bytes per VM (a worker thread); past either it starts over.
+pub const MEMO_MAX_ENTRIES: usize = 512;
+pub const MEMO_MAX_BYTES: usize = 2 * 1024 * 1024;
+
+/// The keys this VM computed lately, by the exact request they were computed from (operation, scope,
+/// model, body bytes): a request repeated byte for byte (what a cache mostly sees) skips the canonical
+/// form and the SHA-256, which are most of a hit's work. The lookup compares whole byte strings, so a
+/// memo hit is exactly the key [`canonical`] and [`key`] would give.
+#[derive(Default)]
+struct Memo {
+    /// By the hash of the request's bytes: the bytes and their key (a hash shared by two requests keeps
+    /// the later one).
+    keys: hashbrown::HashMap<u64, (Box<[u8]>, [u8; 32])>,
+    hasher: hashbrown::DefaultHashBuilder,
+    bytes: usize,
+    /// The lookup's byte string, built in place (no allocation per request).
+    scratch: Vec<u8>,
+}
+
+thread_local! {
+    static MEMO: RefCell<Memo> = RefCell::new(Memo::default());
+}
+
+/// The cache key of a request: [`key`] of its [`canonical`] form, remembered per VM for bodies up to
+/// [`MEMO_MAX_BODY`]. `Err` as [`canonical`].
+pub fn key_of(op: Operation, scope: &str, model: &str, body: &[u8]) -> Result<[u8; 32], ApiError> {
+    if body.len() > MEMO_MAX_BODY {
+        return Ok(key(scope, model, &canonical(op, body)?));
+    }
+    MEMO.with(|m| {
+        let mut m = m.borrow_mut();
+        let m = &mut *m;
+        m.scratch.clear();
+        m.scratch.push(op as u8);
+        for part in [scope.as_bytes(), model.as_bytes()] {
+            m.scratch.extend_from_slice(&(part.len() as u64).to_be_bytes());
+            m.scratch.extend_from_slice(part);
+        }
+        m.scratch.extend_from_slice(body);
+        let h = m.hasher.hash_one(m.scratch.as_slice());
+        if let Some((bytes, k)) = m.keys.get(&h) {
+            if crate::codec::bytes::eq(bytes, &m.scratch) {
+                return Ok(*k);
+            }
+        }
+        let k = key(scope, model, &canonical(op, body)?);
+        if m.keys.len() >= MEMO_MAX_ENTRIES || m.bytes + m.scratch.len() > MEMO_MAX_BYTES {
+            m.keys.clear();
+            m.bytes = 0;
+        }
+        m.bytes += m.scratch.len();
+        if let Some((old, _)) = m.keys.insert(h, (m.scratch.as_slice().into(), k)) {
+            m.bytes -= old.len();
+        }
+        Ok(k)
+    })
+}
+
+/// How many keys the memo holds and their bytes (tests).
+#[cfg(test)]
+pub fn memo_size() -> (usize, usize) {
+    MEMO.with(|m| (m.borrow().keys.len(), m.borrow().bytes))
 }
 
 /// Lower-case hex of a key.

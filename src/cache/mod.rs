@@ -68,7 +68,7 @@
 //! `fleet.rs`, the fleet tier's entry, messages and put queue (Redis behind `switchyard-limits`, with
 //! `cache.fleet`). The pipeline's stages that use them are in `pipeline/cache.rs`.
 
-mod answer;
+pub(crate) mod answer;
 pub mod capture;
 pub mod fleet;
 pub mod key;

@@ -27,7 +27,7 @@ pub fn render(
     clock: Clock,
     client_body: &[u8],
 ) -> Option<LocalResponse> {
-    let answer = Answer::from_chat_bytes(pivot)?;
+    let answer = Answer::from_stored(pivot)?;
     let id = answer_id(clock);
     let body = if stream {
         // The other formats' streams always carry the usage (Anthropic's message_delta, Responses' final

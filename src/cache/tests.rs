@@ -345,3 +345,47 @@ fn damaged_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn the_key_memo_gives_exactly_the_computed_key_and_stays_bounded() {
+    use crate::cache::key::{key_of, memo_size, MEMO_MAX_BYTES, MEMO_MAX_ENTRIES};
+    let chat = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let direct = |op, scope: &str, model: &str, body: &[u8]| key(scope, model, &canonical(op, body).unwrap());
+    // Computed, then remembered: the same key both times, and the same as without the memo.
+    for _ in 0..2 {
+        assert_eq!(
+            key_of(Operation::ChatCompletions, "key:a", "m", chat).unwrap(),
+            direct(Operation::ChatCompletions, "key:a", "m", chat)
+        );
+    }
+    // Each part of the request counts: scope, model, operation, body.
+    let a = key_of(Operation::ChatCompletions, "key:a", "m", chat).unwrap();
+    assert_ne!(a, key_of(Operation::ChatCompletions, "key:b", "m", chat).unwrap());
+    assert_ne!(a, key_of(Operation::ChatCompletions, "key:a", "n", chat).unwrap());
+    let messages = br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    assert_eq!(
+        key_of(Operation::Messages, "key:a", "m", messages).unwrap(),
+        direct(Operation::Messages, "key:a", "m", messages)
+    );
+    // A scope and model whose bytes run together differently are other requests.
+    assert_ne!(
+        key_of(Operation::ChatCompletions, "key:ab", "m", chat).unwrap(),
+        key_of(Operation::ChatCompletions, "key:a", "bm", chat).unwrap()
+    );
+    // Bad bodies are refused as canonical() refuses them, every time.
+    assert!(key_of(Operation::ChatCompletions, "key:a", "m", b"[1]").is_err());
+    assert!(key_of(Operation::ChatCompletions, "key:a", "m", b"[1]").is_err());
+    // Bounded: many distinct requests (small ones past the entry cap, large ones past the byte cap)
+    // never hold more than the caps.
+    let small = (0..MEMO_MAX_ENTRIES * 2 + 7).map(|i| (i, 1));
+    let large = (0..40).map(|i| (i, 60_000));
+    for (i, size) in small.chain(large) {
+        let body = format!(r#"{{"model":"m","messages":[{{"role":"user","content":"{i} {}"}}]}}"#, "x".repeat(size));
+        let k = key_of(Operation::ChatCompletions, "key:a", "m", body.as_bytes()).unwrap();
+        if i % 100 == 0 {
+            assert_eq!(k, direct(Operation::ChatCompletions, "key:a", "m", body.as_bytes()));
+        }
+        let (entries, bytes) = memo_size();
+        assert!(entries <= MEMO_MAX_ENTRIES && bytes <= MEMO_MAX_BYTES, "{entries} {bytes}");
+    }
+}

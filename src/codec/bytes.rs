@@ -10,6 +10,22 @@ fn zero_bytes(x: u64) -> u64 {
     x.wrapping_sub(ONES) & !x & HIGH
 }
 
+/// Whether `a` and `b` are the same bytes, compared eight at a time (the wasm build's `memcmp` goes
+/// byte by byte).
+pub fn eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let word = |c: &[u8]| c.try_into().map_or(0, u64::from_ne_bytes);
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    ca.remainder() == cb.remainder()
+}
+
 /// The index of the first `byte` in `hay`.
 pub fn find_byte(hay: &[u8], byte: u8) -> Option<usize> {
     let pattern = ONES.wrapping_mul(u64::from(byte));
@@ -64,6 +80,20 @@ pub fn find(hay: &[u8], needle: &[u8], anchor: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn eq_at_every_length_and_difference() {
+        let a: Vec<u8> = (0..70u8).collect();
+        for len in 0..a.len() {
+            assert!(eq(&a[..len], &a[..len]));
+            assert!(!eq(&a[..len], &a[..len + 1]));
+            for at in 0..len {
+                let mut b = a[..len].to_vec();
+                b[at] ^= 0x80;
+                assert!(!eq(&a[..len], &b), "{len} {at}");
+            }
+        }
+    }
 
     #[test]
     fn find_byte_at_every_alignment() {

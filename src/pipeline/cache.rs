@@ -210,12 +210,11 @@ impl Stage for CacheLookup {
             x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
             return Flow::Next;
         }
-        let Ok(canonical) = cache::canonical(op, req.bytes) else {
+        let Some(scope) = scope(x, mc.scope) else { return Flow::Next };
+        let Ok(hash) = cache::key::key_of(op, &scope, &model.name, req.bytes) else {
             x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, None, false));
             return Flow::Next;
         };
-        let Some(scope) = scope(x, mc.scope) else { return Flow::Next };
-        let hash = cache::key(&scope, &model.name, &canonical);
         if self.directive == Directive::NoCache {
             x.cache = Some(CacheState::new(mc, CacheOutcome::Bypass, Some(hash), true));
             return Flow::Next;

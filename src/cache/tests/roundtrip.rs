@@ -243,3 +243,68 @@ fn unreadable_stored_bytes_are_a_miss() {
     assert!(render(ok, Operation::Embeddings, false, false, "m", CLOCK, CLIENT).is_none());
     assert!(render(ok, Operation::ChatCompletions, true, false, "m", CLOCK, CLIENT).is_some());
 }
+
+/// The stored form as serde_json writes a `Value` of it (what `Answer::chat_json` wrote before it wrote
+/// the bytes itself): the oracle for the direct writer.
+fn chat_json_by_value(stored: &[u8], id: &str, created: u64, model: &str) -> Vec<u8> {
+    let mut v: Value = serde_json::from_slice(stored).unwrap();
+    v["id"] = json!(id);
+    v["created"] = json!(created);
+    v["model"] = json!(model);
+    serde_json::to_vec(&v).unwrap()
+}
+
+#[test]
+fn the_stored_form_is_written_as_serde_json_writes_it() {
+    let mut seen = 0;
+    for (format, body, what) in fixture_bodies() {
+        let mut c = Capture::new(format, 1 << 20);
+        c.push(&body);
+        let Some(stored) = c.finish() else { continue };
+        // Rendered under other ids (escapes included) and re-read: the same bytes the Value would give.
+        let rendered = render(
+            &stored,
+            Operation::ChatCompletions,
+            false,
+            false,
+            "m\"\u{e9}/x",
+            Clock { unix_secs: 7, seq: 9 },
+            b"{}",
+        )
+        .unwrap_or_else(|| panic!("{what}"));
+        let id = crate::cache::render::answer_id(Clock { unix_secs: 7, seq: 9 });
+        assert_eq!(
+            String::from_utf8(rendered.body.clone()).unwrap(),
+            String::from_utf8(chat_json_by_value(&stored, &id, 7, "m\"\u{e9}/x")).unwrap(),
+            "{what}"
+        );
+        seen += 1;
+    }
+    assert!(seen > 40, "{seen}");
+}
+
+#[test]
+fn a_stored_form_reads_the_same_typed_as_through_a_value() {
+    use crate::cache::answer::Answer;
+    let mut seen = 0;
+    for (format, body, what) in fixture_bodies() {
+        let mut c = Capture::new(format, 1 << 20);
+        c.push(&body);
+        let Some(stored) = c.finish() else { continue };
+        assert_eq!(Answer::from_stored(&stored), Answer::from_chat_bytes(&stored), "{what}");
+        assert!(Answer::from_stored(&stored).is_some(), "{what}");
+        seen += 1;
+    }
+    assert!(seen > 40, "{seen}");
+    // Not a stored form: nothing, never a panic.
+    for bad in [
+        &b""[..],
+        b"{}",
+        b"[]",
+        b"{\"choices\":[]}",
+        b"{\"choices\":[{\"finish_reason\":\"length\",\"message\":{}}]}",
+        b"\xff",
+    ] {
+        assert_eq!(Answer::from_stored(bad), None, "{bad:?}");
+    }
+}
