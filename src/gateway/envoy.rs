@@ -556,6 +556,12 @@ fn service_cluster(name: &str, url: &Url, protocol: Protocol, connect_timeout_ms
         // Named explicitly: a gRPC call's authority is the cluster's name, so auto_sni would not do.
         c.push("transport_socket", super::jwt::tls(url, alpn));
     }
+    c.push("load_assignment", one_endpoint(name, url));
+    c
+}
+
+/// The `load_assignment` of a cluster with the one endpoint `url` (its host name for TLS and `Host`).
+pub(super) fn one_endpoint(cluster: &str, url: &Url) -> Y {
     let ep = map([(
         "endpoint",
         flow(map([
@@ -563,11 +569,7 @@ fn service_cluster(name: &str, url: &Url, protocol: Protocol, connect_timeout_ms
             ("hostname", s(url.address())),
         ])),
     )]);
-    c.push(
-        "load_assignment",
-        map([("cluster_name", s(name)), ("endpoints", list([map([("lb_endpoints", list([ep]))])]))]),
-    );
-    c
+    map([("cluster_name", s(cluster)), ("endpoints", list([map([("lb_endpoints", list([ep]))])]))])
 }
 
 fn stats_config() -> Y {

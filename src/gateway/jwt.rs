@@ -252,17 +252,7 @@ fn jwks_cluster(p: &JwtProvider) -> Y {
     if url.tls {
         c.push("transport_socket", tls(url, &["http/1.1"]));
     }
-    let ep = map([(
-        "endpoint",
-        flow(map([
-            ("address", map([("socket_address", map([("address", s(url.address())), ("port_value", int(url.port))]))])),
-            ("hostname", s(url.address())),
-        ])),
-    )]);
-    c.push(
-        "load_assignment",
-        map([("cluster_name", s(&p.cluster)), ("endpoints", list([map([("lb_endpoints", list([ep]))])]))]),
-    );
+    c.push("load_assignment", super::envoy::one_endpoint(&p.cluster, url));
     c
 }
 
