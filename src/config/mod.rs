@@ -146,12 +146,13 @@ pub struct KeyLimits {
 }
 
 impl KeyLimits {
+    /// Limits of the subject's own record (beyond those with one model).
+    pub fn has_own(&self) -> bool {
+        self.concurrent.is_some() || self.requests.is_some() || self.tokens.is_some() || self.budget.is_some()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.requests.is_none()
-            && self.tokens.is_none()
-            && self.concurrent.is_none()
-            && self.budget.is_none()
-            && self.per_model.is_empty()
+        !self.has_own() && self.per_model.is_empty()
     }
 }
 

@@ -3,11 +3,11 @@
 //! sends the queue on its tick, each put one unary gRPC call to the `fleet_limits` cluster. Fire and
 //! forget: a put that fails is counted, not retried; puts dropped from a full queue are counted.
 
+use super::{add, counter};
 use crate::cache::fleet::{self, PutQueue};
 use crate::limits::fleet::FleetService;
 use hashbrown::HashSet;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -39,16 +39,6 @@ pub(super) struct PutSender {
     dropped: Option<u32>,
     reported_drops: u64,
     failing: bool,
-}
-
-fn counter(name: &str) -> Option<u32> {
-    hostcalls::define_metric(MetricType::Counter, name).ok()
-}
-
-fn add(id: Option<u32>, n: u64) {
-    if let Some(id) = id {
-        let _ = hostcalls::increment_metric(id, n.min(i64::MAX as u64) as i64);
-    }
 }
 
 impl PutSender {

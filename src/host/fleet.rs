@@ -3,10 +3,10 @@
 //! delays a client's last byte. A batch the service did not take goes back to the queue (bounded: see
 //! [`SettleQueue`]).
 
+use super::{add, counter};
 use crate::limits::fleet::{self, Descriptor, FleetService, SettleQueue};
 use hashbrown::HashMap;
 use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
 use std::cell::RefCell;
 use std::time::Duration;
 
@@ -43,8 +43,8 @@ pub(super) struct Settler {
 impl Settler {
     pub(super) fn new() -> Settler {
         Settler {
-            failed: hostcalls::define_metric(MetricType::Counter, "switchyard.fleet_limits.settle_failed").ok(),
-            dropped: hostcalls::define_metric(MetricType::Counter, "switchyard.fleet_limits.settle_dropped").ok(),
+            failed: counter("switchyard.fleet_limits.settle_failed"),
+            dropped: counter("switchyard.fleet_limits.settle_dropped"),
             ..Settler::default()
         }
     }
@@ -74,9 +74,7 @@ impl Settler {
         }
         let dropped = QUEUE.with(|q| q.borrow().dropped);
         if dropped > self.reported_drops {
-            if let Some(id) = self.dropped {
-                let _ = hostcalls::increment_metric(id, (dropped - self.reported_drops).min(i64::MAX as u64) as i64);
-            }
+            add(self.dropped, dropped - self.reported_drops);
             log::warn!("fleet-wide limits: {} settlements dropped (the queue is full)", dropped - self.reported_drops);
             self.reported_drops = dropped;
         }
@@ -95,9 +93,7 @@ impl Settler {
     }
 
     fn failed_batch(&mut self, batch: Vec<Descriptor>) {
-        if let Some(id) = self.failed {
-            let _ = hostcalls::increment_metric(id, batch.len() as i64);
-        }
+        add(self.failed, batch.len() as u64);
         if !self.failing {
             self.failing = true;
             log::warn!("fleet-wide limits: the rate-limit service did not take a settlement; kept and retried");

@@ -148,6 +148,18 @@ thread_local! {
     static METRICS: RefCell<observe::MetricIds> = RefCell::new(observe::MetricIds::default());
 }
 
+/// A counter of the host's own (the root contexts' senders), `None` when Envoy refuses it.
+fn counter(name: &str) -> Option<u32> {
+    proxy_wasm::hostcalls::define_metric(MetricType::Counter, name).ok()
+}
+
+/// Adds `n` to a counter made by [`counter`].
+fn add(id: Option<u32>, n: u64) {
+    if let Some(id) = id {
+        let _ = proxy_wasm::hostcalls::increment_metric(id, n.min(i64::MAX as u64) as i64);
+    }
+}
+
 /// Envoy's stats (`define_metric` once per name) and the request's log record. Envoy lets a Wasm filter
 /// write filter state, not dynamic metadata: the record is the filter state object `wasm.switchyard`, a
 /// `google.protobuf.Struct` (declared so at configure time), printed by the access log with

@@ -44,12 +44,6 @@ struct KeyParts {
     budget: Option<crate::config::Budget>,
 }
 
-impl KeyParts {
-    fn any(&self) -> bool {
-        self.concurrent.is_some() || self.requests.is_some() || self.tokens.is_some() || self.budget.is_some()
-    }
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct ModelParts {
     requests: Option<Rate>,
@@ -78,7 +72,7 @@ pub fn shared_keys(cfg: &crate::config::Config) -> Vec<String> {
     let mut out = Vec::new();
     // A user's records are made by their first request (users are not known ahead).
     for l in cfg.keys.iter().map(|k| &k.limits).chain(cfg.teams.iter().map(|t| &t.limits)) {
-        if l.concurrent.is_some() || l.requests.is_some() || l.tokens.is_some() || l.budget.is_some() {
+        if l.has_own() {
             out.push(l.record.to_string());
         }
         let mut models: Vec<&String> = l.per_model.keys().collect();
@@ -232,7 +226,7 @@ impl Reservation {
 
         let l = s.limits;
         let parts = KeyParts { concurrent: l.concurrent, requests: l.requests, tokens: l.tokens, budget: l.budget };
-        if parts.any() {
+        if l.has_own() {
             let (pid, reset_secs) = parts.budget.map_or((0, 0), |b| period_of(b.period, self.reserved_at_secs));
             let taken = update(store, &s.record, |v| {
                 let [inflight, rq, tk, period, used] = read_u64s::<5>(v);
