@@ -199,6 +199,13 @@ def test_rendered_clusters_follow_the_urls():
         {"provider": "openai", "model": "a"}, {"provider": "ollama", "model": "b"}]
     assert "http2_protocol_options" in json.dumps(clusters["ratelimit"])
     assert clusters["idp"]["transport_socket"]["name"] == "envoy.transport_sockets.tls"
+    # A service over https is reached with its name as SNI and its certificate checked against that name
+    # (the file above passes `envoy --mode validate` with it).
+    idp_tls = clusters["idp"]["transport_socket"]["typed_config"]
+    assert idp_tls["sni"] == "login.example.com"
+    assert idp_tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "DNS", "matcher": {"exact": "login.example.com"}}]
+    assert idp_tls["common_tls_context"]["alpn_protocols"] == ["http/1.1"]
     routes = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["route_config"]["virtual_hosts"][0]["routes"]
     canary_route = next(r for r in routes if r["match"].get("headers", [{}])[0].get("string_match", {}).get("exact") == "canary")
     assert canary_route["route"]["timeout"] == "45s" and canary_route["route"]["cluster"] == "canary"
