@@ -171,6 +171,7 @@ def start_nginx() -> tuple[Proc, int]:
     (root / "openai.json").write_text(OPENAI_ANSWER)
     (root / "anthropic.json").write_text(ANTHROPIC_ANSWER)
     (root / "stream.sse").write_text(sse_answer())
+    (root / "jwks.json").write_text(json.dumps(JWT["jwks"]))
     conf = f"""
 worker_processes 1;
 daemon off;
@@ -186,6 +187,7 @@ http {{
     location = /v1/chat/completions {{ default_type application/json; alias {root}/openai.json; error_page 405 =200 $uri; }}
     location = /v1/messages {{ default_type application/json; alias {root}/anthropic.json; error_page 405 =200 $uri; }}
     location = /stream/v1/chat/completions {{ default_type text/event-stream; alias {root}/stream.sse; error_page 405 =200 $uri; }}
+    location = /jwks.json {{ default_type application/json; alias {root}/jwks.json; }}
   }}
 }}
 """
@@ -268,6 +270,38 @@ def cache_gateway(port: int, upstream: int) -> dict:
     return g
 
 
+def bench_jwt() -> dict:
+    """An RS256 key pair for the bench's identity provider: its key set and a token valid for a day."""
+    import jwt  # PyJWT, from tests/requirements.txt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    public.update(kid="bench", alg="RS256", use="sig")
+    now = int(time.time())
+    claims = {"iss": JWT_ISSUER, "aud": "switchyard", "sub": "bench-user@example.com", "groups": ["bench"],
+              "iat": now, "exp": now + 86400}
+    return {"jwks": {"keys": [public]}, "token": jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})}
+
+
+JWT_ISSUER = "https://idp.bench.example"
+JWT = bench_jwt()
+
+
+def jwt_gateway(port: int, upstream: int) -> dict:
+    """The same, with callers that are JWT users: Envoy's jwt_authn verifies the token (key set served by
+    the nginx mock), the route role reads the verdict from the request's metadata; the user has the key's
+    limits (`user_limits`) and one team granting every model. An Envoy of its own, as the cache row."""
+    g = switchyard_gateway(port, upstream)
+    g["jwt_providers"] = {"bench": {"issuer": JWT_ISSUER, "audiences": ["switchyard"],
+                                    "jwks": f"http://127.0.0.1:{upstream}/jwks.json"}}
+    g["identity"] = {"accept": ["keys", "jwt"], "teams_claim": "groups", "user_limits": g["keys"][0]["limits"]}
+    g["teams"] = {"bench": {"models": ["*"]}}
+    g["keys"][0]["team"] = "bench"
+    return g
+
+
 def fleet_gateway(port: int, upstream: int, grpc_port: int) -> dict:
     """The same, with the key's limits also fleet-wide (requests, tokens, budget: three descriptors per
     admission) through switchyard-limits on `grpc_port`."""
@@ -291,11 +325,14 @@ def start_fleet_backend() -> tuple[list[Proc], int]:
     return [redis, svc], grpc_port
 
 
-def switchyard_config(port: int, upstream: int, grpc_port: int | None = None, cached: bool = False) -> dict:
+def switchyard_config(port: int, upstream: int, grpc_port: int | None = None, cached: bool = False,
+                      jwt: bool = False) -> dict:
     """The Envoy config `switchyard render` makes of the gateway file (with fleet-wide limits when the
-    rate-limit service's port is given, with the cached model when asked)."""
+    rate-limit service's port is given, with the cached model or JWT users when asked)."""
     if grpc_port:
         g = fleet_gateway(port, upstream, grpc_port)
+    elif jwt:
+        g = jwt_gateway(port, upstream)
     else:
         g = cache_gateway(port, upstream) if cached else switchyard_gateway(port, upstream)
     cfg = render(g)
@@ -428,8 +465,11 @@ def main() -> int:
         p_cache = free_port()
         cached = start_envoy("envoy-switchyard-cache", switchyard_config(p_cache, up, cached=True), p_cache)
         procs.append(cached)
+        p_jwt = free_port()
+        with_jwt = start_envoy("envoy-switchyard-jwt", switchyard_config(p_jwt, up, jwt=True), p_jwt)
+        procs.append(with_jwt)
         gateways = {"envoy-plain": plain, "switchyard": sy, "wasm-floor": floor, "switchyard-fleet": fleet,
-                    "switchyard-cache": cached}
+                    "switchyard-cache": cached, "switchyard-jwt": with_jwt}
         have_litellm = (TOOLS / "litellm-venv" / "bin" / "litellm").exists()
         have_portkey = (TOOLS / "portkey" / "node_modules" / "@portkey-ai" / "gateway").exists()
         if have_litellm:
@@ -455,6 +495,9 @@ def main() -> int:
             # The same request to a cached model: every answer but the first (made by the check below) is a
             # hit answered in the route role, no upstream.
             "switchyard-cache-hit": ("switchyard-cache", p_cache, "/v1/chat/completions", "bench-cached", auth, "river"),
+            # The same as switchyard-openai from a JWT user (jwt_authn verifies, the filter reads the claims).
+            "switchyard-jwt": ("switchyard-jwt", p_jwt, "/v1/chat/completions", "bench-openai",
+                               {"Authorization": f"Bearer {JWT['token']}"}, "river"),
         }
         if have_litellm:
             configs["litellm"] = ("litellm", p_lite, "/v1/chat/completions", "bench-openai", {"Authorization": f"Bearer {LITELLM_KEY}"}, "river")
@@ -462,6 +505,16 @@ def main() -> int:
             configs["portkey"] = ("portkey", p_pk, "/v1/chat/completions", "gpt-4o-mini",
                                   {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://127.0.0.1:{up}/v1",
                                    "Authorization": "Bearer sk-upstream-bench"}, "river")
+        # jwt_authn fetches the key set when its listener starts: wait for it to verify.
+        deadline = time.time() + 30
+        while True:
+            try:
+                check(p_jwt, "/v1/chat/completions", chat_body(1024, "bench-openai"), configs["switchyard-jwt"][4], "river")
+                break
+            except Exception:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
         for name, (_, port, path, model, headers, expect) in configs.items():
             check(port, path, chat_body(1024, model, stream=name.endswith("stream")), headers, expect)
 
@@ -540,6 +593,8 @@ def summarise(runs: dict, cpu: dict, ttfb_sy: list[float], ttfb_direct: list[flo
         "fleet_throughput_vs_local_1KB": ratio(get("switchyard-fleet"), get("switchyard-openai")),
         "cache_hit_throughput_vs_miss_1KB": ratio(get("switchyard-cache-hit"), get("switchyard-openai")),
         "cache_hit_p50_us_c1": diff_us(get("switchyard-cache-hit", conc=1, field="p50_ms"), 0.0),
+        "jwt_throughput_vs_key_1KB": ratio(get("switchyard-jwt"), get("switchyard-openai")),
+        "jwt_added_p50_us_c1": diff_us(get("switchyard-jwt", conc=1, field="p50_ms"), get("switchyard-openai", conc=1, field="p50_ms")),
     }
     return {"table": table, "targets": targets, "machine": machine(), "duration_s": DURATION, "reps": REPS}
 
@@ -608,6 +663,9 @@ def write_markdown(s: dict) -> None:
               f"- Cache hits (the same request to a cached model, answered from the process tier with no upstream): "
               f"**{fmt(t['cache_hit_throughput_vs_miss_1KB'], 2)}×** the throughput of the uncached passthrough at c=32 (1 KB), "
               f"p50 {fmt(t['cache_hit_p50_us_c1'])} µs at c=1.",
+              f"- JWT users (jwt_authn verifies an RS256 token, the filter reads the claims from the metadata; the user has the "
+              f"key's four limits and a team): **{fmt((t['jwt_throughput_vs_key_1KB'] or 0) * 100, 0)}%** of the same request's "
+              f"throughput with a virtual key at c=32 (1 KB), {fmt(t['jwt_added_p50_us_c1'])} µs added p50 at c=1.",
               ""]
     (ROOT / "bench" / "results.md").write_text("\n".join(lines))
 
